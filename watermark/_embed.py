@@ -1,12 +1,20 @@
-"""Embedding of the keyed tiled spread-spectrum mark (contract stub, replaced by the codec)."""
+"""Embedding of the keyed, tiled spread-spectrum mark on luma."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
-__all__ = ["EmbedResult", "embed_frame"]
+from ._carrier import carrier_tile, chip_level, chip_values, tile_layout
+from ._color import LUMA_WEIGHTS, check_image, storage_scale, to_storage
+from ._ecc import encode_payloads
+from ._keys import check_key
+from ._mask import masking_map
+from ._params import DEFAULT_PARAMS, CodecParams
+
+__all__ = ["EmbedResult", "mark_pattern", "embed_frame"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,16 +33,127 @@ class EmbedResult:
     psnr_y: float
 
 
-def embed_frame(image: np.ndarray, key: bytes, payload: int, *, strength: float = 1.0) -> EmbedResult:
-    """Mark one frame. STUB: returns a copy. The real codec replaces this body.
+def mark_pattern(key: bytes, payload: int, *, level: int = 3) -> np.ndarray:
+    """The periodic carrier tile for one delivery.
+
+    Parameters
+    ----------
+    key : bytes
+        Studio secret.
+    payload : int
+        Delivery id in [0, 2**32).
+    level : int
+        Chip DWT level (chips of ``2**level`` px), see :func:`watermark._carrier.chip_level`.
+
+    Returns
+    -------
+    (32 * 2**level, 32 * 2**level) float32 ndarray with unit RMS.
+    """
+    if isinstance(payload, bool) or not isinstance(payload, int | np.integer):
+        raise TypeError(f"payload must be an int, got {type(payload).__name__}")
+    layout = tile_layout(check_key(key))
+    return carrier_tile(chip_values(layout, encode_payloads(int(payload))), level)
+
+
+def _tiled(tile: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    h, w = shape
+    reps = (-(-h // tile.shape[0]), -(-w // tile.shape[1]))
+    return np.tile(tile, reps)[:h, :w]
+
+
+def embed_frame(
+    image: np.ndarray,
+    key: bytes,
+    payload: int,
+    *,
+    strength: float = 1.0,
+    params: CodecParams = DEFAULT_PARAMS,
+) -> EmbedResult:
+    """Mark one frame with a delivery id.
+
+    The carrier tile (see :func:`mark_pattern`) is repeated from the top-left corner,
+    scaled by a local-activity mask and by a gain that brings luma PSNR to
+    ``params.target_psnr`` (capped in flat regions at ``params.flat_rms`` grey levels),
+    and added equally to R, G and B so that chroma is unchanged.
 
     Parameters
     ----------
     image : (H, W), (H, W, 3) or (H, W, 4) ndarray
-        RGB(A) order, uint8, uint16 or float32 in [0, 1]. Alpha passes through bit-exact.
+        RGB(A) order; uint8, uint16, or float32 in [0, 1]. Alpha passes through bit-exact.
     key : bytes
-        Studio secret (32 bytes).
+        Studio secret (>= 16 bytes).
     payload : int
         Delivery id, 0 <= payload < 2**32.
+    strength : float
+        Multiplier on the mark amplitude, in [0, 4]; 0 returns the input unchanged.
+    params : CodecParams
+        Masking and strength table.
+
+    Returns
+    -------
+    EmbedResult
+
+    Raises
+    ------
+    TypeError, ValueError
+        On a bad image, key, payload or strength.
+
+    Examples
+    --------
+    >>> img = np.full((64, 64, 3), 128, np.uint8)
+    >>> out = embed_frame(img, b"k" * 32, 7)
+    >>> out.image.dtype, out.image.shape
+    (dtype('uint8'), (64, 64, 3))
     """
-    return EmbedResult(image=np.array(image, copy=True), psnr_y=float("inf"))
+    arr = check_image(image)
+    if not 0.0 <= float(strength) <= 4.0:
+        raise ValueError(f"strength must be in [0, 4], got {strength}")
+    tile = mark_pattern(key, payload, level=chip_level(arr.shape))
+    if strength == 0.0:
+        return EmbedResult(image=arr.copy(), psnr_y=float("inf"))
+    unit = storage_scale(arr.dtype)
+    colour = arr.ndim == 3 and arr.shape[2] >= 3
+    rgb = np.ascontiguousarray(arr[..., :3]) if colour else arr.reshape(arr.shape[:2])
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if colour else rgb
+    if grey.dtype == np.float64:
+        grey = grey.astype(np.float32)
+    mask = masking_map(grey, floor=params.floor, knee=params.knee, ceiling=params.ceiling, unit=unit)
+    delta = _tiled(tile, grey.shape)
+    delta *= mask
+    target_rms = 255.0 * 10.0 ** (-params.target_psnr / 20.0)
+    rms = cv2.norm(delta, cv2.NORM_L2) / np.sqrt(delta.size)
+    gain = min(target_rms / max(rms, 1e-6), params.flat_rms / params.floor) * float(strength)
+    delta *= np.float32(gain * unit)
+
+    marked = _add_to_channels(rgb, delta)
+    out = marked
+    if colour and arr.shape[2] == 4:
+        out = np.dstack([marked, arr[..., 3:]])
+    elif arr.ndim == 3 and not colour:
+        out = marked.reshape(arr.shape)
+    return EmbedResult(image=out, psnr_y=_psnr_y(rgb, marked, unit))
+
+
+def _add_to_channels(rgb: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """Add `delta` (storage units) to every colour channel, rounding and saturating.
+
+    For integer images ``round(x + d) == x + round(d)``, so the delta is rounded once and
+    added with OpenCV's saturating integer add.
+    """
+    if rgb.dtype.kind == "f":
+        d = delta[..., None] if rgb.ndim == 3 else delta
+        return to_storage(rgb.astype(np.float32) + d, rgb.dtype)
+    d = np.rint(delta).astype(np.int32 if rgb.dtype == np.uint16 else np.int16)
+    if rgb.ndim == 3:
+        d = cv2.merge((d, d, d))
+    depth = cv2.CV_16U if rgb.dtype == np.uint16 else cv2.CV_8U
+    return cv2.add(rgb, d, dtype=depth)
+
+
+def _psnr_y(before: np.ndarray, after: np.ndarray, unit: float) -> float:
+    """Exact luma PSNR (0..255 scale) between two images of the same dtype."""
+    diff = cv2.subtract(after, before, dtype=cv2.CV_32F)
+    if diff.ndim == 3:
+        diff = cv2.transform(diff, LUMA_WEIGHTS.reshape(1, 3))
+    mse = (cv2.norm(diff, cv2.NORM_L2) / unit) ** 2 / diff.size
+    return float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))

@@ -1,0 +1,120 @@
+"""Synchronisation: whiten, fold the tiles of a leak, and find the tile grid by the pilot."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ._carrier import TILE_CHIPS
+
+__all__ = ["WORK_PX", "working_luma", "whiten", "fold_tiles", "chip_estimates", "pilot_scores"]
+
+WORK_PX = 2  # pixels per chip in the working resolution
+
+
+def working_luma(y: np.ndarray, chip_px: float) -> np.ndarray:
+    """Resample luma so that chips of `chip_px` leak pixels become ``WORK_PX`` pixels.
+
+    Parameters
+    ----------
+    y : (H, W) float32 ndarray
+        Luma of the leak, 0..255 scale.
+    chip_px : float
+        Hypothesised chip size in the leak, in pixels.
+
+    Returns
+    -------
+    (h, w) float32 ndarray with ``h ~ H * WORK_PX / chip_px``.
+    """
+    f = WORK_PX / chip_px
+    h = max(1, round(y.shape[0] * f))
+    w = max(1, round(y.shape[1] * f))
+    interp = cv2.INTER_AREA if f < 1.0 else cv2.INTER_LINEAR
+    return cv2.resize(y, (w, h), interpolation=interp)
+
+
+def whiten(y: np.ndarray) -> np.ndarray:
+    """Remove the host's low frequencies and equalise local energy.
+
+    ``r = y - G_s(y)``, then ``r / sqrt(G_n(r^2) + eps)`` clipped to +/-3: the host stops
+    masking the chips and strong edges stop dominating the correlation.
+
+    Parameters
+    ----------
+    y : (h, w) float32 ndarray, working resolution.
+
+    Returns
+    -------
+    (h, w) float32 ndarray, roughly unit variance.
+    """
+    # sigmas in working pixels (a chip is WORK_PX): a sharp high-pass keeps the chips'
+    # upper band, where a 1/f host is weakest; a tight energy window tracks texture.
+    r = y - cv2.GaussianBlur(y, (0, 0), 0.5 * WORK_PX)
+    energy = cv2.GaussianBlur(r * r, (0, 0), 1.0 * WORK_PX)
+    r /= np.sqrt(energy + 0.25)
+    return np.clip(r, -3.0, 3.0, out=r)
+
+
+def fold_tiles(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sum all tile periods of the working image into one period.
+
+    Parameters
+    ----------
+    r : (h, w) float32 ndarray, whitened working image.
+
+    Returns
+    -------
+    sums : (P, P) float64 ndarray, ``P = WORK_PX * TILE_CHIPS``
+    counts : (P, P) float64 ndarray, how many pixels were summed into each cell.
+    """
+    p = WORK_PX * TILE_CHIPS
+    h, w = r.shape
+    ph, pw = -(-h // p) * p, -(-w // p) * p
+    padded = np.zeros((ph, pw), np.float32)
+    padded[:h, :w] = r
+    sums = padded.reshape(ph // p, p, pw // p, p).sum(axis=(0, 2), dtype=np.float64)
+    rows = np.bincount(np.arange(h) % p, minlength=p).astype(np.float64)
+    cols = np.bincount(np.arange(w) % p, minlength=p).astype(np.float64)
+    return sums, np.outer(rows, cols)
+
+
+def chip_estimates(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Chip estimates at every sub-chip phase.
+
+    Returns
+    -------
+    (WORK_PX, WORK_PX, T, T) float64 ndarray
+        ``v[a, b]`` sums each chip's ``WORK_PX x WORK_PX`` cell starting at phase (a, b),
+        divided by the square root of its pixel count (unit noise variance per chip).
+    """
+    q, t = WORK_PX, TILE_CHIPS
+    out = np.empty((q, q, t, t))
+    for a in range(q):  # q*q = 4 phases
+        for b in range(q):
+            s = np.roll(sums, (-a, -b), axis=(0, 1)).reshape(t, q, t, q).sum(axis=(1, 3))
+            c = np.roll(counts, (-a, -b), axis=(0, 1)).reshape(t, q, t, q).sum(axis=(1, 3))
+            out[a, b] = np.where(c > 0, s / np.sqrt(np.maximum(c, 1.0)), 0.0)
+    return out
+
+
+def pilot_scores(v: np.ndarray, pilot: np.ndarray) -> np.ndarray:
+    """Normalised pilot correlation at every cyclic chip shift.
+
+    Parameters
+    ----------
+    v : (..., T, T) float ndarray
+        Chip estimates in leak order.
+    pilot : (T, T) float ndarray
+        Pilot signs on pilot chips, 0 elsewhere.
+
+    Returns
+    -------
+    (..., T, T) float64 ndarray
+        ``z[..., i, j] = sum_k v[k] p[k + (i, j)] / sqrt(sum_k v[k]^2 |p[k + (i, j)]|)``,
+        i.e. the score of the hypothesis that leak chip k is tile chip k + (i, j).
+    """
+    fp = np.conj(np.fft.fft2(pilot))
+    fa = np.conj(np.fft.fft2(np.abs(pilot)))
+    num = np.fft.ifft2(np.conj(np.fft.fft2(v) * fp)).real
+    den = np.fft.ifft2(np.conj(np.fft.fft2(v * v) * fa)).real
+    return num / np.sqrt(np.maximum(den, 1e-12))
