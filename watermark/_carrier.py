@@ -26,11 +26,11 @@ from ._keys import keyed_generator
 __all__ = [
     "TILE_CHIPS",
     "WAVELET",
-    "chip_level",
     "TileLayout",
-    "tile_layout",
-    "chip_values",
     "carrier_tile",
+    "chip_level",
+    "chip_values",
+    "tile_layout",
 ]
 
 TILE_CHIPS = 32

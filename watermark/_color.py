@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["LUMA_WEIGHTS", "check_image", "storage_scale", "luma", "to_storage"]
+__all__ = ["LUMA_WEIGHTS", "check_image", "luma", "storage_scale", "to_storage"]
 
 # ITU-R BT.601 luma weights for R, G, B.
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)

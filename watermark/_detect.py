@@ -8,12 +8,12 @@ import numpy as np
 
 from ._carrier import TILE_CHIPS, TileLayout, chip_level, tile_layout
 from ._color import check_image, luma
-from ._ecc import CODED_BITS, decode_payload, encode_payloads
+from ._ecc import CODED_BITS, decode_payload, encode_payloads, list_decode
 from ._keys import check_key
 from ._stats import false_alarm_probability
 from ._sync import WORK_PX, chip_estimates, fold_tiles, pilot_scores, whiten, working_luma
 
-__all__ = ["Detection", "DEFAULT_CHIP_SIZES", "detect_frame", "leak_scale"]
+__all__ = ["DEFAULT_CHIP_SIZES", "Detection", "detect_frame", "leak_scale"]
 
 # Chip sizes (leak pixels) searched: the native 4/8/16-px chips and their halves, i.e. every
 # frame size at scale 1 and 0.5. Each is one geometry hypothesis.
@@ -21,6 +21,8 @@ DEFAULT_CHIP_SIZES: tuple[float, ...] = (8.0, 4.0, 16.0, 2.0)
 _TOP_HYPOTHESES = 3
 # Lower confidence bound, in standard errors, on the mark amplitude the pilot measures.
 _AMPLITUDE_LCB = 3.0
+# Paths kept by the list decoder that names the deliveries most likely to be the mark.
+_LIST_SIZE = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,11 +36,16 @@ class Detection:
     payload : int or None
         Delivery id (0 <= payload < 2**32) when found, else None.
     score : float
-        The test statistic: a normalised correlation, N(0, 1) on unmarked images.
+        The test statistic: the normalised correlation of the best hypothesis. For one
+        fixed hypothesis it is N(0, 1) on unmarked images; the best of the ``n_tests``
+        searched is typically 4 to 5.5 there, which ``p_value`` accounts for.
     p_value : float
-        False-alarm probability of the verdict: the chance that an unmarked image (or one
-        marked with another delivery) scores this high, corrected for the search over
+        False-alarm probability of the verdict: the chance that an unmarked image, or one
+        carrying another delivery's mark, scores this high, corrected for the search over
         geometry hypotheses and over every candidate delivery.
+    p_mark : float
+        The chance that an image without this studio's mark scores this high: small when a
+        mark is present even if no delivery can be named with confidence.
     chip_px : float
         Chip size found in the leak, in pixels (0 when nothing was searched); with the
         original's size, :func:`leak_scale` turns it into the leak's scale.
@@ -53,6 +60,7 @@ class Detection:
     payload: int | None
     score: float
     p_value: float
+    p_mark: float
     chip_px: float
     offset: tuple[float, float]
     n_tests: float = 1.0
@@ -92,7 +100,9 @@ def _search(y: np.ndarray, layout: TileLayout, chip_sizes: tuple[float, ...]) ->
             a, b, i, j = np.unravel_index(idx, z.shape)
             aligned = np.roll(v[a, b], (int(i), int(j)), axis=(0, 1))
             found.append(
-                _Hypothesis(float(z[a, b, i, j]), chip_px, (int(a), int(b)), (int(i), int(j)), aligned)
+                _Hypothesis(
+                    float(z[a, b, i, j]), chip_px, (int(a), int(b)), (int(i), int(j)), aligned
+                )
             )
     found.sort(key=lambda h: h.pilot_z, reverse=True)
     return found[:_TOP_HYPOTHESES]
@@ -113,40 +123,85 @@ def _soft_bits(h: _Hypothesis, layout: TileLayout) -> tuple[np.ndarray, np.ndarr
     return soft, energy
 
 
+def _confusion_probability(
+    soft: np.ndarray,
+    energy: np.ndarray,
+    accused: np.ndarray,
+    rivals: np.ndarray,
+    amp: float,
+    chips_per_bit: np.ndarray,
+) -> float:
+    """Union bound on "one of the rival codewords is the mark, yet `accused` scores this well".
+
+    Chip estimates are ``v = a m + noise`` and the pilot measures ``a / sigma``. If rival ``r``
+    were the mark, ``S_r = sum over the chips where r and accused differ of v * m_accused``
+    would be centred at ``-(a / sigma) n_r``, so ``P(S_r >= observed | r) =
+    Q(z_pair + (a / sigma) sqrt(n_r))``, with a lower confidence bound on ``a / sigma``.
+    sigma is over-estimated by including the signal energy (conservative).
+    """
+    differ = rivals != accused  # (R, 162)
+    if np.any(~differ.any(axis=1)):
+        return 1.0  # a rival with the same codeword can never be told apart
+    n_diff = differ @ chips_per_bit
+    num = differ @ (soft * accused)
+    den = np.sqrt(np.maximum(differ @ energy, 1e-12))
+    z_pair = num / den + amp * np.sqrt(n_diff)
+    return float(np.sum(false_alarm_probability(z_pair, 1.0)))
+
+
 def _registry_verdict(
     h: _Hypothesis, layout: TileLayout, candidates: np.ndarray, n_geometry: float
-) -> tuple[int, float, float]:
-    """Best candidate, its score, and the p-value of accusing it."""
+) -> tuple[int, float, float, float]:
+    """Best candidate, its score, the p-value of accusing it, and the p-value of "a mark".
+
+    The accusation p-value is the largest of three union bounds:
+
+    - no mark: an unmarked image scores this high on the full pattern (pilot and data),
+      over every geometry hypothesis and candidate;
+    - another registered delivery is the mark (pair tests, :func:`_confusion_probability`),
+      also against the CRC-valid deliveries a list Viterbi decoder finds outside the registry;
+    - an unregistered delivery is the mark: then the accused candidate's data chips agree
+      with it only by chance (coded bits of unrelated messages agree independently with
+      probability 1/2), so its data-only score ``z_data`` is centred at 0 with variance
+      ``1 + r^2 (kappa - 1)``, where ``kappa = sum n_j^2 / sum n_j`` for ``n_j`` chips per
+      coded bit and ``r^2`` is the mark's share of the chip energy, bounded above from the
+      pilot.
+    """
     soft, energy = _soft_bits(h, layout)
     pilot_part = float(np.sum(h.chips * layout.pilot_chips))
     total = float(np.sqrt(np.sum(h.chips**2))) or 1.0
     signs = encode_payloads(candidates).astype(np.float64) * 2.0 - 1.0  # (N, 162)
-    z = (pilot_part + signs @ soft) / total
+    data_part = signs @ soft
+    z = (pilot_part + data_part) / total
     best = int(np.argmax(z))
-    p_detect = false_alarm_probability(z[best], n_geometry * len(candidates))
-    if len(candidates) == 1:
-        return best, float(z[best]), float(p_detect)
-    # Could another registered delivery have produced this? Test the best one against each
-    # other on the coded bits where they differ: under "the other one is the mark", the
-    # correlation there is centred at or below 0.
-    # Chip estimates are v = a m + noise; the pilot measures a / sigma. Under "delivery d is
-    # the mark", S_d = sum over the chips where d and best differ of v * m_best is centred at
-    # -(a / sigma) * n_d, so P(S_d >= observed | d) = Q(z_pair + (a / sigma) sqrt(n_d)), with a
-    # lower confidence bound on a / sigma. sigma is over-estimated by including the signal.
-    differ = signs != signs[best]
+    n = float(len(candidates))
+    p_mark = float(false_alarm_probability(z[best], n_geometry * n))
+
     n_pilot = float(np.count_nonzero(layout.pilot))
-    amp = max(0.0, (h.pilot_z - _AMPLITUDE_LCB) / np.sqrt(n_pilot))
-    chips_per_bit = np.bincount(layout.bit_index[layout.bit_index >= 0], minlength=CODED_BITS)
-    n_diff = differ @ chips_per_bit.astype(np.float64)
-    num = differ @ (soft * signs[best])
-    den = np.sqrt(np.maximum(differ @ energy, 1e-12))
-    others = np.flatnonzero(differ.any(axis=1))
-    z_pair = num[others] / den[others] + amp * np.sqrt(n_diff[others])
-    p_confuse = float(np.sum(false_alarm_probability(z_pair, 1.0))) if others.size else 0.0
-    # identical codewords cannot be told apart: never accuse between them
-    if np.count_nonzero(~differ.any(axis=1)) > 1:
-        p_confuse = 1.0
-    return best, float(z[best]), float(min(1.0, max(p_detect, p_confuse)))
+    chips_per_bit = np.bincount(
+        layout.bit_index[layout.bit_index >= 0], minlength=CODED_BITS
+    ).astype(np.float64)
+    # r = a / sqrt(a^2 + sigma^2): the mark's share of the chip energy, which is what the
+    # pilot score over sqrt(n_pilot) estimates; bounded below and above by +/- 3 standard
+    # errors.
+    amp_low = min(1.0, max(0.0, (h.pilot_z - _AMPLITUDE_LCB) / np.sqrt(n_pilot)))
+    amp_high = min(1.0, (max(h.pilot_z, 0.0) + _AMPLITUDE_LCB) / np.sqrt(n_pilot))
+    kappa = float(np.sum(chips_per_bit**2) / np.sum(chips_per_bit))
+    z_data = data_part[best] / np.sqrt(max(float(np.sum(energy)), 1e-12))
+    inflation = np.sqrt(1.0 + amp_high**2 * (kappa - 1.0))
+    p_outside = float(false_alarm_probability(z_data / inflation, n))
+
+    listed, _, valid = list_decode(soft, _LIST_SIZE)
+    outsiders = np.setdiff1d(listed[valid], candidates.astype(np.uint64))
+    rivals = np.concatenate([np.delete(candidates.astype(np.uint64), best), outsiders])
+    p_confuse = 0.0
+    if rivals.size:
+        rival_signs = encode_payloads(rivals).astype(np.float64) * 2.0 - 1.0
+        p_confuse = _confusion_probability(
+            soft, energy, signs[best], rival_signs, amp_low, chips_per_bit
+        )
+    p_accuse = min(1.0, max(p_mark, p_confuse, p_outside))
+    return best, float(z[best]), p_accuse, p_mark
 
 
 def detect_frame(
@@ -193,29 +248,29 @@ def detect_frame(
     if candidates is not None:
         cand = np.asarray(candidates)
         if cand.ndim != 1 or cand.dtype.kind not in "iu":
-            raise ValueError(f"candidates must be a 1-D integer array, got {cand.dtype} {cand.shape}")
+            raise ValueError(
+                f"candidates must be a 1-D integer array, got {cand.dtype} {cand.shape}"
+            )
     y = luma(arr)
     hyps = _search(y, layout, tuple(chip_sizes))
     n_geometry = float(len(chip_sizes) * WORK_PX * WORK_PX * TILE_CHIPS * TILE_CHIPS)
     if not hyps:
-        return Detection(False, None, 0.0, 1.0, 0.0, (0.0, 0.0), n_geometry)
+        return Detection(False, None, 0.0, 1.0, 1.0, 0.0, (0.0, 0.0), n_geometry)
 
     if cand is not None and cand.size:
-        best_result: tuple[float, int, float, _Hypothesis] | None = None
-        for h in hyps:
-            idx, z, p = _registry_verdict(h, layout, cand, n_geometry)
-            if best_result is None or p < best_result[0] or (p == best_result[0] and z > best_result[2]):
-                best_result = (p, idx, z, h)
-        assert best_result is not None
-        p, idx, z, h = best_result
+        verdicts = [(_registry_verdict(h, layout, cand, n_geometry), h) for h in hyps]
+        (idx, z, p, _), h = min(verdicts, key=lambda v: (v[0][2], -v[0][1]))
+        p_mark = min(v[0][3] for v in verdicts)
         found = p <= p_threshold
+        payload = int(cand[idx]) if found else None
         return Detection(
-            found, int(cand[idx]) if found else None, z, p, h.chip_px, _offset(h),
-            n_geometry * cand.size,
+            found, payload, z, p, p_mark, h.chip_px, _offset(h), n_geometry * cand.size
         )
 
     h = hyps[0]
     p = float(false_alarm_probability(h.pilot_z, n_geometry))
     payload, crc_ok = decode_payload(_soft_bits(h, layout)[0])
     found = crc_ok and p <= p_threshold
-    return Detection(found, payload if found else None, h.pilot_z, p, h.chip_px, _offset(h), n_geometry)
+    return Detection(
+        found, payload if found else None, h.pilot_z, p, p, h.chip_px, _offset(h), n_geometry
+    )

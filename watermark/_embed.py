@@ -14,7 +14,7 @@ from ._keys import check_key
 from ._mask import masking_map
 from ._params import DEFAULT_PARAMS, CodecParams
 
-__all__ = ["EmbedResult", "mark_pattern", "embed_frame"]
+__all__ = ["EmbedResult", "embed_frame", "mark_pattern"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +72,10 @@ def embed_frame(
     """Mark one frame with a delivery id.
 
     The carrier tile (see :func:`mark_pattern`) is repeated from the top-left corner,
-    scaled by a local-activity mask and by a gain that brings luma PSNR to
-    ``params.target_psnr`` (capped in flat regions at ``params.flat_rms`` grey levels),
-    and added equally to R, G and B so that chroma is unchanged.
+    scaled by a local-activity mask (``params.flat_rms`` grey levels in flat regions, more
+    on edges and texture, up to ``params.target_psnr`` overall, see
+    :func:`watermark._mask.masking_map`), and added equally to R, G and B so that chroma is
+    unchanged.
 
     Parameters
     ----------
@@ -117,13 +118,18 @@ def embed_frame(
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if colour else rgb
     if grey.dtype == np.float64:
         grey = grey.astype(np.float32)
-    mask = masking_map(grey, floor=params.floor, knee=params.knee, ceiling=params.ceiling, unit=unit)
+    target_rms = 255.0 * 10.0 ** (-params.target_psnr / 20.0)
+    mask = masking_map(
+        grey,
+        flat=params.flat_rms,
+        knee=params.knee,
+        ceiling=params.ceiling_rms,
+        target_rms=target_rms,
+        unit=unit,
+    )
     delta = _tiled(tile, grey.shape)
     delta *= mask
-    target_rms = 255.0 * 10.0 ** (-params.target_psnr / 20.0)
-    rms = cv2.norm(delta, cv2.NORM_L2) / np.sqrt(delta.size)
-    gain = min(target_rms / max(rms, 1e-6), params.flat_rms / params.floor) * float(strength)
-    delta *= np.float32(gain * unit)
+    delta *= np.float32(float(strength) * unit)
 
     marked = _add_to_channels(rgb, delta)
     out = marked

@@ -7,7 +7,7 @@ import hmac
 
 import numpy as np
 
-__all__ = ["derive_bytes", "keyed_generator", "check_key"]
+__all__ = ["check_key", "derive_bytes", "keyed_generator"]
 
 _DOMAIN = b"leaktrace/v1/"
 

@@ -45,27 +45,54 @@ def activity_map(grey: np.ndarray, *, unit: float = 1.0) -> np.ndarray:
 
 
 def masking_map(
-    grey: np.ndarray, *, floor: float, knee: float, ceiling: float, unit: float = 1.0
+    grey: np.ndarray,
+    *,
+    flat: float,
+    knee: float,
+    ceiling: float,
+    target_rms: float,
+    unit: float = 1.0,
 ) -> np.ndarray:
-    """Relative mark amplitude per pixel.
+    """Mark amplitude per pixel, in grey levels (0..255 scale), for a unit-RMS carrier.
 
-    ``m = clip(floor + activity / knee, floor, ceiling)``: flat regions get `floor`, edges and
-    texture up to `ceiling` (a local-activity JND model).
+    ``A = clip(flat + g * activity / knee, flat, ceiling)``. The flat-region amplitude is
+    fixed by visibility, not by the image; the gain ``g`` spends what is left of the
+    PSNR budget (``RMS(A) = target_rms``) on edges and texture, which mask it. A frame too
+    flat to reach the budget stays at `flat` (its PSNR is then above the target).
 
     Parameters
     ----------
     grey : (H, W) ndarray
         Luma in storage units, see :func:`activity_map`.
-    floor, knee, ceiling : float
-        Amplitude in flat regions (relative), activity (grey levels per pixel) adding 1 to
-        the amplitude, and the largest amplitude allowed.
+    flat : float
+        Amplitude in flat regions, grey levels RMS.
+    knee : float
+        Activity (grey levels per pixel) that adds ``g`` grey levels of amplitude.
+    ceiling : float
+        Largest amplitude, grey levels RMS.
+    target_rms : float
+        Mark RMS over the frame that the gain aims at, grey levels.
     unit : float
         Storage units per grey level.
 
     Returns
     -------
-    (H, W) float32 ndarray in [floor, ceiling].
+    (H, W) float32 ndarray in [flat, ceiling].
     """
-    levels = np.arange(256, dtype=np.float32) / ACTIVITY_STEPS
-    table = np.clip(floor + levels / knee, floor, ceiling).astype(np.float32)
-    return cv2.LUT(activity_map(grey, unit=unit), table)
+    act = activity_map(grey, unit=unit)
+    hist = np.bincount(act.ravel(), minlength=256).astype(np.float64) / act.size
+    levels = np.arange(256, dtype=np.float64) / ACTIVITY_STEPS
+
+    def table(gain: float) -> np.ndarray:
+        return np.clip(flat + gain * levels / knee, flat, ceiling)
+
+    lo, hi = 0.0, 64.0
+    if float(np.sqrt(hist @ table(hi) ** 2)) <= target_rms:
+        lo = hi
+    for _ in range(40):  # bisection: RMS grows monotonically with the gain
+        mid = 0.5 * (lo + hi)
+        if float(np.sqrt(hist @ table(mid) ** 2)) < target_rms:
+            lo = mid
+        else:
+            hi = mid
+    return cv2.LUT(act, table(lo).astype(np.float32))

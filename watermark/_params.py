@@ -4,30 +4,32 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-__all__ = ["CODEC_VERSION", "CodecParams", "DEFAULT_PARAMS"]
+__all__ = ["CODEC_VERSION", "DEFAULT_PARAMS", "CodecParams"]
 
 CODEC_VERSION = "lt1"
 
 
 @dataclass(frozen=True, slots=True)
 class CodecParams:
-    """Embedding strength and masking.
+    """Embedding strength and masking, in grey levels of the 0..255 scale.
 
     Attributes
     ----------
     target_psnr : float
-        Luma PSNR the mark aims at, in dB (strength 1).
+        Luma PSNR the mark aims at, in dB (strength 1); frames too flat to carry that much
+        invisibly come out above it.
     flat_rms : float
-        Largest mark RMS allowed in flat regions, in grey levels (0..255 scale).
-    floor, knee, ceiling : float
-        Masking model, see :func:`watermark._mask.masking_map`.
+        Mark RMS in flat regions, in grey levels: set by visibility on flat cel fills.
+    knee : float
+        Local activity (grey levels per pixel) that adds one gain unit of amplitude.
+    ceiling_rms : float
+        Largest mark RMS anywhere, in grey levels.
     """
 
     target_psnr: float = 43.0
-    flat_rms: float = 1.6
-    floor: float = 0.25
+    flat_rms: float = 1.0
     knee: float = 4.0
-    ceiling: float = 3.0
+    ceiling_rms: float = 6.0
 
     def to_dict(self) -> dict[str, float]:
         """Plain dict, for the registry."""

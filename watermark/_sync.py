@@ -7,7 +7,15 @@ import numpy as np
 
 from ._carrier import TILE_CHIPS
 
-__all__ = ["WORK_PX", "working_luma", "whiten", "fold_tiles", "chip_estimates", "pilot_scores"]
+__all__ = [
+    "WORK_PX",
+    "chip_estimates",
+    "estimate_chip_sizes",
+    "fold_tiles",
+    "pilot_scores",
+    "whiten",
+    "working_luma",
+]
 
 WORK_PX = 2  # pixels per chip in the working resolution
 
@@ -118,3 +126,88 @@ def pilot_scores(v: np.ndarray, pilot: np.ndarray) -> np.ndarray:
     num = np.fft.ifft2(np.conj(np.fft.fft2(v) * fp)).real
     den = np.fft.ifft2(np.conj(np.fft.fft2(v * v) * fa)).real
     return num / np.sqrt(np.maximum(den, 1e-12))
+
+
+_ANALYSIS_PX = 768  # side of the centre crop analysed for the tile period
+_MIN_PERIOD = 40.0  # px, in the analysed image
+
+
+def _axis_autocorrelation(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Autocorrelation of a whitened centre crop along rows and columns (lags 0..n/2)."""
+    h, w = y.shape
+    ch, cw = min(h, _ANALYSIS_PX), min(w, _ANALYSIS_PX)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    crop = np.ascontiguousarray(y[top : top + ch, left : left + cw])
+    r = crop - cv2.GaussianBlur(crop, (0, 0), 1.0)
+    r /= np.sqrt(cv2.GaussianBlur(r * r, (0, 0), 2.0) + 0.25)
+    np.clip(r, -3.0, 3.0, out=r)
+    r -= r.mean()
+    # circular autocorrelation of a non-periodic crop: zero-pad to avoid wrap-around lags
+    fh, fw = cv2.getOptimalDFTSize(2 * ch), cv2.getOptimalDFTSize(2 * cw)
+    spec = np.fft.rfft2(r, s=(fh, fw))
+    ac = np.fft.irfft2(spec.real**2 + spec.imag**2, s=(fh, fw))
+    ac /= max(float(ac[0, 0]), 1e-12)
+    # unbiased: divide by the overlap of the crop with itself at each lag
+    rows = ac[: ch // 2, 0] / (1.0 - np.arange(ch // 2) / ch)
+    cols = ac[0, : cw // 2] / (1.0 - np.arange(cw // 2) / cw)
+    return rows, cols
+
+
+def _peak_lags(profile: np.ndarray, n_peaks: int) -> list[float]:
+    """Sub-sample positions of the strongest local maxima above a running baseline."""
+    if profile.size < _MIN_PERIOD + 3:
+        return []
+    base = cv2.blur(profile.reshape(1, -1).astype(np.float32), (9, 1)).ravel()
+    excess = profile - base
+    lo = int(_MIN_PERIOD)
+    interior = excess[lo:-1]
+    is_peak = (interior > excess[lo - 1 : -2]) & (interior >= excess[lo + 1 :])
+    idx = np.flatnonzero(is_peak) + lo
+    idx = idx[np.argsort(excess[idx])[::-1][:n_peaks]]
+    lags = []
+    for i in idx:
+        a, b, c = profile[i - 1], profile[i], profile[i + 1]
+        den = a - 2.0 * b + c
+        lags.append(float(i) + (0.5 * (a - c) / den if den < 0 else 0.0))
+    return lags
+
+
+def estimate_chip_sizes(y: np.ndarray, *, n_candidates: int = 3) -> list[float]:
+    """Candidate chip sizes of a tiled mark from the autocorrelation of the whitened leak.
+
+    The mark repeats every 32 chips, so the autocorrelation of the whitened luma peaks at
+    lags that are multiples of the tile period. The search uses no key: it proposes
+    geometry hypotheses that the pilot then scores.
+
+    Parameters
+    ----------
+    y : (H, W) float32 ndarray
+        Luma of the leak, 0..255 scale.
+    n_candidates : int
+        Peaks kept per analysis resolution.
+
+    Returns
+    -------
+    list of float
+        Chip sizes in leak pixels, strongest evidence first (may be empty).
+    """
+    out: list[float] = []
+    for factor in (1, 4):
+        small = (
+            y
+            if factor == 1
+            else cv2.resize(
+                y,
+                (max(1, y.shape[1] // factor), max(1, y.shape[0] // factor)),
+                interpolation=cv2.INTER_AREA,
+            )
+        )
+        rows, cols = _axis_autocorrelation(small)
+        n = min(rows.size, cols.size)
+        profile = rows[:n] + cols[:n]
+        for lag in _peak_lags(profile, n_candidates):
+            # refine on the second harmonic when it is inside the profile
+            lag2 = [v for v in _peak_lags(profile, 12) if abs(v - 2 * lag) < 2.0]
+            period = lag2[0] / 2.0 if lag2 else lag
+            out.append(period * factor / TILE_CHIPS)
+    return out

@@ -1,0 +1,294 @@
+"""Shared helpers for the benchmark scripts: frames, options, machine info, output.
+
+The scripts measure the checkout they sit in: the repository root is put first on
+``sys.path`` so ``import watermark`` finds this tree even without ``pip install -e .``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+# Measure this checkout, installed or not: the scripts import ``_common`` before ``watermark``.
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_FRAME_DIRS = (ROOT.parent / "shared/corpus/frames", ROOT.parent / "shared/corpus/photos")
+DEFAULT_OUT = ROOT / "benchmarks/out"
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"})
+
+# Fixed test keys: 32 bytes each, derived from public labels (benchmarks only, not secrets).
+TEST_KEY = hashlib.sha256(b"leaktrace benchmark key A").digest()
+OTHER_KEY = hashlib.sha256(b"leaktrace benchmark key B").digest()
+TEST_PAYLOAD = 0x5EC2E7A1
+
+
+class BenchError(Exception):
+    """A bad input or environment problem, reported as one line with exit code 1."""
+
+
+@dataclass(frozen=True, slots=True)
+class FrameInfo:
+    """One corpus image: where it is and how big (read from the decoded pixels)."""
+
+    name: str
+    path: Path
+    height: int
+    width: int
+
+
+# ----------------------------------------------------------------------------- options
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """--frames, --out and --seed, shared by every script."""
+    parser.add_argument(
+        "--frames",
+        nargs="+",
+        type=Path,
+        default=list(DEFAULT_FRAME_DIRS),
+        metavar="PATH",
+        help="image files or directories of images (default: ../shared/corpus/frames and "
+        "../shared/corpus/photos next to the repository)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        metavar="DIR",
+        help="output directory for JSON and images (default: benchmarks/out)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+
+
+def find_images(paths: Iterable[Path]) -> list[Path]:
+    """Image files named by ``paths`` (files, or directories scanned one level, sorted)."""
+    found: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found.extend(sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES))
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise BenchError(f"--frames: {p} does not exist")
+    if not found:
+        raise BenchError(f"--frames: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {paths}")
+    return found
+
+
+def read_image(path: Path, *, alpha: bool = True) -> np.ndarray:
+    """Decode an image file to RGB(A) order, its own dtype (uint8 / uint16).
+
+    ``alpha=False`` drops an alpha channel (for metrics and crops).
+    """
+    data = np.fromfile(path, dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise BenchError(f"cannot decode {path} as an image")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    if img.ndim == 3:
+        img = img[..., [2, 1, 0, 3]] if img.shape[2] == 4 else img[..., ::-1]
+        if not alpha:
+            img = img[..., :3]
+    return np.ascontiguousarray(img)
+
+
+def frame_infos(paths: Sequence[Path]) -> list[FrameInfo]:
+    """Decode each image once to learn its size; fails early on an unreadable file."""
+    infos = []
+    for p in find_images(paths):
+        h, w = read_image(p).shape[:2]
+        infos.append(FrameInfo(name=p.name, path=p, height=h, width=w))
+    return infos
+
+
+def distinct_payloads(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` distinct random 32-bit delivery ids, as the uint64 array detect_frame takes."""
+    return np.sort(rng.choice(2**32, size=n, replace=False)).astype(np.uint64)
+
+
+def stable_seed(*parts: object) -> int:
+    """A 63-bit seed from any parts, independent of run order and PYTHONHASHSEED."""
+    digest = hashlib.sha256(repr(parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+# ----------------------------------------------------------------------------- workers
+
+
+def limit_threads() -> None:
+    """One thread for OpenCV in this process (call in each worker)."""
+    cv2.setNumThreads(1)
+
+
+def run_tasks(fn: Callable, tasks: Sequence, *, workers: int, label: str) -> list:
+    """Run ``fn`` over ``tasks`` with a process pool, progress on stderr; results in order."""
+    results: list = [None] * len(tasks)
+    start = time.perf_counter()
+
+    def report(done: int, what: str) -> None:
+        elapsed = time.perf_counter() - start
+        print(
+            f"[{label}] {done}/{len(tasks)} {what} ({elapsed:.0f} s)", file=sys.stderr, flush=True
+        )
+
+    if workers <= 1:
+        limit_threads()
+        for i, t in enumerate(tasks):
+            results[i] = fn(t)
+            report(i + 1, str(getattr(t, "name", i)))
+        return results
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(workers, initializer=limit_threads) as pool:
+        indexed = pool.imap_unordered(_call_indexed, [(fn, i, t) for i, t in enumerate(tasks)])
+        for done, (i, res) in enumerate(indexed, start=1):
+            results[i] = res
+            report(done, str(getattr(tasks[i], "name", i)))
+    return results
+
+
+def _call_indexed(job: tuple) -> tuple[int, object]:
+    fn, i, task = job
+    return i, fn(task)
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def machine_info() -> dict:
+    """Versions, machine and checkout, for the JSON record."""
+    import pywt
+    import scipy
+
+    import watermark
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    status = _git("status", "--porcelain")
+    return {
+        "date_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": None if status is None else bool(status),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": usable,
+        "python": platform.python_version(),
+        "versions": {
+            "leaktrace": getattr(watermark, "__version__", None),
+            "numpy": np.__version__,
+            "opencv": cv2.__version__,
+            "scipy": scipy.__version__,
+            "pywavelets": pywt.__version__,
+        },
+        "thread_env": {
+            k: os.environ.get(k)
+            for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+        },
+    }
+
+
+def _jsonable(obj: object) -> object:
+    """Non-finite floats become the strings "inf", "-inf", "nan" (strict JSON)."""
+    if isinstance(obj, float | np.floating):
+        v = float(obj)
+        return v if math.isfinite(v) else str(v)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(out_dir: Path, name: str, doc: dict) -> Path:
+    """Write ``doc`` as ``out_dir/name`` atomically (temp file, then rename)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / name
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(doc), indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    """Write an RGB or grey uint8/uint16 array as PNG."""
+    bgr = rgb[..., ::-1] if rgb.ndim == 3 else rgb
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(bgr))
+    if not ok:
+        raise BenchError(f"cannot encode {path.name} as PNG")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf.tofile(path)
+
+
+def fmt(value: float | None, spec: str = ".2f") -> str:
+    """Number for a Markdown cell: inf/nan spelled out, None as a dash."""
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return format(value, spec)
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A GitHub Markdown table; numbers right-aligned."""
+    rows = [[str(c) for c in r] for r in rows]
+    align = ["---:" if rows and _numeric(rows[0][i]) else "---" for i in range(len(headers))]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _numeric(cell: str) -> bool:
+    try:
+        float(cell.rstrip("%"))
+    except ValueError:
+        return cell in ("-", "inf")
+    return True
+
+
+def main_wrapper(main: Callable[[], int]) -> int:
+    """Run ``main``; a BenchError becomes a one-line message and exit code 1."""
+    try:
+        return main()
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,191 @@
+"""Invisibility of the mark: PSNR-Y and SSIM-Y per frame, and 1:1 crops of flat regions.
+
+    python benchmarks/quality.py [--frames PATH...] [--out DIR] [--strength S]
+
+For every image: embed with the fixed test key and payload, compare marked and original
+luma (PSNR-Y, SSIM-Y from watermark._metrics, not the codec's own figure). For the frames
+matching --crops, write the flattest --crop-size window (lowest luma variance) before and
+after marking, and the difference x16 around mid-grey, as PNGs under OUT/crops/.
+Table on stdout, JSON in OUT/quality.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import sys
+import time
+
+import _common as common
+import cv2
+import numpy as np
+
+from watermark import embed_frame
+from watermark._metrics import luma, psnr_y, ssim_y
+
+PSNR_TARGET = 42.0  # dB, DESIGN.md
+DEFAULT_CROPS = ("morevna_*", "peppercarrot_witches-of-chaosah*", "pcrunner_kitchen*")
+DIFF_GAIN = 16
+
+
+def flattest_window(image: np.ndarray, size: int) -> tuple[int, int]:
+    """(row, col) of the ``size`` x ``size`` window with the lowest luma variance.
+
+    Ties (e.g. many perfectly flat windows) go to the window nearest the image centre.
+    """
+    y = luma(image).astype(np.float64)
+    h, w = y.shape
+    s = min(size, h, w)
+    # Box means of Y and Y^2 over every window position (valid part only).
+    m1 = cv2.boxFilter(y, -1, (s, s), normalize=True, borderType=cv2.BORDER_CONSTANT)
+    m2 = cv2.boxFilter(y * y, -1, (s, s), normalize=True, borderType=cv2.BORDER_CONSTANT)
+    half = s // 2
+    rows = slice(half, h - (s - half) + 1)
+    cols = slice(half, w - (s - half) + 1)
+    var = (m2 - m1 * m1)[rows, cols]
+    rr, cc = np.nonzero(var <= var.min() + 1e-6)
+    centre = np.array([(h - s) / 2, (w - s) / 2])
+    best = np.argmin((rr - centre[0]) ** 2 + (cc - centre[1]) ** 2)
+    return int(rr[best]), int(cc[best])
+
+
+def amplified_difference(before: np.ndarray, after: np.ndarray, gain: int) -> np.ndarray:
+    """``128 + gain * (after - before)`` per channel, clipped to uint8."""
+    d = after.astype(np.float64) - before.astype(np.float64)
+    if before.dtype == np.uint16:
+        d /= 257.0
+    return np.clip(np.rint(128.0 + gain * d), 0, 255).astype(np.uint8)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return image
+    return np.clip(np.rint(image / 257.0), 0, 255).astype(np.uint8)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    common.add_common_args(parser)
+    parser.add_argument("--strength", type=float, default=1.0, help="embed strength (1.0)")
+    parser.add_argument(
+        "--crops",
+        nargs="*",
+        default=list(DEFAULT_CROPS),
+        metavar="GLOB",
+        help="file-name patterns of frames to write crops for (default: %(default)s)",
+    )
+    parser.add_argument("--crop-size", type=int, default=256, help="crop side in px (256)")
+    args = parser.parse_args()
+    if args.crop_size < 16:
+        parser.error(f"--crop-size must be >= 16; got {args.crop_size}")
+
+    paths = [
+        f.path for f in common.frame_infos(args.frames)
+    ]  # every file decodes: fail before writing
+    rows, records, crops = [], [], []
+    for i, path in enumerate(paths, start=1):
+        image = common.read_image(path)
+        t0 = time.perf_counter()
+        result = embed_frame(image, common.TEST_KEY, common.TEST_PAYLOAD, strength=args.strength)
+        ms = (time.perf_counter() - t0) * 1e3
+        marked = result.image
+        if marked.shape != image.shape or marked.dtype != image.dtype:
+            raise common.BenchError(
+                f"{path.name}: embed_frame returned {marked.shape} {marked.dtype}, "
+                f"expected {image.shape} {image.dtype}"
+            )
+        p, s = psnr_y(image, marked), ssim_y(image, marked)
+        h, w = image.shape[:2]
+        rec = {
+            "frame": path.name,
+            "height": h,
+            "width": w,
+            "channels": 1 if image.ndim == 2 else image.shape[2],
+            "psnr_y_db": p,
+            "ssim_y": s,
+            "codec_psnr_y_db": result.psnr_y,
+            "embed_ms": ms,
+        }
+        if any(fnmatch.fnmatch(path.name, g) for g in args.crops):
+            rgb_before = image[..., :3] if image.ndim == 3 else image
+            rgb_after = marked[..., :3] if marked.ndim == 3 else marked
+            r, c = flattest_window(rgb_before, args.crop_size)
+            win = (slice(r, r + args.crop_size), slice(c, c + args.crop_size))
+            stem = path.stem
+            files = {
+                "before": f"crops/{stem}_before.png",
+                "after": f"crops/{stem}_after.png",
+                "diff_x16": f"crops/{stem}_diff_x{DIFF_GAIN}.png",
+            }
+            common.write_png(args.out / files["before"], to_uint8(rgb_before[win]))
+            common.write_png(args.out / files["after"], to_uint8(rgb_after[win]))
+            common.write_png(
+                args.out / files["diff_x16"],
+                amplified_difference(rgb_before[win], rgb_after[win], DIFF_GAIN),
+            )
+            crop_psnr = psnr_y(rgb_before[win], rgb_after[win])
+            rec["crop"] = {"row": r, "col": c, "size": args.crop_size, "psnr_y_db": crop_psnr}
+            rec["crop"].update(files)
+            crops.append((path.name, r, c, crop_psnr))
+        records.append(rec)
+        rows.append(
+            [path.name, f"{w}x{h}", common.fmt(p), common.fmt(s, ".4f"), common.fmt(ms, ".0f")]
+        )
+        print(f"[quality] {i}/{len(paths)} {path.name}", file=sys.stderr, flush=True)
+
+    psnrs = np.array([r["psnr_y_db"] for r in records])
+    ssims = np.array([r["ssim_y"] for r in records])
+    summary = {
+        "frames": len(records),
+        "psnr_y_db_mean": float(np.mean(psnrs)),
+        "psnr_y_db_min": float(np.min(psnrs)),
+        "ssim_y_mean": float(np.mean(ssims)),
+        "ssim_y_min": float(np.min(ssims)),
+        "psnr_target_db": PSNR_TARGET,
+        "frames_below_target": int(np.sum(psnrs < PSNR_TARGET)),
+    }
+    doc = {
+        "benchmark": "quality",
+        "key": "sha256('leaktrace benchmark key A')",
+        "payload": common.TEST_PAYLOAD,
+        "strength": args.strength,
+        "summary": summary,
+        "frames": records,
+        "machine": common.machine_info(),
+    }
+    json_path = common.write_json(args.out, "quality.json", doc)
+
+    print(f"## Quality (strength {args.strength:g}, payload {common.TEST_PAYLOAD:#010x})\n")
+    print(common.markdown_table(["frame", "size", "PSNR-Y dB", "SSIM-Y", "embed ms"], rows))
+    print()
+    print(
+        common.markdown_table(
+            ["", "mean", "min"],
+            [
+                [
+                    "PSNR-Y dB",
+                    common.fmt(summary["psnr_y_db_mean"]),
+                    common.fmt(summary["psnr_y_db_min"]),
+                ],
+                [
+                    "SSIM-Y",
+                    common.fmt(summary["ssim_y_mean"], ".4f"),
+                    common.fmt(summary["ssim_y_min"], ".4f"),
+                ],
+            ],
+        )
+    )
+    print(
+        f"\nFrames below the {PSNR_TARGET:g} dB target: {summary['frames_below_target']}"
+        f" of {len(records)}"
+    )
+    if crops:
+        print(f"\nFlattest {args.crop_size}x{args.crop_size} crops in {args.out / 'crops'}:")
+        for name, r, c, cp in crops:
+            print(f"- {name}: at (row {r}, col {c}), crop PSNR-Y {common.fmt(cp)} dB")
+    print(f"\nJSON: {json_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(common.main_wrapper(main))

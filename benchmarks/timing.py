@@ -1,0 +1,149 @@
+"""Wall time of embed_frame and detect_frame on one core.
+
+    python benchmarks/timing.py [--size 1920x1080] [--runs 7] [--frames PATH...] [--out DIR]
+
+The frame is the first corpus image (a 1920x1080 one if any) resized to --size. Each call
+runs once to warm up, then --runs times; the table gives median, min and max in ms beside
+the limits (embed <= 150 ms, trace <= 1 s). Thread pools are capped at one thread:
+OMP/OpenBLAS/MKL through the environment (set before numpy is imported) and
+cv2.setNumThreads(1). JSON in OUT/timing.json.
+"""
+
+from __future__ import annotations
+
+import os
+
+# One thread for BLAS/OpenMP: must be set before numpy and cv2 are imported.
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["OPENBLAS_NUM_THREADS"] = "1"
+os.environ["MKL_NUM_THREADS"] = "1"
+
+import argparse
+import re
+import statistics
+import sys
+import time
+
+import _common as common
+import cv2
+import numpy as np
+
+from watermark import detect_frame, embed_frame
+
+EMBED_LIMIT_MS = 150.0
+TRACE_LIMIT_MS = 1000.0
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'WxH' -> (H, W)."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not m or int(m[1]) < 16 or int(m[2]) < 16:
+        raise argparse.ArgumentTypeError(
+            f"size must be WxH with sides >= 16, e.g. 1920x1080; got {text!r}"
+        )
+    return int(m[2]), int(m[1])
+
+
+def pick_frame(paths: list, shape: tuple[int, int]) -> tuple[str, np.ndarray]:
+    """First image whose size equals ``shape`` (else the first), as RGB resized to ``shape``."""
+    infos = common.frame_infos(paths)
+    chosen = next((f for f in infos if (f.height, f.width) == shape), infos[0])
+    image = common.read_image(chosen.path, alpha=False)
+    if image.shape[:2] != shape:
+        shrink = shape[0] * shape[1] < image.shape[0] * image.shape[1]
+        interp = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
+        image = cv2.resize(image, (shape[1], shape[0]), interpolation=interp)  # cv2: (w, h)
+    return chosen.name, image
+
+
+def time_call(fn, runs: int) -> dict:
+    """One warm-up call, then ``runs`` timed calls; milliseconds."""
+    fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return {
+        "median_ms": statistics.median(times),
+        "min_ms": min(times),
+        "max_ms": max(times),
+        "runs_ms": times,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    common.add_common_args(parser)
+    parser.add_argument(
+        "--size",
+        type=parse_size,
+        default=(1080, 1920),
+        metavar="WxH",
+        help="frame size (default 1920x1080)",
+    )
+    parser.add_argument("--runs", type=int, default=7, help="timed runs per call (>= 5; 7)")
+    parser.add_argument("--vendors", type=int, default=3, help="candidates for detect (3)")
+    args = parser.parse_args()
+    if args.runs < 5:
+        parser.error(f"--runs must be >= 5; got {args.runs}")
+    if args.vendors < 1:
+        parser.error(f"--vendors must be >= 1; got {args.vendors}")
+
+    cv2.setNumThreads(1)
+    name, image = pick_frame(common.find_images(args.frames), args.size)
+    rng = np.random.default_rng(args.seed)
+    payloads = common.distinct_payloads(rng, args.vendors)
+    truth = int(payloads[0])
+    marked = embed_frame(image, common.TEST_KEY, truth).image
+
+    cases = {
+        "embed_frame": (lambda: embed_frame(image, common.TEST_KEY, truth), EMBED_LIMIT_MS),
+        f"detect_frame, {args.vendors} candidates": (
+            lambda: detect_frame(marked, common.TEST_KEY, candidates=payloads),
+            TRACE_LIMIT_MS,
+        ),
+        "detect_frame, blind": (lambda: detect_frame(marked, common.TEST_KEY), TRACE_LIMIT_MS),
+    }
+    results = {}
+    for label, (fn, limit) in cases.items():
+        print(f"[timing] {label} ...", file=sys.stderr, flush=True)
+        r = time_call(fn, args.runs)
+        r["limit_ms"] = limit
+        r["within_limit"] = r["median_ms"] <= limit
+        results[label] = r
+
+    h, w = args.size
+    doc = {
+        "benchmark": "timing",
+        "frame": name,
+        "size": {"height": h, "width": w},
+        "runs": args.runs,
+        "warmup_runs": 1,
+        "opencv_threads": cv2.getNumThreads(),
+        "results": results,
+        "machine": common.machine_info(),
+    }
+    json_path = common.write_json(args.out, "timing.json", doc)
+
+    print(f"## Timing, one core, {w}x{h} ({name}), {args.runs} runs after 1 warm-up\n")
+    rows = [
+        [
+            label,
+            common.fmt(r["median_ms"], ".1f"),
+            common.fmt(r["min_ms"], ".1f"),
+            common.fmt(r["max_ms"], ".1f"),
+            common.fmt(r["limit_ms"], ".0f"),
+            "yes" if r["within_limit"] else "NO",
+        ]
+        for label, r in results.items()
+    ]
+    print(
+        common.markdown_table(["call", "median ms", "min ms", "max ms", "limit ms", "within"], rows)
+    )
+    print(f"\nJSON: {json_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(common.main_wrapper(main))

@@ -1,0 +1,36 @@
+"""Synthetic test frames: flat-fill cel frames with outlines, and textured photos-like frames."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+__all__ = ["cel_frame", "textured_frame"]
+
+
+def cel_frame(height: int, width: int, *, seed: int) -> np.ndarray:
+    """A cel-style RGB uint8 frame: flat background, flat-filled shapes, dark outlines."""
+    rng = np.random.default_rng(seed)
+    img = np.empty((height, width, 3), np.uint8)
+    img[:] = rng.integers(150, 250, 3, dtype=np.uint8)
+    for _ in range(12):
+        colour = tuple(int(c) for c in rng.integers(30, 250, 3))
+        centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+        axes = (
+            int(rng.integers(width // 16, width // 4)),
+            int(rng.integers(height // 16, height // 4)),
+        )
+        angle = float(rng.uniform(0, 180))
+        cv2.ellipse(img, centre, axes, angle, 0, 360, colour, -1, cv2.LINE_AA)
+        cv2.ellipse(img, centre, axes, angle, 0, 360, (20, 20, 30), 2, cv2.LINE_AA)
+    return img
+
+
+def textured_frame(height: int, width: int, *, seed: int) -> np.ndarray:
+    """A photo-like RGB uint8 frame: smooth gradients plus 1/f-ish texture."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0.0, 1.0, (height, width, 3)).astype(np.float32)
+    tex = cv2.GaussianBlur(noise, (0, 0), 1.5) * 25 + cv2.GaussianBlur(noise, (0, 0), 6.0) * 60
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    ramp = (yy / height * 80 + xx / width * 40)[..., None]
+    return np.clip(np.rint(90 + ramp + tex), 0, 255).astype(np.uint8)

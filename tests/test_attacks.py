@@ -1,0 +1,399 @@
+"""Tests for watermark._attacks: dtype, purity, reproducibility, sizes, bad input."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from watermark import _attacks as atk
+from watermark._attacks import (
+    ATTACKS,
+    FOUNDATION_ATTACKS,
+    Attack,
+    apply_attack,
+    attack_names,
+)
+from watermark._metrics import psnr_y
+
+DTYPES = (np.uint8, np.uint16)
+
+ISSUE_NAMES = (
+    "none",
+    "jpeg50",
+    "jpeg70",
+    "jpeg90",
+    "jpeg30",
+    "scale0.5",
+    "crop50",
+    "combined",
+    "webp50",
+    "scale0.75",
+    "scale0.25",
+    "scale1.5",
+    "crop80",
+    "crop25",
+    "blur1",
+    "blur2",
+    "median3",
+    "median5",
+    "unsharp",
+    "noise5",
+    "noise10",
+    "saltpepper1",
+    "brightness+25",
+    "brightness-25",
+    "contrast0.7",
+    "contrast1.3",
+    "gamma0.7",
+    "gamma1.4",
+    "saturation0.5",
+    "hue10",
+    "grey",
+    "playerbar",
+    "screenshot",
+    "social",
+)
+
+
+def _frame(shape=(96, 128, 3), dtype=np.uint8, seed=0) -> np.ndarray:
+    """Smooth gradient + texture, read-only, so filters and codecs have work to do."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
+    base = 0.5 + 0.3 * np.sin(rows / 9.0) * np.cos(cols / 13.0)
+    chans = shape[2] if len(shape) == 3 else 1
+    x = base[..., None] + 0.1 * rng.standard_normal((*shape[:2], chans))
+    x[..., :] += np.linspace(-0.1, 0.1, chans)
+    peak = np.iinfo(dtype).max
+    img = np.clip(np.rint(x * peak), 0, peak).astype(dtype).reshape(shape)
+    if len(shape) == 3 and shape[2] == 4:
+        img[..., 3] = np.round(np.linspace(0, peak, shape[1])).astype(dtype)
+    img.setflags(write=False)
+    return img
+
+
+def _rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def test_registry_holds_the_issue_names():
+    assert set(ISSUE_NAMES) <= set(ATTACKS)
+    assert set(FOUNDATION_ATTACKS) <= set(ATTACKS)
+    assert FOUNDATION_ATTACKS == ("none", "jpeg50", "scale0.5", "crop50", "combined")
+    for name, attack in ATTACKS.items():
+        assert isinstance(attack, Attack)
+        assert attack.name == name
+        assert isinstance(attack.strength, float)
+
+
+def test_registry_is_read_only():
+    with pytest.raises(TypeError):
+        ATTACKS["mine"] = ATTACKS["none"]  # type: ignore[index]
+
+
+def test_attack_names_by_family():
+    assert attack_names() == tuple(ATTACKS)
+    assert attack_names("compression") == ("jpeg30", "jpeg50", "jpeg70", "jpeg90", "webp50")
+    families = {a.family for a in ATTACKS.values()}
+    assert sum(len(attack_names(f)) for f in families) == len(ATTACKS)
+
+
+def test_attack_names_rejects_unknown_family():
+    with pytest.raises(ValueError, match="'colours'"):
+        attack_names("colours")
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_attack_keeps_dtype_input_and_is_reproducible(name, dtype):
+    img = _frame((96, 128, 3), dtype)
+    before = img.copy()
+    out = apply_attack(name, img, seed=3)
+    assert out.dtype == dtype
+    assert out.ndim == 3 and out.shape[2] == 3
+    assert not np.shares_memory(out, img)
+    np.testing.assert_array_equal(img, before)
+    np.testing.assert_array_equal(apply_attack(name, img, seed=3), out)
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_every_attack_on_grey_and_rgba(name):
+    for shape in ((64, 80), (64, 80, 4)):
+        img = _frame(shape)
+        out = apply_attack(name, img, seed=1)
+        assert out.dtype == np.uint8
+        if len(shape) == 2:
+            assert out.ndim == 2
+        else:
+            assert out.shape[2] in (3, 4)
+
+
+def test_seed_changes_random_attacks_only():
+    img = _frame()
+    a, b = apply_attack("noise5", img, seed=0), apply_attack("noise5", img, seed=1)
+    assert not np.array_equal(a, b)
+    np.testing.assert_array_equal(apply_attack("jpeg50", img, seed=0), atk.jpeg(img, 50))
+
+
+def test_none_is_an_exact_copy():
+    img = _frame()
+    out = apply_attack("none", img, seed=0)
+    np.testing.assert_array_equal(out, img)
+    assert out.flags.writeable
+
+
+def test_apply_attack_rejects_unknown_name():
+    with pytest.raises(ValueError, match="'jpeg51'"):
+        apply_attack("jpeg51", _frame(), seed=0)
+
+
+def test_apply_attack_rejects_negative_seed():
+    with pytest.raises(ValueError, match="-1"):
+        apply_attack("none", _frame(), seed=-1)
+
+
+@pytest.mark.parametrize("seed", [1.5, "3", True, None])
+def test_apply_attack_rejects_non_int_seed(seed):
+    with pytest.raises(TypeError, match="seed"):
+        apply_attack("none", _frame(), seed=seed)
+
+
+# ----------------------------------------------------------------------------- input checks
+
+
+@pytest.mark.parametrize("shape", [(8,), (8, 8, 2), (8, 8, 5), (0, 8, 3), (2, 8, 8, 3)])
+def test_rejects_bad_shape(shape):
+    with pytest.raises(ValueError, match="shape"):
+        atk.jpeg(np.zeros(shape, np.uint8), 50)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int16, np.int64, bool])
+def test_rejects_bad_dtype(dtype):
+    with pytest.raises(TypeError, match="dtype"):
+        atk.brightness(np.zeros((8, 8), dtype), 10)
+
+
+@pytest.mark.parametrize(
+    ("call", "bad"),
+    [
+        (lambda im, v: atk.jpeg(im, v), 0),
+        (lambda im, v: atk.jpeg(im, v), 101),
+        (lambda im, v: atk.webp(im, v), 0),
+        (lambda im, v: atk.webp(im, v), 101),
+        (lambda im, v: atk.rescale(im, v), 0.0),
+        (lambda im, v: atk.rescale(im, v), -0.5),
+        (lambda im, v: atk.rescale(im, v), 9.0),
+        (lambda im, v: atk.rescale(im, v), float("nan")),
+        (lambda im, v: atk.crop(im, v, rng=_rng()), 0.0),
+        (lambda im, v: atk.crop(im, v, rng=_rng()), 1.5),
+        (lambda im, v: atk.gaussian_blur(im, v), -1.0),
+        (lambda im, v: atk.gaussian_blur(im, v), 51.0),
+        (lambda im, v: atk.median(im, v), 4),
+        (lambda im, v: atk.median(im, v), 1),
+        (lambda im, v: atk.median(im, v), 17),
+        (lambda im, v: atk.unsharp(im, sigma=v), 0.0),
+        (lambda im, v: atk.unsharp(im, amount=v), -1.0),
+        (lambda im, v: atk.gaussian_noise(im, v, rng=_rng()), -1.0),
+        (lambda im, v: atk.gaussian_noise(im, v, rng=_rng()), float("inf")),
+        (lambda im, v: atk.salt_pepper(im, v, rng=_rng()), 1.1),
+        (lambda im, v: atk.brightness(im, v), 256),
+        (lambda im, v: atk.contrast(im, v), -0.1),
+        (lambda im, v: atk.gamma(im, v), 0.0),
+        (lambda im, v: atk.saturation(im, v), -1.0),
+        (lambda im, v: atk.hue_shift(im, v), 400),
+        (lambda im, v: atk.player_bar(im, v, rng=_rng()), 0.0),
+        (lambda im, v: atk.player_bar(im, v, rng=_rng()), 0.6),
+    ],
+)
+def test_rejects_out_of_range_options(call, bad):
+    with pytest.raises(ValueError, match=re.escape(repr(bad))):
+        call(_frame(), bad)
+
+
+def test_rescale_rejects_vanishing_output():
+    with pytest.raises(ValueError, match=r"zero side|shrinks"):
+        atk.rescale(_frame((4, 100, 3)), 0.1)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda im: atk.jpeg(im, "50"),
+        lambda im: atk.brightness(im, True),
+        lambda im: atk.median(im, 3.0),
+    ],
+)
+def test_rejects_non_numbers(call):
+    with pytest.raises(TypeError):
+        call(_frame())
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda im: atk.crop(im, 0.5, rng=0),
+        lambda im: atk.gaussian_noise(im, 5, rng=None),
+        lambda im: atk.salt_pepper(im, 0.1, rng=np.random.RandomState(0)),
+        lambda im: atk.player_bar(im, 0.1, rng=1),
+        lambda im: atk.screenshot(im, rng=1),
+        lambda im: atk.social(im, rng=1),
+    ],
+)
+def test_rejects_missing_generator(call):
+    with pytest.raises(TypeError, match="Generator"):
+        call(_frame())
+
+
+# ----------------------------------------------------------------------------- behaviour
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    ("factor", "expected"), [(0.5, (48, 64)), (0.25, (24, 32)), (1.5, (144, 192)), (0.3, (29, 38))]
+)
+def test_rescale_sizes(dtype, factor, expected):
+    out = atk.rescale(_frame((96, 128, 4), dtype), factor)
+    assert out.shape == (*expected, 4)
+    assert out.dtype == dtype
+
+
+@pytest.mark.parametrize("area", [1.0, 0.8, 0.5, 0.25])
+def test_crop_keeps_area_and_aspect_and_is_a_subimage(area):
+    img = _frame((96, 128, 3))
+    out = atk.crop(img, area, rng=_rng(5))
+    h, w = round(96 * np.sqrt(area)), round(128 * np.sqrt(area))
+    assert out.shape == (h, w, 3)
+    # locate the crop: it must be an exact window of the input
+    hits = [
+        (r, c)
+        for r in range(96 - h + 1)
+        for c in range(128 - w + 1)
+        if np.array_equal(img[r, c : c + w], out[0])
+        and np.array_equal(img[r : r + h, c : c + w], out)
+    ]
+    assert hits
+
+
+def test_crop_offset_depends_on_rng():
+    img = _frame((96, 128, 3))
+    outs = {atk.crop(img, 0.25, rng=_rng(s)).tobytes() for s in range(6)}
+    assert len(outs) > 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_jpeg_quality_orders_distortion_and_drops_alpha(dtype):
+    img = _frame((96, 128, 4), dtype)
+    hi, lo = atk.jpeg(img, 90), atk.jpeg(img, 30)
+    assert hi.shape == lo.shape == (96, 128, 3)
+    assert psnr_y(img, hi) > psnr_y(img, lo) > 20
+    if dtype == np.uint16:
+        assert np.all(hi % 257 == 0)  # went through 8 bits
+
+
+def test_jpeg_keeps_rgb_order():
+    img = np.zeros((32, 32, 3), np.uint8)
+    img[..., 0] = 220  # pure red
+    img.setflags(write=False)
+    out = atk.jpeg(img, 90).astype(int)
+    assert out[..., 0].mean() > 200 and out[..., 2].mean() < 30
+
+
+def test_webp_grey_stays_grey():
+    out = atk.webp(_frame((64, 64)), 50)
+    assert out.shape == (64, 64)
+
+
+def test_colour_ops_keep_alpha_bit_exact():
+    img = _frame((64, 80, 4), np.uint16)
+    for name in (
+        "blur2",
+        "median5",
+        "unsharp",
+        "noise10",
+        "saltpepper1",
+        "brightness+25",
+        "contrast1.3",
+        "gamma0.7",
+        "saturation0.5",
+        "hue10",
+        "grey",
+    ):
+        np.testing.assert_array_equal(apply_attack(name, img, seed=0)[..., 3], img[..., 3])
+
+
+def test_median_uint16_large_kernel_matches_uint8_path():
+    img8 = _frame((40, 50, 3))
+    out8 = atk.median(img8, 7)
+    out16 = atk.median(img8.astype(np.uint16) * 257, 7)
+    np.testing.assert_array_equal(out16, out8.astype(np.uint16) * 257)
+
+
+def test_brightness_rounds_and_clips():
+    img = np.array([[0, 100, 250]], np.uint8)
+    img.setflags(write=False)
+    assert atk.brightness(img, 10).tolist() == [[10, 110, 255]]
+    assert atk.brightness(img, -10.6).tolist() == [[0, 89, 239]]  # rounded, not truncated
+    img16 = img.astype(np.uint16) * 257
+    assert atk.brightness(img16, 10).tolist() == [[2570, 28270, 65535]]
+
+
+def test_gaussian_noise_sigma_is_in_8bit_units():
+    img = np.full((256, 256), 128 * 257, np.uint16)
+    out = atk.gaussian_noise(img, 10, rng=_rng(0)).astype(np.float64) / 257
+    assert out.std() == pytest.approx(10, rel=0.05)
+
+
+def test_salt_pepper_fraction():
+    img = np.full((200, 200, 3), 128, np.uint8)
+    out = atk.salt_pepper(img, 0.1, rng=_rng(0))
+    changed = np.any(out != 128, axis=2).mean()
+    assert changed == pytest.approx(0.1, abs=0.01)
+    assert set(np.unique(out)) == {0, 128, 255}
+
+
+def test_grey_and_saturation_zero_agree():
+    img = _frame()
+    g = atk.to_grey(img)
+    assert np.all(g[..., 0] == g[..., 1]) and np.all(g[..., 1] == g[..., 2])
+    np.testing.assert_array_equal(atk.saturation(img, 0.0), g)
+
+
+@pytest.mark.parametrize("fn", [atk.saturation, atk.hue_shift])
+def test_chroma_ops_copy_grey(fn):
+    img = _frame((32, 32))
+    out = fn(img, 0.5)
+    np.testing.assert_array_equal(out, img)
+    assert not np.shares_memory(out, img)
+
+
+def test_hue_shift_full_turn_is_near_identity():
+    img = _frame()
+    assert np.abs(atk.hue_shift(img, 360).astype(int) - img).max() <= 1
+
+
+def test_player_bar_covers_only_the_bottom():
+    img = _frame((100, 160, 4))
+    out = atk.player_bar(img, 0.1, rng=_rng(0))
+    np.testing.assert_array_equal(out[:90], img[:90])
+    assert np.all(out[90:, :, 3] == 255)
+    assert out[90:, :, :3].max() > 200  # the text is drawn in white
+
+
+def test_screenshot_and_social_sizes():
+    img = _frame((300, 400, 4), np.uint16)
+    shot = atk.screenshot(img, rng=_rng(0))
+    assert shot.dtype == np.uint16 and shot.ndim == 3 and shot.shape[2] == 3
+    assert 200 + 28 <= shot.shape[0] <= 200 + 120 and 267 + 8 <= shot.shape[1] <= 267 + 80
+    soc = atk.social(img, rng=_rng(0))
+    assert soc.shape == (round(150 * np.sqrt(0.8)), round(200 * np.sqrt(0.8)), 3)
+
+
+def test_module_is_pure():
+    src = Path(atk.__file__).read_text(encoding="utf-8")
+    banned = r"^\s*(import|from)\s+(av|sqlite3|typer|rich|pathlib|os)\b|\bopen\(|imwrite|imread\("
+    assert not re.search(banned, src, flags=re.MULTILINE)

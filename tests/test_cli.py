@@ -1,0 +1,375 @@
+"""Tests of the leaktrace command line: exit codes, stdout/stderr, JSON, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli import _demo
+from cli.main import app
+from watermark.errors import StudioError
+from watermark.samples import sample_frames
+from watermark.studio import HOME_ENV, REGISTRY_NAME, SECRET_NAME, Studio, TraceRecord
+
+from ._factories import BAD_FILES, make_bad_file, sha256_of, texture, write_encoded
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.delenv(HOME_ENV, raising=False)
+    return CliRunner()
+
+
+@pytest.fixture
+def home(tmp_path: Path, runner: CliRunner) -> Path:
+    path = tmp_path / "studio"
+    assert runner.invoke(app, ["init", "--home", str(path)]).exit_code == 0
+    assert runner.invoke(app, ["vendor", "add", "Acme", "--home", str(path)]).exit_code == 0
+    assert runner.invoke(app, ["vendor", "add", "Bluebird", "--home", str(path)]).exit_code == 0
+    return path
+
+
+def deliveries(home: Path) -> int:
+    with sqlite3.connect(home / REGISTRY_NAME) as conn:
+        return conn.execute("SELECT count(*) FROM deliveries").fetchone()[0]
+
+
+def assets(home: Path) -> int:
+    with sqlite3.connect(home / REGISTRY_NAME) as conn:
+        return conn.execute("SELECT count(*) FROM assets").fetchone()[0]
+
+
+def one_error_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- basics
+
+
+def test_help_documents_exit_codes(runner: CliRunner) -> None:
+    for args in (["--help"], ["embed", "--help"], ["trace", "--help"], ["vendor", "--help"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0
+        assert "Exit codes" in result.stdout and "2 usage" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["frobnicate"],
+        ["embed", "x.png", "--out", "o"],
+        ["trace"],
+        ["vendor", "add"],
+        ["init", "--bogus"],
+    ],
+)
+def test_usage_errors_exit_2(runner: CliRunner, tmp_path: Path, args: list[str]) -> None:
+    result = runner.invoke(app, [*args, "--home", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+
+
+def test_python_dash_m(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "--help"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0 and "leaktrace" in result.stdout
+
+
+def test_init_twice_refuses(runner: CliRunner, tmp_path: Path) -> None:
+    home = tmp_path / "studio"
+    first = runner.invoke(app, ["init", "--home", str(home)])
+    assert first.exit_code == 0 and str(home) in first.stdout
+    assert stat.S_IMODE((home / SECRET_NAME).stat().st_mode) == 0o600
+    key = (home / SECRET_NAME).read_bytes()
+    second = runner.invoke(app, ["init", "--home", str(home)])
+    assert second.exit_code == 1
+    assert "already exists" in one_error_line(second.stderr)
+    assert (home / SECRET_NAME).read_bytes() == key
+
+
+def test_home_from_root_option_and_env(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert runner.invoke(app, ["--home", str(a), "init"]).exit_code == 0
+    assert (a / SECRET_NAME).exists()
+    monkeypatch.setenv(HOME_ENV, str(b))
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    assert (b / SECRET_NAME).exists()
+    assert runner.invoke(app, ["--home", str(a), "vendor", "add", "OnlyInA"]).exit_code == 0
+    listed = runner.invoke(app, ["vendor", "list", "--json", "--home", str(a)])
+    assert [v["name"] for v in json.loads(listed.stdout)] == ["OnlyInA"]
+    assert json.loads(runner.invoke(app, ["vendor", "list", "--json"]).stdout) == []
+
+
+def test_default_home_is_dot_leaktrace(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    assert (tmp_path / ".leaktrace" / SECRET_NAME).exists()
+
+
+def test_no_studio(runner: CliRunner, tmp_path: Path) -> None:
+    for args in (
+        ["vendor", "list"],
+        ["trace", "x.png"],
+        ["embed", "x.png", "--vendor", "A", "--out", "o"],
+    ):
+        result = runner.invoke(app, [*args, "--home", str(tmp_path / "none")])
+        assert result.exit_code == 1
+        assert "no studio here" in one_error_line(result.stderr)
+
+
+def test_debug_shows_the_exception(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["--debug", "vendor", "list", "--home", str(tmp_path)])
+    assert result.exit_code == 1
+    assert isinstance(result.exception, StudioError)
+
+
+def test_unexpected_error_is_one_line(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(home: Path) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(Studio, "open", broken)
+    result = runner.invoke(app, ["vendor", "list", "--home", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "unexpected RuntimeError: disk on fire" in one_error_line(result.stderr)
+    result = runner.invoke(app, ["--debug", "vendor", "list", "--home", str(tmp_path)])
+    assert isinstance(result.exception, RuntimeError)
+
+
+# --------------------------------------------------------------------------- vendors
+
+
+def test_vendor_add_list_json(runner: CliRunner, home: Path) -> None:
+    added = runner.invoke(app, ["vendor", "add", "Kestrel Post", "--home", str(home)])
+    assert added.exit_code == 0 and "Kestrel Post" in added.stdout
+    listed = runner.invoke(app, ["vendor", "list", "--json", "--home", str(home)])
+    assert listed.exit_code == 0 and listed.stderr == ""
+    document = json.loads(listed.stdout)
+    assert [v["name"] for v in document] == ["Acme", "Bluebird", "Kestrel Post"]
+    assert set(document[0]) == {"name", "created_at"}
+    table = runner.invoke(app, ["vendor", "list", "--home", str(home)])
+    assert table.exit_code == 0 and "Kestrel Post" in table.stdout
+
+
+def test_vendor_add_duplicate_and_invalid(runner: CliRunner, home: Path) -> None:
+    dup = runner.invoke(app, ["vendor", "add", "acme", "--home", str(home)])
+    assert dup.exit_code == 1 and "already exists" in one_error_line(dup.stderr)
+    bad = runner.invoke(app, ["vendor", "add", "a/b", "--home", str(home)])
+    assert bad.exit_code == 1 and "invalid vendor name" in one_error_line(bad.stderr)
+
+
+# --------------------------------------------------------------------------- embed
+
+
+def test_embed_json(runner: CliRunner, home: Path, tmp_path: Path) -> None:
+    src = tmp_path / "shots"
+    write_encoded(src / "a.png", texture((96, 128, 3), seed=1))
+    write_encoded(src / "sub" / "b.png", texture((96, 128, 4), seed=2))
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        ["embed", str(src), "--vendor", "Acme", "--out", str(out), "--json", "--home", str(home)],
+    )
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ""
+    document = json.loads(result.stdout)
+    assert isinstance(document, list) and len(document) == 2
+    for item in document:
+        assert {"input", "output", "vendor", "delivery_id", "psnr_y"} <= set(item)
+        assert item["vendor"] == "Acme" and len(item["delivery_id"]) == 8
+        assert item["psnr_y"] is None or isinstance(item["psnr_y"], float)
+    assert [Path(i["output"]).relative_to(out).as_posix() for i in document] == [
+        "a.png",
+        "sub/b.png",
+    ]
+    assert deliveries(home) == 2
+    table = runner.invoke(
+        app, ["embed", str(src), "--vendor", "Acme", "--out", str(out), "--home", str(home)]
+    )
+    assert table.exit_code == 0 and "skipped" in table.stdout
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_FILES))
+def test_embed_bad_input(runner: CliRunner, home: Path, tmp_path: Path, kind: str) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    bad = make_bad_file(kind, src)
+    before = sha256_of(bad)
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["embed", str(bad), "--vendor", "Acme", "--out", str(out), "--home", str(home)]
+    )
+    assert result.exit_code == 1
+    line = one_error_line(result.stderr)
+    assert str(bad) in line and BAD_FILES[kind][1] in line
+    assert [p for p in out.rglob("*") if p.is_file()] == []
+    assert sha256_of(bad) == before
+    assert deliveries(home) == 0 and assets(home) == 0
+
+
+def test_embed_bad_input_among_good_json(runner: CliRunner, home: Path, tmp_path: Path) -> None:
+    good = write_encoded(tmp_path / "in" / "good.png", texture((64, 64, 3)))
+    bad = make_bad_file("truncated_png", tmp_path / "in")
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        [
+            "embed",
+            str(tmp_path / "in"),
+            "--vendor",
+            "Acme",
+            "--out",
+            str(out),
+            "--json",
+            "--home",
+            str(home),
+        ],
+    )
+    assert result.exit_code == 1
+    document = json.loads(result.stdout)
+    assert [(Path(d["input"]).name, d["status"]) for d in document] == [
+        ("cut.png", "failed"),
+        ("good.png", "embedded"),
+    ]
+    assert str(bad) in one_error_line(result.stderr)
+    assert sorted(p.name for p in out.iterdir()) == [good.name]
+    assert deliveries(home) == 1
+
+
+def test_embed_unwritable_out(runner: CliRunner, home: Path, tmp_path: Path) -> None:
+    src = write_encoded(tmp_path / "a.png", texture((64, 64, 3)))
+    before = sha256_of(src)
+    blocker = tmp_path / "somefile"
+    blocker.write_text("x")
+    result = runner.invoke(
+        app,
+        ["embed", str(src), "--vendor", "Acme", "--out", str(blocker / "sub"), "--home", str(home)],
+    )
+    assert result.exit_code == 1
+    assert str(blocker / "sub") in one_error_line(result.stderr)
+    assert blocker.read_text() == "x" and sha256_of(src) == before
+    assert deliveries(home) == 0
+
+
+def test_embed_unknown_vendor(runner: CliRunner, home: Path, tmp_path: Path) -> None:
+    src = write_encoded(tmp_path / "a.png", texture((64, 64, 3)))
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["embed", str(src), "--vendor", "Nobody", "--out", str(out), "--home", str(home)]
+    )
+    assert result.exit_code == 1
+    assert "unknown vendor 'Nobody'" in one_error_line(result.stderr)
+    assert not out.exists() and deliveries(home) == 0
+
+
+def test_embed_onto_input_refused(runner: CliRunner, home: Path, tmp_path: Path) -> None:
+    src = write_encoded(tmp_path / "a.png", texture((64, 64, 3)))
+    before = sha256_of(src)
+    result = runner.invoke(
+        app, ["embed", str(src), "--vendor", "Acme", "--out", str(tmp_path), "--home", str(home)]
+    )
+    assert result.exit_code == 1
+    assert "would overwrite an input" in one_error_line(result.stderr)
+    assert sha256_of(src) == before
+
+
+# --------------------------------------------------------------------------- trace
+
+
+def test_mark_then_trace_finds_the_vendor(runner: CliRunner, home: Path, tmp_path: Path) -> None:
+    src = write_encoded(tmp_path / "frame.png", sample_frames()[1][1])
+    for vendor in ("Acme", "Bluebird"):
+        out = tmp_path / vendor
+        result = runner.invoke(
+            app, ["embed", str(src), "--vendor", vendor, "--out", str(out), "--home", str(home)]
+        )
+        assert result.exit_code == 0, result.stderr
+    leaked = tmp_path / "Bluebird" / "frame.png"
+    result = runner.invoke(app, ["trace", str(leaked), "--json", "--home", str(home)])
+    assert result.exit_code == 0
+    (verdict,) = json.loads(result.stdout)
+    assert {"file", "found", "vendor", "delivery_id", "asset", "p_value", "score", "scale"} <= set(
+        verdict
+    )
+    assert verdict["found"] is True and verdict["vendor"] == "Bluebird"
+    assert verdict["asset"] == str(src.resolve())
+    table = runner.invoke(app, ["trace", str(leaked), "--home", str(home)])
+    assert table.exit_code == 0 and "Bluebird" in table.stdout
+
+
+def test_trace_unmarked_exits_0(runner: CliRunner, home: Path, tmp_path: Path) -> None:
+    src = write_encoded(tmp_path / "frame.png", texture((128, 128, 3)))
+    result = runner.invoke(app, ["trace", str(src), "--json", "--home", str(home)])
+    assert result.exit_code == 0 and result.stderr == ""
+    (verdict,) = json.loads(result.stdout)
+    assert verdict["found"] is False and verdict["vendor"] is None
+    table = runner.invoke(app, ["trace", str(src), "--home", str(home)])
+    assert "no mark found" in table.stdout
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_FILES))
+def test_trace_bad_input(runner: CliRunner, home: Path, tmp_path: Path, kind: str) -> None:
+    good = write_encoded(tmp_path / "good.png", texture((64, 64, 3)))
+    bad = make_bad_file(kind, tmp_path)
+    before = sha256_of(bad)
+    result = runner.invoke(app, ["trace", str(good), str(bad), "--json", "--home", str(home)])
+    assert result.exit_code == 1
+    line = one_error_line(result.stderr)
+    assert str(bad) in line and BAD_FILES[kind][1] in line
+    document = json.loads(result.stdout)
+    assert len(document) == 2 and document[0]["error"] is None and document[1]["error"]
+    assert sha256_of(bad) == before
+    table = runner.invoke(app, ["trace", str(good), str(bad), "--home", str(home)])
+    assert table.exit_code == 1 and "unreadable" in table.stdout
+
+
+def test_trace_empty_folder(runner: CliRunner, home: Path, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["trace", str(tmp_path / "empty"), "--home", str(home)])
+    assert result.exit_code == 1 and "no image files" in one_error_line(result.stderr)
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def test_demo(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["demo"])
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "correct" in result.stdout
+    assert "Harbor Dubbing" in result.stdout
+
+
+def test_demo_wrong_verdict_exits_1(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    wrong = TraceRecord("leak.png", True, "Kestrel Post", "0000beef", "/a.png", 1e-9, 9.0, 0.5)
+
+    def fake_run(workdir: Path, *, log: object = None) -> _demo.DemoResult:
+        return _demo.DemoResult(9, "Harbor Dubbing", "x.png", (161, 286), wrong)
+
+    monkeypatch.setattr(_demo, "run_demo", fake_run)
+    result = runner.invoke(app, ["demo"])
+    assert result.exit_code == 1
+    assert "WRONG" in result.stdout
+    assert "did not name" in one_error_line(result.stderr)
+
+
+def test_demo_summaries() -> None:
+    missed = TraceRecord("leak.png", False, None, None, None, 0.3, 0.1, None)
+    assert "no mark found" in _demo.DemoResult(9, "A", "x.png", (10, 10), missed).summary()[2]
+    broken = TraceRecord("leak.png", False, None, None, None, None, None, None, "boom")
+    assert "failed (boom)" in _demo.DemoResult(9, "A", "x.png", (10, 10), broken).summary()[2]

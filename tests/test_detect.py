@@ -1,0 +1,119 @@
+import cv2
+import numpy as np
+import pytest
+
+from watermark._detect import detect_frame, leak_scale
+from watermark._embed import embed_frame
+
+from .frames import cel_frame, textured_frame
+
+KEY = b"k" * 32
+OTHER_KEY = b"z" * 32
+CANDIDATES = np.array([0x1234ABCD, 0x0F0F0F0F, 0xCAFEBABE, 0x00000001], dtype=np.uint64)
+
+
+def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+
+
+def _half(img: np.ndarray) -> np.ndarray:
+    return cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
+
+
+@pytest.fixture(scope="module", params=["cel", "textured"])
+def marked(request):
+    make = cel_frame if request.param == "cel" else textured_frame
+    img = make(480, 640, seed=11)
+    img.setflags(write=False)
+    return img, embed_frame(img, KEY, int(CANDIDATES[2])).image
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        lambda im: im,
+        lambda im: _jpeg(im, 50),
+        lambda im: _half(im),
+        lambda im: im[77 : 77 + 339, 101 : 101 + 453],  # ~50 % of the area, odd offset
+    ],
+    ids=["none", "jpeg50", "half", "crop50"],
+)
+def test_registry_trace_names_the_delivery(marked, attack):
+    _, img = marked
+    det = detect_frame(attack(img), KEY, candidates=CANDIDATES)
+    assert det.found
+    assert det.payload == int(CANDIDATES[2])
+    assert det.p_value <= 1e-6
+    assert det.score > 8.0
+
+
+def test_blind_decoding_without_registry(marked):
+    _, img = marked
+    det = detect_frame(img, KEY)
+    assert det.found and det.payload == int(CANDIDATES[2])
+    assert det.chip_px == 4.0
+
+
+def test_scale_and_offset_are_reported(marked):
+    _, img = marked
+    det = detect_frame(_half(img[40:, 24:]), KEY, candidates=CANDIDATES)
+    assert det.found and det.chip_px == 2.0
+    assert leak_scale(det.chip_px, img.shape) == 0.5
+    # the crop started 40 px = 10 chips down and 24 px = 6 chips right
+    assert det.offset[0] == pytest.approx(10.0, abs=0.5)
+    assert det.offset[1] == pytest.approx(6.0, abs=0.5)
+
+
+def test_unmarked_and_wrong_key_give_no_verdict(marked):
+    original, img = marked
+    for det in (
+        detect_frame(original, KEY, candidates=CANDIDATES),
+        detect_frame(img, OTHER_KEY, candidates=CANDIDATES),
+        detect_frame(original, KEY),
+        detect_frame(img, OTHER_KEY),
+    ):
+        assert not det.found and det.payload is None
+        assert det.p_value > 1e-3
+
+
+def test_unregistered_delivery_is_not_pinned_on_a_candidate(marked):
+    _, img = marked
+    others = np.array([c for c in CANDIDATES if c != CANDIDATES[2]], dtype=np.uint64)
+    det = detect_frame(img, KEY, candidates=others)
+    assert not det.found
+
+
+def test_identical_candidates_are_never_accused(marked):
+    _, img = marked
+    twins = np.array([CANDIDATES[2], CANDIDATES[2]], dtype=np.uint64)
+    assert not detect_frame(img, KEY, candidates=twins).found
+
+
+def test_detect_accepts_readonly_grey_uint16(marked):
+    _, img = marked
+    grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.uint16) * 257
+    grey.setflags(write=False)
+    det = detect_frame(grey, KEY, candidates=CANDIDATES)
+    assert det.found and det.payload == int(CANDIDATES[2])
+
+
+def test_detect_rejects_bad_arguments():
+    img = np.zeros((64, 64), np.uint8)
+    with pytest.raises(ValueError, match="p_threshold"):
+        detect_frame(img, KEY, p_threshold=0.0)
+    with pytest.raises(ValueError, match="chip_sizes"):
+        detect_frame(img, KEY, chip_sizes=(0.5,))
+    with pytest.raises(ValueError, match="candidates"):
+        detect_frame(img, KEY, candidates=np.array([1.5]))
+    with pytest.raises(ValueError, match="16x16"):
+        detect_frame(np.zeros((8, 8), np.uint8), KEY)
+    with pytest.raises(TypeError, match="key"):
+        detect_frame(img, "key")  # type: ignore[arg-type]
+
+
+def test_tiny_or_flat_frames_do_not_crash():
+    flat = np.full((20, 20, 3), 200, np.uint8)
+    det = detect_frame(flat, KEY, candidates=CANDIDATES)
+    assert not det.found

@@ -1,0 +1,148 @@
+import numpy as np
+import pytest
+
+from watermark._carrier import carrier_tile, chip_level, chip_values, tile_layout
+from watermark._ecc import encode_payloads
+from watermark._embed import embed_frame, mark_pattern
+from watermark._mask import masking_map
+
+from .frames import cel_frame, textured_frame
+
+KEY = b"k" * 32
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a = a.copy()
+    a.setflags(write=False)
+    return a
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("channels", [0, 1, 3, 4])
+def test_embed_keeps_shape_dtype_and_alpha(dtype, channels):
+    base = textured_frame(96, 128, seed=1)
+    if dtype == np.uint16:
+        img = base.astype(np.uint16) * 257
+    elif dtype == np.float32:
+        img = base.astype(np.float32) / 255
+    else:
+        img = base
+    if channels == 0:
+        img = img[..., 0]
+    elif channels == 1:
+        img = img[..., :1]
+    elif channels == 4:
+        alpha = np.linspace(0, 1, img.shape[1])[None, :] * np.ones(img.shape[:2])
+        info = np.iinfo(dtype).max if dtype != np.float32 else 1.0
+        img = np.dstack([img, (alpha * info).astype(dtype)])
+    img = _readonly(img)
+    out = embed_frame(img, KEY, 99)
+    assert out.image.shape == img.shape and out.image.dtype == img.dtype
+    assert 38.0 < out.psnr_y < 50.0
+    if channels == 4:
+        np.testing.assert_array_equal(out.image[..., 3], img[..., 3])
+    assert not np.array_equal(out.image, img)
+
+
+def test_strength_zero_is_identity():
+    img = _readonly(cel_frame(64, 64, seed=2))
+    out = embed_frame(img, KEY, 5, strength=0.0)
+    np.testing.assert_array_equal(out.image, img)
+    assert out.psnr_y == float("inf")
+
+
+def test_embed_changes_luma_only():
+    img = textured_frame(128, 128, seed=3)
+    out = embed_frame(img, KEY, 5).image.astype(int)
+    d = out - img.astype(int)
+    unclipped = (out > 0).all(-1) & (out < 255).all(-1)
+    # the same delta on R, G, B: chroma differences are unchanged
+    np.testing.assert_array_equal(d[unclipped][:, 0], d[unclipped][:, 1])
+    np.testing.assert_array_equal(d[unclipped][:, 1], d[unclipped][:, 2])
+
+
+def test_pattern_depends_on_key_and_payload():
+    a = mark_pattern(KEY, 1)
+    assert a.shape == (256, 256) and a.dtype == np.float32
+    assert np.sqrt(np.mean(a.astype(np.float64) ** 2)) == pytest.approx(1.0, rel=1e-4)
+    assert not np.allclose(a, mark_pattern(KEY, 2))
+    assert not np.allclose(a, mark_pattern(b"j" * 32, 1))
+    np.testing.assert_array_equal(a, mark_pattern(KEY, 1))
+
+
+def test_carrier_is_the_inverse_dwt_of_the_chips():
+    import pywt
+
+    lay = tile_layout(KEY)
+    chips = chip_values(lay, encode_payloads(7))
+    tile = carrier_tile(chips, 3)
+    approx = pywt.wavedec2(tile.astype(np.float64), "bior4.4", mode="periodization", level=3)[0]
+    # forward transform recovers the chips (up to the unit-RMS normalisation)
+    corr = np.corrcoef(approx.ravel(), chips.ravel())[0, 1]
+    assert corr > 0.99
+
+
+def test_layout_balance():
+    lay = tile_layout(KEY)
+    counts = np.bincount(lay.bit_index[lay.bit_index >= 0])
+    assert counts.min() >= 3 and counts.max() <= 4
+    assert set(np.unique(lay.signs)) == {-1.0, 1.0}
+
+
+def test_chip_level_by_size():
+    assert chip_level((300, 451)) == 2
+    assert chip_level((1080, 1920)) == 3
+    assert chip_level((2160, 3840)) == 4
+
+
+def test_mask_is_flat_level_on_fills_and_higher_on_edges():
+    img = np.full((64, 64), 128, np.uint8)
+    img[:, 32:] = 30
+    m = masking_map(img, flat=1.0, knee=4.0, ceiling=6.0, target_rms=1.8)
+    assert m.dtype == np.float32 and m.shape == img.shape
+    assert m[:, :20].max() == pytest.approx(1.0)
+    assert m[:, 31:33].min() > 2.0
+    assert np.sqrt(np.mean(m.astype(np.float64) ** 2)) == pytest.approx(1.8, rel=0.02)
+
+
+def test_mask_of_a_flat_frame_stays_at_the_flat_level():
+    m = masking_map(
+        np.full((48, 48), 200, np.uint8), flat=1.0, knee=4.0, ceiling=6.0, target_rms=1.8
+    )
+    np.testing.assert_allclose(m, 1.0)
+
+
+def test_flat_frames_are_marked_above_the_target_psnr():
+    out = embed_frame(np.full((128, 128, 3), 180, np.uint8), KEY, 3)
+    assert out.psnr_y > 45.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"strength": -1.0}, ValueError, "strength"),
+        ({"strength": 9.0}, ValueError, "strength"),
+    ],
+)
+def test_embed_rejects_bad_options(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        embed_frame(cel_frame(64, 64, seed=0), KEY, 1, **kwargs)
+
+
+def test_embed_rejects_bad_inputs():
+    with pytest.raises(TypeError, match="dtype"):
+        embed_frame(np.zeros((64, 64), np.int32), KEY, 1)
+    with pytest.raises(ValueError, match="shape"):
+        embed_frame(np.zeros((64, 64, 2), np.uint8), KEY, 1)
+    with pytest.raises(ValueError, match="16x16"):
+        embed_frame(np.zeros((1, 1, 3), np.uint8), KEY, 1)
+    with pytest.raises(ValueError, match="NaN"):
+        embed_frame(np.full((32, 32), np.nan, np.float32), KEY, 1)
+    with pytest.raises(TypeError, match="payload"):
+        embed_frame(np.zeros((32, 32), np.uint8), KEY, "7")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="payload"):
+        embed_frame(np.zeros((32, 32), np.uint8), KEY, 2**32)
+    with pytest.raises(ValueError, match="level"):
+        carrier_tile(np.zeros((32, 32)), 0)
+    with pytest.raises(ValueError, match="codeword"):
+        chip_values(tile_layout(KEY), np.zeros(5, np.uint8))

@@ -1,0 +1,28 @@
+"""The README's Python example runs and does what it says."""
+
+import contextlib
+import io
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_python_example_runs() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert blocks, "README has no Python example"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(blocks[0], "README.md", "exec"), {})
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("PSNR-Y 4")
+    assert lines[1].startswith("True 0x5ec2e7a1 p=")
+
+
+def test_readme_quick_start_is_two_commands_and_ci_runs_the_test_command() -> None:
+    text = README.read_text()
+    quick = text.split("## Quick start", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [line for line in quick.splitlines() if line.strip()]
+    assert len(commands) == 2 and "leaktrace demo" in commands[0]
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert ".venv/bin/python -m pytest -q" in text and ".venv/bin/python -m pytest -q" in ci

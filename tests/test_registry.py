@@ -1,0 +1,245 @@
+"""Tests of watermark.registry: schema, vendors, assets, deliveries and payload spacing."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from watermark import registry as registry_module
+from watermark.errors import RegistryError
+from watermark.registry import (
+    MIN_PAYLOAD_DISTANCE,
+    SCHEMA_VERSION,
+    AssetInfo,
+    Registry,
+    format_delivery_id,
+    parse_delivery_id,
+    validate_vendor_name,
+)
+
+
+def asset(n: int = 0) -> AssetInfo:
+    return AssetInfo(
+        sha256=f"{n:064x}", original_path=f"/shots/{n}.png", width=64, height=48, phash=0xABC
+    )
+
+
+def add(reg: Registry, payload: int, *, vendor: str = "Acme", n: int = 0, out: str = "/out/a.png"):
+    return reg.add_delivery(
+        payload,
+        vendor=vendor,
+        asset=asset(n),
+        codec_version="test",
+        codec_params={"strength": 1.0},
+        output_path=out,
+    )
+
+
+@pytest.fixture
+def reg(tmp_path: Path) -> Registry:
+    with Registry.create(tmp_path / "registry.sqlite") as registry:
+        registry.add_vendor("Acme")
+        yield registry
+
+
+def test_create_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "r.sqlite"
+    with Registry.create(path) as reg:
+        reg.add_vendor("Acme")
+    with Registry.open(path) as reg:
+        assert [v.name for v in reg.list_vendors()] == ["Acme"]
+        assert reg._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert reg._conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert reg._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert "r.sqlite" in repr(reg)
+
+
+def test_create_refuses_existing(tmp_path: Path) -> None:
+    path = tmp_path / "r.sqlite"
+    Registry.create(path).close()
+    with pytest.raises(RegistryError, match="already exists"):
+        Registry.create(path)
+
+
+def test_create_in_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(RegistryError, match="cannot open registry"):
+        Registry.create(tmp_path / "no" / "such" / "r.sqlite")
+
+
+def test_create_failure_cleans_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry_module, "_SCHEMA", "CREATE TABLE broken (")
+    path = tmp_path / "r.sqlite"
+    with pytest.raises(sqlite3.OperationalError):
+        Registry.create(path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_open_refusals(tmp_path: Path) -> None:
+    with pytest.raises(RegistryError, match="no registry there"):
+        Registry.open(tmp_path / "missing.sqlite")
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(RegistryError, match="not a leaktrace registry"):
+        Registry.open(junk)
+    other = tmp_path / "other.sqlite"
+    sqlite3.connect(other).execute("PRAGMA user_version = 99").connection.close()
+    with pytest.raises(RegistryError, match="schema version 99"):
+        Registry.open(other)
+
+
+def test_vendors(reg: Registry) -> None:
+    reg.add_vendor("bluebird Post")
+    reg.add_vendor("Zeta_2.0-x")
+    assert [v.name for v in reg.list_vendors()] == ["Acme", "bluebird Post", "Zeta_2.0-x"]
+    assert reg.get_vendor("acme").name == "Acme"
+    with pytest.raises(RegistryError, match="already exists"):
+        reg.add_vendor("ACME")
+    with pytest.raises(RegistryError, match="unknown vendor 'Nobody'"):
+        reg.get_vendor("Nobody")
+
+
+@pytest.mark.parametrize("name", ["", " Acme", "Acme ", "a/b", "x" * 65, "semi;colon", "new\nline"])
+def test_bad_vendor_names(reg: Registry, name: str) -> None:
+    with pytest.raises(RegistryError, match="invalid vendor name"):
+        reg.add_vendor(name)
+
+
+def test_vendor_name_rules() -> None:
+    assert validate_vendor_name("x" * 64) == "x" * 64
+    assert validate_vendor_name("Studio Ghibli-2_b.v") == "Studio Ghibli-2_b.v"
+
+
+def test_delivery_ids() -> None:
+    assert format_delivery_id(0) == "00000000"
+    assert format_delivery_id(2**32 - 1) == "ffffffff"
+    assert parse_delivery_id(format_delivery_id(123456789)) == 123456789
+    with pytest.raises(ValueError, match="payload must be"):
+        format_delivery_id(2**32)
+    with pytest.raises(ValueError, match="8 hex digits"):
+        parse_delivery_id("xyz")
+
+
+def test_add_and_lookup_delivery(reg: Registry) -> None:
+    record = add(reg, 0x12345678)
+    assert record.delivery.delivery_id == "12345678"
+    assert record.vendor.name == "Acme"
+    assert record.asset.sha256 == asset().sha256 and record.asset.phash == "0000000000000abc"
+    assert json.loads(record.delivery.codec_params) == {"strength": 1.0}
+    assert record.delivery.created_at.endswith("+00:00")
+    assert reg.lookup(0x12345678) == record
+    assert reg.lookup(0x0BADF00D) is None
+    assert reg.find_delivery(asset().sha256, "acme", "/out/a.png") == record
+    assert reg.find_delivery(asset().sha256, "Acme", "/out/b.png") is None
+    assert reg.deliveries_at("/out/a.png") == [record]
+    payloads = reg.all_payloads()
+    assert payloads.dtype == np.uint64 and payloads.tolist() == [0x12345678]
+    assert reg.count_deliveries() == 1
+
+
+def test_add_delivery_refusals(reg: Registry) -> None:
+    add(reg, 0)
+    with pytest.raises(RegistryError, match="closer than"):
+        add(reg, 0b111, out="/out/b.png")  # 3 bits from 0
+    with pytest.raises(RegistryError, match="closer than"):
+        add(reg, 0, out="/out/c.png")
+    with pytest.raises(RegistryError, match="unknown vendor"):
+        add(reg, 0xFF00FF00, vendor="Nobody")
+    with pytest.raises(ValueError, match="payload must be"):
+        add(reg, -1)
+    bad = AssetInfo(sha256="short", original_path="x", width=1, height=1, phash=0)
+    with pytest.raises(RegistryError, match="cannot record delivery"):
+        reg.add_delivery(
+            0xFF00FF00,
+            vendor="Acme",
+            asset=bad,
+            codec_version="t",
+            codec_params={},
+            output_path="o",
+        )
+    assert reg.count_deliveries() == 1
+    assert reg._conn.execute("SELECT count(*) FROM assets").fetchone()[0] == 1
+    add(reg, 0xF, out="/out/d.png")  # exactly MIN_PAYLOAD_DISTANCE bits away
+    assert MIN_PAYLOAD_DISTANCE == 4
+
+
+def test_assets_upsert(reg: Registry) -> None:
+    first = reg.add_asset(asset(1))
+    again = reg.add_asset(AssetInfo(asset(1).sha256, "/elsewhere.png", 64, 48, 1))
+    assert again == first
+    with pytest.raises(ValueError, match="phash"):
+        reg.add_asset(AssetInfo(asset(2).sha256, "x", 1, 1, 2**64))
+    with pytest.raises(RegistryError, match="invalid asset"):
+        reg.add_asset(AssetInfo(asset(2).sha256, "x", 0, 1, 0))
+
+
+def test_delete_delivery(reg: Registry) -> None:
+    add(reg, 0x11111111, n=1)
+    add(reg, 0x22222222, n=1, out="/out/b.png")
+    reg.delete_delivery(0x11111111)
+    assert reg.lookup(0x11111111) is None
+    assert reg._conn.execute("SELECT count(*) FROM assets").fetchone()[0] == 1  # still used
+    reg.delete_delivery(0x22222222)
+    assert reg._conn.execute("SELECT count(*) FROM assets").fetchone()[0] == 0
+    with pytest.raises(RegistryError, match="no delivery"):
+        reg.delete_delivery(0x22222222)
+
+
+def test_new_payloads_are_far_apart(reg: Registry) -> None:
+    for i in range(40):
+        payload = reg.new_payload()
+        assert 0 <= payload < 2**32
+        add(reg, payload, n=i, out=f"/out/{i}.png")
+    payloads = reg.all_payloads()
+    distances = np.bitwise_count(payloads[:, None] ^ payloads[None, :])
+    np.fill_diagonal(distances, 64)
+    assert distances.min() >= MIN_PAYLOAD_DISTANCE
+
+
+def test_new_payload_gives_up_when_crowded(reg: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    add(reg, 0)
+    monkeypatch.setattr(registry_module, "MIN_PAYLOAD_DISTANCE", 33)  # impossible
+    monkeypatch.setattr(registry_module, "_MAX_CANDIDATES", 2 * registry_module._CANDIDATE_BATCH)
+    with pytest.raises(RegistryError, match="no free delivery id"):
+        reg.new_payload()
+
+
+def test_far_mask_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    existing = np.arange(0, 5000, dtype=np.uint64) << np.uint64(20)
+    candidates = np.array([0, 0xFFFFFFFF, 1 << 20 | 1], dtype=np.uint64)
+    monkeypatch.setattr(registry_module, "_MAX_PAIRS", 5000)  # one candidate per block
+    mask = registry_module._far_mask(candidates, existing, 8)
+    assert mask.tolist() == [False, True, False]
+    assert registry_module._far_mask(candidates, existing[:0], 8).all()
+
+
+def test_write_lock_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "r.sqlite"
+    Registry.create(path).close()
+    with Registry.open(path) as first, Registry.open(path) as second:
+        first._conn.execute("PRAGMA busy_timeout = 0")
+        second._conn.execute("PRAGMA busy_timeout = 0")
+        first._conn.execute("BEGIN IMMEDIATE")
+        with pytest.raises(RegistryError, match="cannot write"):
+            second.add_vendor("Acme")
+        first._conn.execute("ROLLBACK")
+
+
+def test_commit_failure_is_reported(reg: Registry) -> None:
+    class FailingCommit:
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self.conn = conn
+
+        def execute(self, sql: str, *args: object) -> object:
+            if sql == "COMMIT":
+                raise sqlite3.OperationalError("disk I/O error")
+            return self.conn.execute(sql, *args)
+
+    reg._conn = FailingCommit(reg._conn)  # type: ignore[assignment]
+    with pytest.raises(RegistryError, match="cannot commit"):
+        reg.add_vendor("Bluebird")
+    reg._conn = reg._conn.conn
+    assert [v.name for v in reg.list_vendors()] == ["Acme"]

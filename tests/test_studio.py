@@ -1,0 +1,449 @@
+"""Tests of watermark.studio: studio life cycle, batch embedding and tracing."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from watermark import studio as studio_module
+from watermark._detect import Detection
+from watermark.errors import MediaError, RegistryError, StudioError
+from watermark.media import read_image
+from watermark.samples import sample_frames
+from watermark.studio import (
+    DEFAULT_HOME,
+    HOME_ENV,
+    REGISTRY_NAME,
+    SECRET_NAME,
+    EmbedRecord,
+    Studio,
+    TraceRecord,
+    resolve_home,
+)
+
+from ._factories import BAD_FILES, make_bad_file, sha256_of, texture, write_encoded
+
+
+@pytest.fixture
+def studio(tmp_path: Path) -> Studio:
+    with Studio.create(tmp_path / "home") as s:
+        s.add_vendor("Acme")
+        s.add_vendor("Bluebird")
+        yield s
+
+
+def rows(s: Studio, table: str) -> int:
+    return s.registry._conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def temp_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
+
+
+def shots(folder: Path) -> Path:
+    """A folder of small frames: RGB PNG, grey JPEG, 16-bit RGBA PNG, nested."""
+    write_encoded(folder / "a.png", texture((96, 128, 3), seed=1))
+    write_encoded(folder / "sub" / "b.jpg", texture((96, 128), seed=2), ".jpg")
+    write_encoded(folder / "sub" / "deep" / "c.png", texture((96, 128, 4), np.uint16, seed=3))
+    return folder
+
+
+# --------------------------------------------------------------------------- home
+
+
+def test_resolve_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(HOME_ENV, raising=False)
+    assert resolve_home(None) == DEFAULT_HOME == Path(".leaktrace")
+    monkeypatch.setenv(HOME_ENV, str(tmp_path))
+    assert resolve_home(None) == tmp_path
+    assert resolve_home(tmp_path / "x") == tmp_path / "x"
+    monkeypatch.setenv(HOME_ENV, "")
+    assert resolve_home(None) == DEFAULT_HOME
+
+
+def test_create_layout_and_secret_mode(tmp_path: Path) -> None:
+    home = tmp_path / "deep" / "home"
+    with Studio.create(home) as s:
+        assert "home" in repr(s) and "key" not in repr(s).lower()
+    secret = home / SECRET_NAME
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert len(secret.read_bytes()) == 32
+    assert (home / REGISTRY_NAME).is_file()
+    assert secret.read_bytes() not in (home / REGISTRY_NAME).read_bytes()
+    with Studio.open(home) as s:
+        assert s._key == secret.read_bytes()
+
+
+def test_create_twice_refuses(tmp_path: Path) -> None:
+    Studio.create(tmp_path).close()
+    key = (tmp_path / SECRET_NAME).read_bytes()
+    with pytest.raises(StudioError, match="already exists"):
+        Studio.create(tmp_path)
+    assert (tmp_path / SECRET_NAME).read_bytes() == key
+
+
+def test_create_race_on_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_open = os.open
+
+    def racing_open(path: object, flags: int, mode: int = 0o777) -> int:
+        if str(path).endswith(SECRET_NAME):
+            raise FileExistsError(17, "File exists")
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(studio_module.os, "open", racing_open)
+    with pytest.raises(StudioError, match="already exists"):
+        Studio.create(tmp_path / "home")
+
+
+def test_create_unwritable_home(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StudioError, match="cannot create a studio"):
+        Studio.create(blocker / "home")
+
+
+def test_create_write_failure_removes_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(studio_module.os, "fsync", full)
+    with pytest.raises(StudioError, match="No space left"):
+        Studio.create(tmp_path)
+    assert not (tmp_path / SECRET_NAME).exists()
+
+
+def test_create_registry_failure_removes_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(path: Path) -> None:
+        raise RegistryError("boom")
+
+    monkeypatch.setattr(studio_module.Registry, "create", broken)
+    with pytest.raises(RegistryError, match="boom"):
+        Studio.create(tmp_path)
+    assert not (tmp_path / SECRET_NAME).exists()
+
+
+def test_open_refusals(tmp_path: Path) -> None:
+    with pytest.raises(StudioError, match="no studio here"):
+        Studio.open(tmp_path)
+    (tmp_path / SECRET_NAME).write_bytes(b"short")
+    with pytest.raises(StudioError, match="corrupt secret"):
+        Studio.open(tmp_path)
+    (tmp_path / SECRET_NAME).unlink()
+    (tmp_path / SECRET_NAME).mkdir()
+    with pytest.raises(StudioError, match="cannot read the secret"):
+        Studio.open(tmp_path)
+    (tmp_path / SECRET_NAME).rmdir()
+    (tmp_path / SECRET_NAME).write_bytes(bytes(32))
+    with pytest.raises(RegistryError, match="no registry"):
+        Studio.open(tmp_path)
+
+
+# --------------------------------------------------------------------------- embed
+
+
+def test_embed_folder(studio: Studio, tmp_path: Path) -> None:
+    src = shots(tmp_path / "shots")
+    before = {p: sha256_of(p) for p in src.rglob("*") if p.is_file()}
+    seen: list[tuple[int, int]] = []
+    out = tmp_path / "out"
+    records = studio.embed_files([src], "acme", out, progress=lambda d, t, p: seen.append((d, t)))
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+    assert [r.status for r in records] == ["embedded"] * 3
+    assert [Path(r.output).relative_to(out).as_posix() for r in records] == [
+        "a.png",
+        "sub/b.jpg",
+        "sub/deep/c.png",
+    ]
+    assert {r.vendor for r in records} == {"Acme"}
+    assert len({r.delivery_id for r in records}) == 3
+    assert all(len(r.delivery_id) == 8 for r in records)
+    assert before == {p: sha256_of(p) for p in before}  # inputs untouched
+    assert rows(studio, "deliveries") == 3 and rows(studio, "assets") == 3
+    assert temp_files(out) == []
+    # formats, depths and alpha survive
+    assert read_image(out / "sub" / "b.jpg").format == "jpeg"
+    grey = read_image(out / "sub" / "b.jpg").pixels
+    assert grey.ndim == 2
+    original = read_image(src / "sub" / "deep" / "c.png").pixels
+    marked = read_image(out / "sub" / "deep" / "c.png")
+    assert marked.bit_depth == 16 and marked.pixels.shape == original.shape
+    np.testing.assert_array_equal(marked.pixels[..., 3], original[..., 3])
+    # registry content
+    match = studio.registry.lookup(int(records[0].delivery_id, 16))
+    assert match.asset.original_path == str((src / "a.png").resolve())
+    assert match.delivery.output_path == str((out / "a.png").resolve())
+    assert match.asset.width == 128 and match.asset.height == 96
+
+
+def test_embed_single_file_and_jpeg_quality(studio: Studio, tmp_path: Path) -> None:
+    from .test_media import jpeg_quality_of
+
+    src = write_encoded(tmp_path / "in" / "shot.JPG", texture((96, 128, 3)), ".jpg")
+    (record,) = studio.embed_files([src], "Acme", tmp_path / "new" / "out")
+    assert record.output == str(tmp_path / "new" / "out" / "shot.JPG")
+    assert jpeg_quality_of(Path(record.output).read_bytes()) == 95
+    assert record.to_json()["psnr_y"] is None or record.to_json()["psnr_y"] > 30
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_FILES))
+def test_embed_bad_file_in_batch(studio: Studio, tmp_path: Path, kind: str) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    good = write_encoded(src / "good.png", texture((96, 128, 3)))
+    bad = make_bad_file(kind, src)
+    before = sha256_of(bad)
+    out = tmp_path / "out"
+    records = studio.embed_files([good, bad], "Acme", out)
+    assert [r.status for r in records] == ["embedded", "failed"]
+    failed = records[1]
+    assert failed.delivery_id is None
+    assert failed.error.startswith(str(bad)) and BAD_FILES[kind][1] in failed.error
+    assert "\n" not in failed.error
+    assert sorted(p.name for p in out.iterdir()) == ["good.png"]
+    assert sha256_of(bad) == before
+    assert rows(studio, "deliveries") == 1 and rows(studio, "assets") == 1
+
+
+def test_embed_unknown_vendor_writes_nothing(studio: Studio, tmp_path: Path) -> None:
+    src = write_encoded(tmp_path / "a.png", texture((64, 64, 3)))
+    with pytest.raises(RegistryError, match="unknown vendor 'Nobody'"):
+        studio.embed_files([src], "Nobody", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_embed_refusals_before_work(studio: Studio, tmp_path: Path) -> None:
+    src = shots(tmp_path / "shots")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(StudioError, match="no image files"):
+        studio.embed_files([empty], "Acme", tmp_path / "o")
+    with pytest.raises(StudioError, match="would overwrite an input"):
+        studio.embed_files([src / "a.png"], "Acme", src)
+    other = write_encoded(tmp_path / "other" / "a.png", texture((64, 64)))
+    with pytest.raises(StudioError, match="several inputs map to this output"):
+        studio.embed_files([src / "a.png", other], "Acme", tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+    assert rows(studio, "deliveries") == 0
+
+
+def test_embed_unwritable_out(
+    studio: Studio, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = write_encoded(tmp_path / "a.png", texture((64, 64, 3)))
+    blocker = tmp_path / "somefile"
+    blocker.write_text("x")
+    with pytest.raises(StudioError, match="cannot create output folder"):
+        studio.embed_files([src], "Acme", blocker / "sub")
+    with pytest.raises(StudioError, match="cannot create output folder"):
+        studio.embed_files([src], "Acme", blocker)
+
+    def read_only(path: Path, data: bytes) -> Path:
+        raise MediaError(f"{path}: cannot write (Read-only file system)")
+
+    monkeypatch.setattr(studio_module, "stage_file", read_only)
+    with pytest.raises(StudioError, match="not writable"):
+        studio.embed_files([src], "Acme", tmp_path / "ro")
+    assert rows(studio, "deliveries") == 0
+
+
+def test_embed_out_inside_input_folder_is_not_rewalked(studio: Studio, tmp_path: Path) -> None:
+    src = shots(tmp_path / "shots")
+    studio.embed_files([src], "Acme", src / "marked")
+    records = studio.embed_files([src], "Acme", src / "marked")
+    assert [r.status for r in records] == ["skipped"] * 3
+
+
+def test_embed_resumes(studio: Studio, tmp_path: Path) -> None:
+    src = shots(tmp_path / "shots")
+    out = tmp_path / "out"
+    first = studio.embed_files([src], "Acme", out)
+    again = studio.embed_files([src], "Acme", out)
+    assert [r.status for r in again] == ["skipped"] * 3
+    assert [r.delivery_id for r in again] == [r.delivery_id for r in first]
+    assert rows(studio, "deliveries") == 3
+    # a crash after the commit and before the rename: the row exists, the file does not
+    Path(first[0].output).unlink()
+    resumed = studio.embed_files([src], "Acme", out)
+    assert [r.status for r in resumed] == ["embedded", "skipped", "skipped"]
+    assert resumed[0].delivery_id == first[0].delivery_id
+    assert rows(studio, "deliveries") == 3
+
+
+def test_embed_never_overwrites_foreign_outputs(studio: Studio, tmp_path: Path) -> None:
+    src = write_encoded(tmp_path / "a.png", texture((64, 64, 3)))
+    out = tmp_path / "out"
+    studio.embed_files([src], "Acme", out)
+    acme_copy = sha256_of(out / "a.png")
+    (record,) = studio.embed_files([src], "Bluebird", out)
+    assert record.status == "failed"
+    assert "holds delivery" in record.error and "'Acme'" in record.error
+    assert sha256_of(out / "a.png") == acme_copy
+    stranger = write_encoded(out / "b.png", texture((64, 64)))
+    before = sha256_of(stranger)
+    (record,) = studio.embed_files(
+        [write_encoded(tmp_path / "b.png", texture((64, 64)))], "Acme", out
+    )
+    assert record.status == "failed" and "not a delivery" in record.error
+    assert sha256_of(stranger) == before
+    assert rows(studio, "deliveries") == 1
+
+
+def test_embed_subfolder_cannot_be_created(studio: Studio, tmp_path: Path) -> None:
+    src = shots(tmp_path / "shots")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sub").write_text("a file where a folder should be")
+    records = studio.embed_files([src], "Acme", out)
+    assert [r.status for r in records] == ["embedded", "failed", "failed"]
+    assert "cannot create folder" in records[1].error
+    assert rows(studio, "deliveries") == 1
+
+
+def test_embed_rename_failure_rolls_back(
+    studio: Studio, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = write_encoded(tmp_path / "a.png", texture((64, 64, 3)))
+
+    def failing_publish(tmp: Path, path: Path) -> None:
+        Path(tmp).unlink()
+        raise MediaError(f"{path}: cannot write (Input/output error)")
+
+    monkeypatch.setattr(studio_module, "publish_file", failing_publish)
+    (record,) = studio.embed_files([src], "Acme", tmp_path / "out")
+    assert record.status == "failed" and "Input/output error" in record.error
+    assert rows(studio, "deliveries") == 0 and rows(studio, "assets") == 0
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_embed_commit_failure_leaves_no_file(
+    studio: Studio, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = write_encoded(tmp_path / "a.png", texture((64, 64, 3)))
+
+    def failing_add(*args: object, **kwargs: object) -> None:
+        raise RegistryError("cannot commit (disk I/O error)")
+
+    monkeypatch.setattr(studio_module.Registry, "add_delivery", failing_add)
+    (record,) = studio.embed_files([src], "Acme", tmp_path / "out")
+    assert record.status == "failed" and "disk I/O error" in record.error
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_embed_interrupted_after_commit(
+    studio: Studio, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = write_encoded(tmp_path / "a.png", texture((64, 64, 3)))
+
+    def interrupted(tmp: Path, path: Path) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(studio_module, "publish_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        studio.embed_files([src], "Acme", tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []  # no temp file left
+    assert rows(studio, "deliveries") == 1  # a delivery without a file: allowed, resumable
+
+
+def test_embed_codec_refusal_is_per_file(
+    studio: Studio, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = write_encoded(tmp_path / "a.png", texture((64, 64, 3)))
+
+    def refusing(*args: object, **kwargs: object) -> None:
+        raise ValueError("image too small for the mark")
+
+    monkeypatch.setattr(studio_module, "embed_frame", refusing)
+    (record,) = studio.embed_files([src], "Acme", tmp_path / "out")
+    assert record.status == "failed" and record.error == f"{src}: image too small for the mark"
+
+
+# --------------------------------------------------------------------------- trace
+
+
+def test_trace_finds_vendor(studio: Studio, tmp_path: Path) -> None:
+    src = write_encoded(tmp_path / "a.png", sample_frames()[1][1])  # a 3D movie frame
+    (acme,) = studio.embed_files([src], "Acme", tmp_path / "acme")
+    (blue,) = studio.embed_files([src], "Bluebird", tmp_path / "blue")
+    results = studio.trace_files([blue.output, acme.output, src])
+    assert [(r.found, r.vendor) for r in results] == [
+        (True, "Bluebird"),
+        (True, "Acme"),
+        (False, None),
+    ]
+    assert results[0].delivery_id == blue.delivery_id
+    assert results[0].asset == str(src.resolve())
+    assert results[0].p_value < 1e-6 and results[0].scale == pytest.approx(1.0)
+
+
+def test_trace_unreadable_files(studio: Studio, tmp_path: Path) -> None:
+    good = write_encoded(tmp_path / "good.png", texture((64, 64, 3)))
+    bads = [make_bad_file(kind, tmp_path) for kind in sorted(BAD_FILES)]
+    ticks: list[int] = []
+    results = studio.trace_files([good, *bads], progress=lambda d, t, p: ticks.append(d))
+    assert ticks == list(range(1, len(bads) + 2))
+    assert results[0].error is None and results[0].found is False
+    for record, bad, kind in zip(results[1:], bads, sorted(BAD_FILES), strict=True):
+        assert record.found is False and record.error.startswith(str(bad))
+        assert BAD_FILES[kind][1] in record.error
+        assert record.to_json()["p_value"] is None
+
+
+def test_trace_refusals(studio: Studio, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(StudioError, match="no image files"):
+        studio.trace_files([empty])
+    src = write_encoded(tmp_path / "a.png", texture((64, 64, 3)))
+
+    def refusing(*args: object, **kwargs: object) -> None:
+        raise ValueError("bad geometry")
+
+    monkeypatch.setattr(studio_module, "detect_frame", refusing)
+    (record,) = studio.trace_files([src])
+    assert record.error == f"{src}: bad geometry"
+
+
+def test_trace_never_names_an_unregistered_payload(
+    studio: Studio, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = write_encoded(tmp_path / "a.png", texture((64, 64, 3)))
+    seen: dict[str, object] = {}
+
+    def fake_detect(image: np.ndarray, key: bytes, **kwargs: object) -> Detection:
+        seen.update(kwargs)
+        return Detection(True, 0xDEADBEEF, 9.0, 1e-9, 1e-12, 4.0, (0.0, 0.0), 1.0)
+
+    monkeypatch.setattr(studio_module, "detect_frame", fake_detect)
+    (record,) = studio.trace_files([src])
+    candidates = seen["candidates"]
+    assert isinstance(candidates, np.ndarray) and candidates.size == 0
+    assert (record.found, record.vendor, record.delivery_id, record.scale) == (
+        False,
+        None,
+        None,
+        None,
+    )
+    assert record.mark_p_value == 1e-12  # a studio mark is there, but no delivery is named
+
+
+def test_records_to_json() -> None:
+    e = EmbedRecord("in.png", "out.png", "Acme", "0000beef", float("inf"), "embedded")
+    assert e.to_json() == {
+        "input": "in.png",
+        "output": "out.png",
+        "vendor": "Acme",
+        "delivery_id": "0000beef",
+        "psnr_y": None,
+        "status": "embedded",
+        "error": None,
+    }
+    t = TraceRecord("x.png", True, "Acme", "0000beef", "/a.png", 1e-9, 7.5, float("nan"))
+    assert t.to_json()["scale"] is None and t.to_json()["p_value"] == 1e-9

@@ -1,0 +1,1025 @@
+"""Seeded, reproducible attacks on images, for robustness and false-alarm benchmarks.
+
+Pure computation: numpy and ``cv2`` array operations only (codecs run in memory through
+``cv2.imencode`` / ``cv2.imdecode``); no files are touched.
+
+Every attack takes an ``(H, W)`` grey, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA image (RGB
+order) of dtype uint8 or uint16 and returns a NEW array of the same dtype; the input is
+never modified. Intensity parameters (``delta``, ``sigma`` of noise) are in 8-bit code
+values and are multiplied by 257 for uint16.
+
+Alpha policy
+------------
+- Geometric attacks (:func:`rescale`, :func:`crop`) transform the alpha channel with the
+  colour channels.
+- Filters, noise and colour changes act on the colour channels; alpha passes through
+  bit-exact.
+- Lossy codecs (:func:`jpeg`, :func:`webp`) and the composites that end in one
+  (:func:`screenshot`, :func:`social`) return the colour channels only (alpha dropped, as
+  a re-encoded leak is flattened); :func:`screenshot` first composites RGBA over its
+  window background.
+- :func:`player_bar` makes the bar opaque (alpha = max inside the bar).
+
+References
+----------
+F. A. P. Petitcolas, R. J. Anderson, M. G. Kuhn, Attacks on copyright marking systems,
+Information Hiding 1998, LNCS 1525. https://doi.org/10.1007/3-540-49380-8_16
+B. An et al., WAVES: Benchmarking the robustness of image watermarks, ICML 2024.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import cv2
+import numpy as np
+import scipy.ndimage
+
+from ._metrics import _LUMA_WEIGHTS
+
+__all__ = [
+    "ATTACKS",
+    "FOUNDATION_ATTACKS",
+    "Attack",
+    "apply_attack",
+    "attack_names",
+    "brightness",
+    "contrast",
+    "crop",
+    "gamma",
+    "gaussian_blur",
+    "gaussian_noise",
+    "hue_shift",
+    "jpeg",
+    "median",
+    "player_bar",
+    "rescale",
+    "salt_pepper",
+    "saturation",
+    "screenshot",
+    "social",
+    "to_grey",
+    "unsharp",
+    "webp",
+]
+
+_PEAKS = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}
+_WORK = np.float32  # working float for pixel arithmetic
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    """Return ``image`` as an ndarray after checking shape and dtype (no copy)."""
+    arr = np.asarray(image)
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise ValueError(f"image must be (H, W), (H, W, 3) or (H, W, 4); got shape {arr.shape}")
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"image is empty: shape {arr.shape}")
+    if arr.dtype not in _PEAKS:
+        raise TypeError(
+            f"image must be uint8 or uint16; got dtype {arr.dtype} "
+            "(convert float images with np.rint(img * 255).astype(np.uint8))"
+        )
+    return arr
+
+
+def _check_number(name: str, value: float, lo: float, hi: float, *, lo_open: bool = False) -> float:
+    """Check ``lo <= value <= hi`` (``lo < value`` when ``lo_open``); return it as float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number; got {value!r}")
+    v = float(value)
+    below = v <= lo if lo_open else v < lo
+    if not np.isfinite(v) or below or v > hi:
+        left = "(" if lo_open else "["
+        raise ValueError(f"{name} must be in {left}{lo}, {hi}]; got {value!r}")
+    return v
+
+
+def _check_rng(rng: np.random.Generator) -> np.random.Generator:
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(
+            f"rng must be a numpy.random.Generator (np.random.default_rng(seed)); got {rng!r}"
+        )
+    return rng
+
+
+def _peak(dtype: np.dtype) -> int:
+    return _PEAKS[np.dtype(dtype)]
+
+
+def _to_work(image: np.ndarray) -> np.ndarray:
+    """Pixels as the working float, on the dtype's own scale (0..255 or 0..65535)."""
+    return image.astype(_WORK)
+
+
+def _from_work(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Round to nearest and clip to the dtype's range: the one float -> integer path."""
+    return np.clip(np.rint(values), 0, _peak(dtype)).astype(dtype)
+
+
+def _split_alpha(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(colour, alpha) views: colour is (H, W) or (H, W, 3); alpha (H, W) or None."""
+    if image.ndim == 3 and image.shape[2] == 4:
+        return image[..., :3], image[..., 3]
+    return image, None
+
+
+def _with_alpha(colour: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """Reattach alpha (copied) to a new colour array; colour alone when alpha is None."""
+    if alpha is None:
+        return colour
+    return np.dstack([colour, alpha])
+
+
+def _colour_op(image: np.ndarray, op: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Apply ``op`` (working float in, working float out) to the colour channels."""
+    colour, alpha = _split_alpha(image)
+    out = _from_work(op(_to_work(colour)), image.dtype)
+    return _with_alpha(out, alpha)
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    """8-bit version of an image (uint16 divided by 257, rounded)."""
+    if image.dtype == np.uint8:
+        return image
+    return _from_work(_to_work(image) / 257.0, np.dtype(np.uint8))
+
+
+def _from_uint8(image8: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Back from 8 bits to ``dtype`` (uint16: times 257, exact)."""
+    if np.dtype(dtype) == np.uint8:
+        return image8
+    return image8.astype(np.uint16) * np.uint16(257)
+
+
+def _codec(image: np.ndarray, ext: str, params: list[int]) -> np.ndarray:
+    """Encode and decode in memory through OpenCV; colour channels only, 8-bit codec."""
+    colour, _ = _split_alpha(image)
+    img8 = _to_uint8(colour)
+    bgr = img8 if img8.ndim == 2 else np.ascontiguousarray(img8[..., ::-1])  # cv2 wants BGR
+    ok, buf = cv2.imencode(ext, bgr, params)
+    if not ok:
+        raise RuntimeError(f"OpenCV failed to encode a {bgr.shape} image as {ext}")
+    dec = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if dec.ndim == 3 and img8.ndim == 2:  # WebP decodes grey as 3 equal channels
+        dec = dec[..., 0]
+    elif dec.ndim == 3:
+        dec = dec[..., 2::-1]
+    return _from_uint8(np.ascontiguousarray(dec), image.dtype)
+
+
+def _resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize to ``shape`` = (H, W): INTER_AREA when shrinking, INTER_CUBIC otherwise."""
+    h, w = shape
+    shrink = h * w < image.shape[0] * image.shape[1]
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
+    return cv2.resize(image, (w, h), interpolation=interp)  # cv2 takes (width, height)
+
+
+def _luma_native(colour: np.ndarray) -> np.ndarray:
+    """BT.601 luma of (H, W, 3) working-float RGB, on the same scale."""
+    return colour @ _LUMA_WEIGHTS.astype(_WORK)
+
+
+# --------------------------------------------------------------------------- codecs
+
+
+def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    """JPEG re-compression in memory (libjpeg through OpenCV, 4:2:0 chroma).
+
+    Parameters
+    ----------
+    image : (H, W), (H, W, 3) or (H, W, 4) uint8 or uint16 ndarray
+        RGB order. uint16 goes through 8 bits (JPEG is 8-bit) and back (x 257).
+    quality : int
+        JPEG quality, 1..100.
+
+    Returns
+    -------
+    (H, W) or (H, W, 3) ndarray, same dtype; alpha is dropped.
+
+    Raises
+    ------
+    ValueError
+        If ``quality`` is outside 1..100.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> jpeg(np.zeros((16, 16, 4), np.uint8), 50).shape
+    (16, 16, 3)
+    """
+    img = _check_image(image)
+    q = _check_number("quality", quality, 1, 100)
+    return _codec(img, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, round(q)])
+
+
+def webp(image: np.ndarray, quality: int) -> np.ndarray:
+    """Lossy WebP re-compression in memory (libwebp through OpenCV).
+
+    Parameters
+    ----------
+    image : (H, W), (H, W, 3) or (H, W, 4) uint8 or uint16 ndarray
+        RGB order; uint16 goes through 8 bits.
+    quality : int
+        WebP quality, 1..100 (100 is still lossy here: OpenCV switches to lossless above
+        100 only).
+
+    Returns
+    -------
+    (H, W) or (H, W, 3) ndarray, same dtype; alpha is dropped.
+
+    Raises
+    ------
+    ValueError
+        If ``quality`` is outside 1..100.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> webp(np.zeros((16, 16), np.uint16), 50).dtype
+    dtype('uint16')
+    """
+    img = _check_image(image)
+    q = _check_number("quality", quality, 1, 100)
+    return _codec(img, ".webp", [cv2.IMWRITE_WEBP_QUALITY, round(q)])
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def rescale(image: np.ndarray, factor: float) -> np.ndarray:
+    """Resize by ``factor``: INTER_AREA when shrinking, INTER_CUBIC when enlarging.
+
+    Parameters
+    ----------
+    image : (H, W[, C]) uint8 or uint16 ndarray
+    factor : float
+        Scale factor, 0 < factor <= 8. Output size is ``(round(H * factor),
+        round(W * factor))`` (Python ``round``: halves go to even).
+
+    Returns
+    -------
+    (round(H f), round(W f)[, C]) ndarray, same dtype; alpha is resized with the colour.
+
+    Raises
+    ------
+    ValueError
+        If ``factor`` is out of range or the output would have a zero side.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rescale(np.zeros((100, 60, 3), np.uint8), 0.5).shape
+    (50, 30, 3)
+    """
+    img = _check_image(image)
+    f = _check_number("factor", factor, 0.0, 8.0, lo_open=True)
+    h, w = round(img.shape[0] * f), round(img.shape[1] * f)
+    if h < 1 or w < 1:
+        raise ValueError(
+            f"factor {factor!r} shrinks a {img.shape[:2]} image to ({h}, {w}); use a larger factor"
+        )
+    if (h, w) == img.shape[:2]:
+        return img.copy()
+    return _resize(img, (h, w))
+
+
+def crop(image: np.ndarray, area_fraction: float, *, rng: np.random.Generator) -> np.ndarray:
+    """Cut out a region keeping ``area_fraction`` of the area, at a random offset.
+
+    Parameters
+    ----------
+    image : (H, W[, C]) uint8 or uint16 ndarray
+    area_fraction : float
+        Fraction of the area kept, 0 < area_fraction <= 1. The region keeps the frame's
+        aspect ratio: ``(round(H sqrt(a)), round(W sqrt(a)))``, at least 1 x 1.
+    rng : numpy.random.Generator
+        Draws the offset (uniform over all positions where the region fits).
+
+    Returns
+    -------
+    ndarray
+        A copy of the region (no resize back); alpha is cropped with the colour.
+
+    Raises
+    ------
+    ValueError
+        If ``area_fraction`` is outside (0, 1].
+    TypeError
+        If ``rng`` is not a Generator.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> crop(np.zeros((100, 200), np.uint8), 0.25, rng=np.random.default_rng(0)).shape
+    (50, 100)
+    """
+    img = _check_image(image)
+    a = _check_number("area_fraction", area_fraction, 0.0, 1.0, lo_open=True)
+    _check_rng(rng)
+    side = float(np.sqrt(a))
+    h = max(1, round(img.shape[0] * side))
+    w = max(1, round(img.shape[1] * side))
+    r0 = int(rng.integers(0, img.shape[0] - h + 1))
+    c0 = int(rng.integers(0, img.shape[1] - w + 1))
+    return img[r0 : r0 + h, c0 : c0 + w].copy()
+
+
+# --------------------------------------------------------------------------- filters
+
+
+def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of the colour channels (reflect-101 border).
+
+    Parameters
+    ----------
+    image : (H, W[, C]) uint8 or uint16 ndarray
+    sigma : float
+        Standard deviation in pixels, 0 <= sigma <= 50 (0 returns a copy). The kernel
+        spans about +/- 3 sigma (OpenCV's choice for 8-bit and float images).
+
+    Returns
+    -------
+    ndarray, same shape and dtype.
+
+    Raises
+    ------
+    ValueError
+        If ``sigma`` is out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> gaussian_blur(np.full((8, 8), 7, np.uint8), 1.0).max()
+    np.uint8(7)
+    """
+    img = _check_image(image)
+    s = _check_number("sigma", sigma, 0.0, 50.0)
+    if s == 0.0:
+        return img.copy()
+    return _colour_op(img, lambda x: cv2.GaussianBlur(x, (0, 0), s))
+
+
+def median(image: np.ndarray, ksize: int) -> np.ndarray:
+    """Median filter of the colour channels over a ``ksize`` x ``ksize`` square.
+
+    Parameters
+    ----------
+    image : (H, W[, C]) uint8 or uint16 ndarray
+    ksize : int
+        Odd window side, 3..15. Border: replicate.
+
+    Returns
+    -------
+    ndarray, same shape and dtype.
+
+    Raises
+    ------
+    ValueError
+        If ``ksize`` is not an odd integer in 3..15.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> median(np.eye(5, dtype=np.uint8) * 9, 3).max()
+    np.uint8(9)
+    """
+    img = _check_image(image)
+    if isinstance(ksize, bool) or not isinstance(ksize, (int, np.integer)):
+        raise TypeError(f"ksize must be an int; got {ksize!r}")
+    if not 3 <= ksize <= 15 or ksize % 2 == 0:
+        raise ValueError(f"ksize must be odd and in 3..15; got {ksize!r}")
+    k = int(ksize)
+    colour, alpha = _split_alpha(img)
+    if img.dtype == np.uint8 or k <= 5:  # cv2.medianBlur limits uint16 to ksize 3 and 5
+        out = cv2.medianBlur(np.ascontiguousarray(colour), k)
+    else:
+        size = (k, k) if colour.ndim == 2 else (k, k, 1)
+        out = scipy.ndimage.median_filter(colour, size=size, mode="nearest")
+    return _with_alpha(out, alpha)
+
+
+def unsharp(image: np.ndarray, *, sigma: float = 1.0, amount: float = 1.0) -> np.ndarray:
+    """Unsharp masking: ``x + amount (x - blur_sigma(x))`` on the colour channels.
+
+    Parameters
+    ----------
+    image : (H, W[, C]) uint8 or uint16 ndarray
+    sigma : float
+        Gaussian blur standard deviation in pixels, 0 < sigma <= 50.
+    amount : float
+        Gain of the high-pass detail added back, 0 <= amount <= 10.
+
+    Returns
+    -------
+    ndarray, same shape and dtype (rounded and clipped).
+
+    Raises
+    ------
+    ValueError
+        If ``sigma`` or ``amount`` is out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> unsharp(np.full((8, 8, 3), 100, np.uint8)).max()
+    np.uint8(100)
+    """
+    img = _check_image(image)
+    s = _check_number("sigma", sigma, 0.0, 50.0, lo_open=True)
+    g = _check_number("amount", amount, 0.0, 10.0)
+    return _colour_op(img, lambda x: x + g * (x - cv2.GaussianBlur(x, (0, 0), s)))
+
+
+# --------------------------------------------------------------------------- noise
+
+
+def gaussian_noise(image: np.ndarray, sigma: float, *, rng: np.random.Generator) -> np.ndarray:
+    """Add white Gaussian noise, independent per pixel and colour channel.
+
+    Parameters
+    ----------
+    image : (H, W[, C]) uint8 or uint16 ndarray
+    sigma : float
+        Standard deviation in 8-bit code values (x 257 for uint16), 0 <= sigma <= 255.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    ndarray, same shape and dtype (rounded and clipped); alpha untouched.
+
+    Raises
+    ------
+    ValueError
+        If ``sigma`` is out of range.
+    TypeError
+        If ``rng`` is not a Generator.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> out = gaussian_noise(np.full((8, 8), 128, np.uint8), 5, rng=np.random.default_rng(0))
+    >>> out.dtype
+    dtype('uint8')
+    """
+    img = _check_image(image)
+    s = _check_number("sigma", sigma, 0.0, 255.0) * (_peak(img.dtype) / 255.0)
+    _check_rng(rng)
+
+    def add(x: np.ndarray) -> np.ndarray:
+        return x + _WORK(s) * rng.standard_normal(x.shape, dtype=_WORK)
+
+    return _colour_op(img, add)
+
+
+def salt_pepper(image: np.ndarray, amount: float, *, rng: np.random.Generator) -> np.ndarray:
+    """Set a random fraction of the pixels to black or white (half each on average).
+
+    Parameters
+    ----------
+    image : (H, W[, C]) uint8 or uint16 ndarray
+    amount : float
+        Expected fraction of pixels hit, 0 <= amount <= 1; all colour channels of a hit
+        pixel change together; alpha is untouched.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    ndarray, same shape and dtype.
+
+    Raises
+    ------
+    ValueError
+        If ``amount`` is outside [0, 1].
+    TypeError
+        If ``rng`` is not a Generator.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> out = salt_pepper(np.full((8, 8), 9, np.uint8), 1.0, rng=np.random.default_rng(0))
+    >>> sorted(set(out.ravel().tolist()))
+    [0, 255]
+    """
+    img = _check_image(image)
+    a = _check_number("amount", amount, 0.0, 1.0)
+    _check_rng(rng)
+    hit = rng.random(img.shape[:2]) < a
+    salt = rng.random(img.shape[:2]) < 0.5
+    out = img.copy()
+    colour = out[..., :3] if out.ndim == 3 else out  # a view into ``out``
+    colour[hit & salt] = _peak(img.dtype)
+    colour[hit & ~salt] = 0
+    return out
+
+
+# --------------------------------------------------------------------------- colour
+
+
+def brightness(image: np.ndarray, delta: float) -> np.ndarray:
+    """Add ``delta`` to every colour channel.
+
+    Parameters
+    ----------
+    image : (H, W[, C]) uint8 or uint16 ndarray
+    delta : float
+        Offset in 8-bit code values (x 257 for uint16), -255 <= delta <= 255.
+
+    Returns
+    -------
+    ndarray, same shape and dtype (clipped).
+
+    Raises
+    ------
+    ValueError
+        If ``delta`` is out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> brightness(np.full((2, 2), 250, np.uint8), 25)[0, 0]
+    np.uint8(255)
+    """
+    img = _check_image(image)
+    d = _check_number("delta", delta, -255.0, 255.0) * (_peak(img.dtype) / 255.0)
+    return _colour_op(img, lambda x: x + _WORK(d))
+
+
+def contrast(image: np.ndarray, factor: float) -> np.ndarray:
+    """Scale the colour channels about the image's mean luma (as PIL's ImageEnhance).
+
+    Parameters
+    ----------
+    image : (H, W[, C]) uint8 or uint16 ndarray
+    factor : float
+        Contrast gain, 0 <= factor <= 10 (1 unchanged, 0 flat grey at the mean).
+
+    Returns
+    -------
+    ndarray, same shape and dtype: ``mean + factor (x - mean)``, rounded and clipped.
+
+    Raises
+    ------
+    ValueError
+        If ``factor`` is out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> contrast(np.array([[0, 200]], np.uint8), 0.5).tolist()
+    [[50, 150]]
+    """
+    img = _check_image(image)
+    f = _check_number("factor", factor, 0.0, 10.0)
+
+    def op(x: np.ndarray) -> np.ndarray:
+        mean = _WORK(np.mean(x if x.ndim == 2 else _luma_native(x), dtype=np.float64))
+        return mean + _WORK(f) * (x - mean)
+
+    return _colour_op(img, op)
+
+
+def gamma(image: np.ndarray, g: float) -> np.ndarray:
+    """Gamma curve ``peak * (x / peak) ** g`` on the colour channels.
+
+    Parameters
+    ----------
+    image : (H, W[, C]) uint8 or uint16 ndarray
+    g : float
+        Exponent, 0 < g <= 10; g < 1 brightens the mid-tones, g > 1 darkens them.
+
+    Returns
+    -------
+    ndarray, same shape and dtype.
+
+    Raises
+    ------
+    ValueError
+        If ``g`` is out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> gamma(np.array([[0, 64, 255]], np.uint8), 0.5).tolist()
+    [[0, 128, 255]]
+    """
+    img = _check_image(image)
+    e = _check_number("g", g, 0.0, 10.0, lo_open=True)
+    p = _WORK(_peak(img.dtype))
+    return _colour_op(img, lambda x: p * np.power(x / p, _WORK(e)))
+
+
+def saturation(image: np.ndarray, factor: float) -> np.ndarray:
+    """Blend each RGB pixel with its luma: ``Y + factor (rgb - Y)``.
+
+    Parameters
+    ----------
+    image : (H, W[, C]) uint8 or uint16 ndarray
+        A grey image is returned as a copy.
+    factor : float
+        Saturation gain, 0 <= factor <= 10 (0 grey, 1 unchanged).
+
+    Returns
+    -------
+    ndarray, same shape and dtype.
+
+    Raises
+    ------
+    ValueError
+        If ``factor`` is out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> saturation(np.array([[[200, 100, 0]]], np.uint8), 0.0).tolist()
+    [[[118, 118, 118]]]
+    """
+    img = _check_image(image)
+    f = _check_number("factor", factor, 0.0, 10.0)
+    if img.ndim == 2:
+        return img.copy()
+
+    def op(x: np.ndarray) -> np.ndarray:
+        y = _luma_native(x)[..., None]
+        return y + _WORK(f) * (x - y)
+
+    return _colour_op(img, op)
+
+
+def hue_shift(image: np.ndarray, degrees: float) -> np.ndarray:
+    """Rotate the hue (HSV model) by ``degrees``.
+
+    Parameters
+    ----------
+    image : (H, W[, C]) uint8 or uint16 ndarray
+        A grey image is returned as a copy.
+    degrees : float
+        Hue rotation, -360 <= degrees <= 360.
+
+    Returns
+    -------
+    ndarray, same shape and dtype.
+
+    Raises
+    ------
+    ValueError
+        If ``degrees`` is out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> hue_shift(np.array([[[255, 0, 0]]], np.uint8), 120).tolist()
+    [[[0, 255, 0]]]
+    """
+    img = _check_image(image)
+    d = _check_number("degrees", degrees, -360.0, 360.0)
+    if img.ndim == 2:
+        return img.copy()
+    p = _WORK(_peak(img.dtype))
+
+    def op(x: np.ndarray) -> np.ndarray:
+        hsv = cv2.cvtColor(np.ascontiguousarray(x / p), cv2.COLOR_RGB2HSV)  # H in [0, 360)
+        hsv[..., 0] = np.mod(hsv[..., 0] + _WORK(d), _WORK(360.0))
+        return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB) * p
+
+    return _colour_op(img, op)
+
+
+def to_grey(image: np.ndarray) -> np.ndarray:
+    """Convert to grey (BT.601 luma); RGB input keeps 3 (equal) channels.
+
+    Parameters
+    ----------
+    image : (H, W[, C]) uint8 or uint16 ndarray
+        Grey input is returned as a copy; RGBA keeps its alpha.
+
+    Returns
+    -------
+    ndarray, same shape and dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> to_grey(np.array([[[255, 0, 0]]], np.uint8)).tolist()
+    [[[76, 76, 76]]]
+    """
+    img = _check_image(image)
+    if img.ndim == 2:
+        return img.copy()
+    return _colour_op(img, lambda x: np.repeat(_luma_native(x)[..., None], 3, axis=2))
+
+
+# --------------------------------------------------------------------------- composites
+
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _put_text(canvas8: np.ndarray, text: str, height_px: int, org_rc: tuple[int, int]) -> None:
+    """Draw white anti-aliased ``text`` about ``height_px`` tall at (row, col) baseline.
+
+    Thin wrapper: OpenCV takes the origin as (x, y) and needs a uint8 canvas.
+    """
+    scale = max(height_px, 4) / 22.0  # HERSHEY_SIMPLEX caps are ~22 px at scale 1
+    thickness = max(1, round(scale * 1.5))
+    white = (255,) * (1 if canvas8.ndim == 2 else canvas8.shape[2])
+    cv2.putText(canvas8, text, (org_rc[1], org_rc[0]), _FONT, scale, white, thickness, cv2.LINE_AA)
+
+
+def _timecode(seconds: int) -> str:
+    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def player_bar(
+    image: np.ndarray, height_fraction: float, *, rng: np.random.Generator
+) -> np.ndarray:
+    """Paint an opaque video-player control bar (time code, progress line) at the bottom.
+
+    Parameters
+    ----------
+    image : (H, W[, C]) uint8 or uint16 ndarray
+    height_fraction : float
+        Bar height as a fraction of H, 0 < height_fraction <= 0.5 (at least 1 px).
+    rng : numpy.random.Generator
+        Draws the play position shown (time code text and progress).
+
+    Returns
+    -------
+    ndarray, same shape and dtype; alpha is set to opaque inside the bar.
+
+    Raises
+    ------
+    ValueError
+        If ``height_fraction`` is out of range.
+    TypeError
+        If ``rng`` is not a Generator.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> out = player_bar(np.zeros((90, 160, 3), np.uint8), 0.1, rng=np.random.default_rng(0))
+    >>> bool(out[:81].any()), bool(out[81:].any())
+    (False, True)
+    """
+    img = _check_image(image)
+    hf = _check_number("height_fraction", height_fraction, 0.0, 0.5, lo_open=True)
+    _check_rng(rng)
+    h, w = img.shape[:2]
+    bar_h = max(1, round(h * hf))
+    total = int(rng.integers(600, 3 * 3600))
+    pos = int(rng.integers(0, total))
+
+    ch = 1 if img.ndim == 2 else 3
+    bar = np.full((bar_h, w, ch), 24, dtype=np.uint8)  # near-black, 8-bit canvas
+    _put_text(bar, f"{_timecode(pos)} / {_timecode(total)}", bar_h // 2, (bar_h * 3 // 4, 8))
+    line_r = max(0, bar_h // 6)
+    done = round(w * pos / total)
+    bar[line_r : line_r + max(1, bar_h // 12), :done] = (230, 40, 40) if ch == 3 else 140
+
+    out = img.copy()
+    bar_native = _from_uint8(bar if ch == 3 else bar[..., 0], img.dtype)
+    if img.ndim == 2:
+        out[h - bar_h :] = bar_native
+    else:
+        out[h - bar_h :, :, :3] = bar_native
+        if img.shape[2] == 4:
+            out[h - bar_h :, :, 3] = _peak(img.dtype)
+    return out
+
+
+def screenshot(image: np.ndarray, *, rng: np.random.Generator) -> np.ndarray:
+    """Simulate a screenshot of a viewer window: scale 0.667, UI frame around, JPEG 80.
+
+    The image is shrunk to 0.667 (INTER_AREA), RGBA composited over the window background,
+    and pasted into a canvas with a dark title bar (with text) and light borders whose
+    widths the ``rng`` draws (title bar 20..40 px, sides and bottom 4..40 px), then the
+    whole canvas is JPEG-compressed at quality 80.
+
+    Parameters
+    ----------
+    image : (H, W[, C]) uint8 or uint16 ndarray
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    (H', W') or (H', W', 3) ndarray, same dtype, larger than the scaled image; no alpha.
+
+    Raises
+    ------
+    TypeError
+        If ``rng`` is not a Generator.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> out = screenshot(np.zeros((300, 300, 3), np.uint8), rng=np.random.default_rng(0))
+    >>> out.shape[0] > 200 and out.shape[1] > 200
+    True
+    """
+    img = _check_image(image)
+    _check_rng(rng)
+    small = rescale(img, 0.667)
+    colour, alpha = _split_alpha(small)
+    background = 238.0 * _peak(img.dtype) / 255.0
+    if alpha is not None:
+        a = _to_work(alpha)[..., None] / _WORK(_peak(img.dtype))
+        colour = _from_work(_to_work(colour) * a + _WORK(background) * (1 - a), img.dtype)
+
+    top = int(rng.integers(20, 41))
+    left, right, bottom = (int(v) for v in rng.integers(4, 41, size=3))
+    h, w = colour.shape[:2]
+    ch = 1 if colour.ndim == 2 else 3
+    canvas = np.full((top + h + bottom, left + w + right, ch), 238, dtype=np.uint8)
+    canvas[:top] = 48
+    _put_text(canvas, "frame_0001.png - Image Viewer", top // 2, (top * 3 // 4, left + 4))
+    canvas = _from_uint8(canvas if ch == 3 else canvas[..., 0], img.dtype)
+    canvas[top : top + h, left : left + w] = colour
+    return jpeg(canvas, 80)
+
+
+def social(image: np.ndarray, *, rng: np.random.Generator) -> np.ndarray:
+    """Social-media style re-share: downscale 0.5, JPEG 70, keep 80 % of the area.
+
+    Parameters
+    ----------
+    image : (H, W[, C]) uint8 or uint16 ndarray
+    rng : numpy.random.Generator
+        Draws the crop offset.
+
+    Returns
+    -------
+    ndarray, same dtype, about (0.447 H, 0.447 W); no alpha.
+
+    Raises
+    ------
+    TypeError
+        If ``rng`` is not a Generator.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> social(np.zeros((200, 100, 3), np.uint8), rng=np.random.default_rng(0)).shape
+    (89, 45, 3)
+    """
+    img = _check_image(image)
+    _check_rng(rng)
+    return crop(jpeg(rescale(img, 0.5), 70), 0.8, rng=rng)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True, slots=True)
+class Attack:
+    """A named attack with its parameters bound.
+
+    Attributes
+    ----------
+    name : str
+        Registry name, e.g. ``"jpeg50"``.
+    family : str
+        One of ``"none"``, ``"compression"``, ``"geometry"``, ``"filter"``, ``"noise"``,
+        ``"colour"``, ``"composite"``.
+    strength : float
+        The attack's main parameter in its own units (JPEG quality, scale factor, area
+        fraction, sigma, ...); 0.0 for attacks without one.
+    fn : callable
+        ``fn(image, rng) -> image``.
+    """
+
+    name: str
+    family: str
+    strength: float
+    fn: Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+def _identity(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return _check_image(image).copy()
+
+
+def _build() -> dict[str, Attack]:
+    table: list[Attack] = [Attack("none", "none", 0.0, _identity)]
+
+    def add(name: str, family: str, strength: float, fn) -> None:
+        table.append(Attack(name, family, float(strength), fn))
+
+    for q in (30, 50, 70, 90):
+        add(f"jpeg{q}", "compression", q, lambda im, rng, q=q: jpeg(im, q))
+    add("webp50", "compression", 50, lambda im, rng: webp(im, 50))
+    for f in (0.25, 0.5, 0.75, 1.5):
+        add(f"scale{f:g}", "geometry", f, lambda im, rng, f=f: rescale(im, f))
+    for pct in (25, 50, 80):
+        add(f"crop{pct}", "geometry", pct / 100, lambda im, rng, a=pct / 100: crop(im, a, rng=rng))
+    for s in (1, 2):
+        add(f"blur{s}", "filter", s, lambda im, rng, s=s: gaussian_blur(im, s))
+    for k in (3, 5):
+        add(f"median{k}", "filter", k, lambda im, rng, k=k: median(im, k))
+    add("unsharp", "filter", 1.0, lambda im, rng: unsharp(im, sigma=1.0, amount=1.0))
+    for s in (5, 10):
+        add(f"noise{s}", "noise", s, lambda im, rng, s=s: gaussian_noise(im, s, rng=rng))
+    add("saltpepper1", "noise", 0.01, lambda im, rng: salt_pepper(im, 0.01, rng=rng))
+    for d in (25, -25):
+        add(f"brightness{d:+d}", "colour", d, lambda im, rng, d=d: brightness(im, d))
+    for f in (0.7, 1.3):
+        add(f"contrast{f:g}", "colour", f, lambda im, rng, f=f: contrast(im, f))
+    for g in (0.7, 1.4):
+        add(f"gamma{g:g}", "colour", g, lambda im, rng, g=g: gamma(im, g))
+    add("saturation0.5", "colour", 0.5, lambda im, rng: saturation(im, 0.5))
+    add("hue10", "colour", 10, lambda im, rng: hue_shift(im, 10))
+    add("grey", "colour", 0.0, lambda im, rng: to_grey(im))
+    add("playerbar", "composite", 0.1, lambda im, rng: player_bar(im, 0.1, rng=rng))
+    add("screenshot", "composite", 0.667, lambda im, rng: screenshot(im, rng=rng))
+    add("social", "composite", 0.5, lambda im, rng: social(im, rng=rng))
+    # The foundation issue's name for the same pipeline as ``social``.
+    add("combined", "composite", 0.5, lambda im, rng: social(im, rng=rng))
+    return {a.name: a for a in table}
+
+
+ATTACKS: Mapping[str, Attack] = MappingProxyType(_build())
+"""Every named attack, read-only, in a stable order (see :func:`attack_names`)."""
+
+FOUNDATION_ATTACKS: tuple[str, ...] = ("none", "jpeg50", "scale0.5", "crop50", "combined")
+"""The foundation issue's acceptance set."""
+
+_FAMILIES = tuple(dict.fromkeys(a.family for a in ATTACKS.values()))
+
+
+def attack_names(family: str | None = None) -> tuple[str, ...]:
+    """Names in :data:`ATTACKS`, in registry order, optionally of one ``family``.
+
+    Parameters
+    ----------
+    family : str, optional
+        ``"none"``, ``"compression"``, ``"geometry"``, ``"filter"``, ``"noise"``,
+        ``"colour"`` or ``"composite"``.
+
+    Returns
+    -------
+    tuple of str
+
+    Raises
+    ------
+    ValueError
+        If ``family`` is not one of the above.
+
+    Examples
+    --------
+    >>> attack_names("filter")
+    ('blur1', 'blur2', 'median3', 'median5', 'unsharp')
+    """
+    if family is None:
+        return tuple(ATTACKS)
+    if family not in _FAMILIES:
+        raise ValueError(f"unknown attack family {family!r}; choose one of {_FAMILIES}")
+    return tuple(a.name for a in ATTACKS.values() if a.family == family)
+
+
+def apply_attack(name: str, image: np.ndarray, *, seed: int) -> np.ndarray:
+    """Apply the named attack with an rng derived from ``seed`` and ``name``.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`ATTACKS`.
+    image : (H, W[, C]) uint8 or uint16 ndarray
+        Not modified.
+    seed : int
+        Non-negative. The rng is ``np.random.default_rng([seed, crc32(name)])``, so the
+        same (name, image, seed) always gives the same output and different attacks draw
+        independent streams.
+
+    Returns
+    -------
+    ndarray
+        The attacked image (new array, same dtype).
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is unknown or ``seed`` negative.
+    TypeError
+        If ``seed`` is not an int.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> img = np.zeros((64, 64, 3), np.uint8)
+    >>> apply_attack("crop50", img, seed=1).shape
+    (45, 45, 3)
+    """
+    attack = ATTACKS.get(name)
+    if attack is None:
+        raise ValueError(
+            f"unknown attack {name!r}; see attack_names() for the {len(ATTACKS)} names"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int; got {seed!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0; got {seed}")
+    rng = np.random.default_rng([int(seed), zlib.crc32(name.encode("utf-8"))])
+    return attack.fn(_check_image(image), rng)

@@ -1,0 +1,618 @@
+"""Image file I/O: the only module of the package that reads or writes image files.
+
+Pixels cross this edge as numpy arrays in **RGB(A) order** (OpenCV's BGR(A) is converted
+here and nowhere else), shape ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)``, dtype uint8 or
+uint16. Every failure is a :class:`~watermark.errors.MediaError` whose one-line message
+starts with the file's path.
+
+Decoding is defensive: the container header is parsed here, before OpenCV sees the bytes,
+so that a file claiming enormous dimensions is refused before anything is allocated, and
+a truncated PNG (no ``IEND`` chunk) or JPEG (no ``EOI`` marker after the scan) is refused
+instead of being decoded partially.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import struct
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import MediaError
+
+__all__ = [
+    "FORMATS",
+    "IMAGE_EXTENSIONS",
+    "LIMITS",
+    "LoadedImage",
+    "MediaLimits",
+    "discard_file",
+    "encode_image",
+    "iter_image_files",
+    "publish_file",
+    "read_image",
+    "stage_file",
+    "write_image",
+]
+
+#: Container formats read and written, by the name used in :attr:`LoadedImage.format`.
+FORMATS: tuple[str, ...] = ("png", "jpeg", "tiff", "webp", "bmp")
+
+#: File extensions picked up when a folder is walked (compared case-insensitively).
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
+)
+
+_ENCODE_EXTENSION = {"png": ".png", "jpeg": ".jpg", "tiff": ".tiff", "webp": ".webp", "bmp": ".bmp"}
+_SIXTEEN_BIT_FORMATS = frozenset({"png", "tiff"})
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COMPRESSION = 6
+_WEBP_LOSSLESS = 101  # OpenCV: a WebP quality above 100 selects lossless coding
+# JPEG start-of-frame markers: C0-CF except DHT (C4), JPG (C8) and DAC (CC).
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+
+
+@dataclass(frozen=True, slots=True)
+class MediaLimits:
+    """Bounds on the images leaktrace accepts (one table, used for every read).
+
+    Attributes
+    ----------
+    min_side : int
+        Smallest accepted height and width, in pixels. Smaller images cannot carry a mark.
+    max_side : int
+        Largest accepted height or width, in pixels (16384 covers 8K and 16K frames).
+    max_pixels : int
+        Largest accepted H * W (2**28, i.e. 1 GiB for 16-bit RGBA).
+    max_file_bytes : int
+        Largest accepted file size, in bytes.
+    """
+
+    min_side: int = 16
+    max_side: int = 16384
+    max_pixels: int = 2**28
+    max_file_bytes: int = 2**31
+
+
+#: The limits :func:`read_image` applies unless told otherwise.
+LIMITS = MediaLimits()
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedImage:
+    """A decoded image file.
+
+    Attributes
+    ----------
+    pixels : (H, W), (H, W, 3) or (H, W, 4) ndarray
+        uint8 or uint16, RGB(A) order, read-only.
+    format : str
+        Container format found in the file's bytes (one of :data:`FORMATS`), whatever
+        its extension says.
+    bit_depth : int
+        8 or 16 bits per sample.
+    path : Path
+        The file read.
+    sha256 : str
+        Hex SHA-256 of the file's bytes (64 lowercase hex digits).
+    """
+
+    pixels: np.ndarray
+    format: str
+    bit_depth: int
+    path: Path
+    sha256: str
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(H, W)`` of the image, in pixels."""
+        return (int(self.pixels.shape[0]), int(self.pixels.shape[1]))
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_image(path: str | os.PathLike[str], *, limits: MediaLimits = LIMITS) -> LoadedImage:
+    """Read and decode an image file, refusing anything malformed before decoding it.
+
+    Parameters
+    ----------
+    path : str or path-like
+        PNG, JPEG, TIFF, WebP or BMP file; the format is recognised from its bytes.
+    limits : MediaLimits, optional
+        Size bounds; see :data:`LIMITS`.
+
+    Returns
+    -------
+    LoadedImage
+        Pixels in RGB(A) order, format, bit depth, path and SHA-256 of the bytes.
+
+    Raises
+    ------
+    MediaError
+        The file is missing, unreadable, empty, larger than ``limits.max_file_bytes``,
+        not a supported image, truncated or corrupt, smaller than ``limits.min_side``
+        or larger than ``limits.max_side`` / ``limits.max_pixels`` (checked from the
+        header, before decoding), or decodes to an unsupported sample type.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     write_image(Path(d) / "a.png", np.zeros((16, 24, 3), np.uint8), format="png")
+    ...     read_image(Path(d) / "a.png").pixels.shape
+    (16, 24, 3)
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if not path.is_file():
+            raise MediaError(f"{path}: not a regular file")
+        if size == 0:
+            raise MediaError(f"{path}: empty file")
+        if size > limits.max_file_bytes:
+            raise MediaError(
+                f"{path}: file too large ({size} bytes; limit {limits.max_file_bytes})"
+            )
+        buffer = np.fromfile(path, dtype=np.uint8)
+    except FileNotFoundError:
+        raise MediaError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise MediaError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    data = buffer.tobytes()
+    if not data:
+        raise MediaError(f"{path}: empty file")
+
+    fmt = _sniff(data)
+    if fmt is None:
+        raise MediaError(f"{path}: not an image (unrecognised file signature)")
+    try:
+        height, width = _HEADER_PARSERS[fmt](data, limits)
+    except (struct.error, IndexError):
+        raise MediaError(f"{path}: corrupt or truncated {fmt.upper()} header") from None
+    except _HeaderError as exc:
+        raise MediaError(f"{path}: {exc}") from None
+
+    decoded = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    if decoded is None:
+        raise MediaError(f"{path}: corrupt {fmt.upper()} data (decoder failed)")
+    try:
+        pixels = _to_rgb(decoded)
+    except _HeaderError as exc:
+        raise MediaError(f"{path}: {exc}") from None
+    if pixels.shape[:2] != (height, width):
+        raise MediaError(
+            f"{path}: corrupt {fmt.upper()} (decoded {pixels.shape[1]}x{pixels.shape[0]} px, "
+            f"header says {width}x{height})"
+        )
+    pixels.setflags(write=False)
+    return LoadedImage(
+        pixels=pixels,
+        format=fmt,
+        bit_depth=8 * pixels.dtype.itemsize,
+        path=path,
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
+class _HeaderError(Exception):
+    """Internal: a header check failed (message without the path)."""
+
+
+def _sniff(data: bytes) -> str | None:
+    """Container format from the leading bytes, or None."""
+    if data.startswith(_PNG_SIGNATURE):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data[:2] == b"BM":
+        return "bmp"
+    return None
+
+
+def _check_size(height: int, width: int, limits: MediaLimits) -> None:
+    """Refuse an image whose (H, W) is outside ``limits``."""
+    if height < limits.min_side or width < limits.min_side:
+        raise _HeaderError(
+            f"image too small ({width}x{height} px; at least "
+            f"{limits.min_side}x{limits.min_side} required)"
+        )
+    if height > limits.max_side or width > limits.max_side or height * width > limits.max_pixels:
+        raise _HeaderError(
+            f"image too large ({width}x{height} px; the limit is {limits.max_side} px per side "
+            f"and {limits.max_pixels} pixels)"
+        )
+
+
+def _png_size(data: bytes, limits: MediaLimits) -> tuple[int, int]:
+    """(H, W) from IHDR, then walk every chunk: bounds, CRC, and a final IEND."""
+    length, ctype = struct.unpack_from(">I4s", data, 8)
+    if ctype != b"IHDR" or length != 13:
+        raise _HeaderError("corrupt PNG (first chunk is not IHDR)")
+    width, height = struct.unpack_from(">II", data, 16)
+    _check_size(height, width, limits)
+    pos, end = 8, len(data)
+    while pos + 12 <= end:
+        length, ctype = struct.unpack_from(">I4s", data, pos)
+        stop = pos + 12 + length
+        if stop > end:
+            break
+        (crc,) = struct.unpack_from(">I", data, stop - 4)
+        if zlib.crc32(memoryview(data)[pos + 4 : stop - 4]) != crc:
+            raise _HeaderError(f"corrupt PNG (bad CRC in chunk {ctype.decode('latin-1')!r})")
+        if ctype == b"IEND":
+            return height, width
+        pos = stop
+    raise _HeaderError("truncated PNG (no IEND chunk)")
+
+
+def _jpeg_size(data: bytes, limits: MediaLimits) -> tuple[int, int]:
+    """(H, W) from the SOF segment; require an EOI marker after the first scan."""
+    pos, end = 2, len(data)
+    size: tuple[int, int] | None = None
+    while True:
+        if pos + 4 > end:
+            raise _HeaderError("truncated JPEG (header ends before the image data)")
+        if data[pos] != 0xFF:
+            raise _HeaderError("corrupt JPEG (bad marker in header)")
+        while pos + 1 < end and data[pos + 1] == 0xFF:  # fill bytes
+            pos += 1
+        marker = data[pos + 1]
+        if marker in _JPEG_STANDALONE:
+            pos += 2
+            continue
+        if marker == 0xD9:
+            raise _HeaderError("corrupt JPEG (end marker before the image data)")
+        (length,) = struct.unpack_from(">H", data, pos + 2)
+        if pos + 2 + length > end:
+            raise _HeaderError("truncated JPEG (header segment cut short)")
+        if marker in _JPEG_SOF:
+            height, width = struct.unpack_from(">HH", data, pos + 5)
+            _check_size(height, width, limits)
+            size = (height, width)
+        if marker == 0xDA:
+            break
+        pos += 2 + length
+    if size is None:
+        raise _HeaderError("corrupt JPEG (no frame header before the image data)")
+    if data.find(b"\xff\xd9", pos) < 0:
+        raise _HeaderError("truncated JPEG (no end-of-image marker)")
+    return size
+
+
+def _tiff_size(data: bytes, limits: MediaLimits) -> tuple[int, int]:
+    """(H, W) from the first IFD's ImageWidth (256) and ImageLength (257) tags."""
+    order = "<" if data[:2] == b"II" else ">"
+    big = struct.unpack_from(order + "H", data, 2)[0] == 43
+    if big:
+        (ifd,) = struct.unpack_from(order + "Q", data, 8)
+        (count,) = struct.unpack_from(order + "Q", data, ifd)
+        first, step, value_at = ifd + 8, 20, 12
+    else:
+        (ifd,) = struct.unpack_from(order + "I", data, 4)
+        (count,) = struct.unpack_from(order + "H", data, ifd)
+        first, step, value_at = ifd + 2, 12, 8
+    if count > 4096:
+        raise _HeaderError("corrupt TIFF (implausible directory)")
+    found: dict[int, int] = {}
+    for i in range(count):  # directory entries, not pixels
+        entry = first + i * step
+        tag, typ = struct.unpack_from(order + "HH", data, entry)
+        if tag in (256, 257):
+            code = {3: "H", 4: "I", 16: "Q"}.get(typ)
+            if code is None:
+                raise _HeaderError("corrupt TIFF (bad size tag type)")
+            (found[tag],) = struct.unpack_from(order + code, data, entry + value_at)
+    if 256 not in found or 257 not in found:
+        raise _HeaderError("corrupt TIFF (no image size tags)")
+    _check_size(found[257], found[256], limits)
+    return found[257], found[256]
+
+
+def _webp_size(data: bytes, limits: MediaLimits) -> tuple[int, int]:
+    """(H, W) from the VP8 / VP8L / VP8X chunk; the RIFF size must fit the file."""
+    (riff_size,) = struct.unpack_from("<I", data, 4)
+    chunk = data[12:16]
+    if chunk == b"VP8 ":
+        if data[23:26] != b"\x9d\x01\x2a":
+            raise _HeaderError("corrupt WebP (bad VP8 start code)")
+        width, height = (v & 0x3FFF for v in struct.unpack_from("<HH", data, 26))
+    elif chunk == b"VP8L":
+        if data[20] != 0x2F:
+            raise _HeaderError("corrupt WebP (bad VP8L signature)")
+        (bits,) = struct.unpack_from("<I", data, 21)
+        width, height = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    elif chunk == b"VP8X":
+        width = 1 + int.from_bytes(data[24:27], "little")
+        height = 1 + int.from_bytes(data[27:30], "little")
+    else:
+        raise _HeaderError("corrupt WebP (unknown first chunk)")
+    _check_size(height, width, limits)
+    if riff_size + 8 > len(data):
+        raise _HeaderError("truncated WebP (file shorter than its RIFF header says)")
+    return height, width
+
+
+def _bmp_size(data: bytes, limits: MediaLimits) -> tuple[int, int]:
+    """(H, W) from the DIB header; uncompressed pixel data must fit the file."""
+    (offset,) = struct.unpack_from("<I", data, 10)
+    (dib,) = struct.unpack_from("<I", data, 14)
+    if dib == 12:
+        width, height = struct.unpack_from("<HH", data, 18)
+        bpp, compression = struct.unpack_from("<H", data, 24)[0], 0
+    else:
+        width, height, _, bpp, compression = struct.unpack_from("<iiHHI", data, 18)
+    width, height = abs(width), abs(height)
+    _check_size(height, width, limits)
+    stride = (width * bpp + 31) // 32 * 4
+    if offset >= len(data) or (compression in (0, 3) and offset + stride * height > len(data)):
+        raise _HeaderError("truncated BMP (pixel data cut short)")
+    return height, width
+
+
+_HEADER_PARSERS = {
+    "png": _png_size,
+    "jpeg": _jpeg_size,
+    "tiff": _tiff_size,
+    "webp": _webp_size,
+    "bmp": _bmp_size,
+}
+
+
+def _to_rgb(decoded: np.ndarray) -> np.ndarray:
+    """OpenCV's (H, W[, C]) BGR(A) result -> contiguous RGB(A), uint8 / uint16 only."""
+    if decoded.dtype not in (np.uint8, np.uint16):
+        raise _HeaderError(f"unsupported sample type {decoded.dtype} (only 8- and 16-bit)")
+    if decoded.ndim == 3 and decoded.shape[2] == 1:
+        decoded = decoded[:, :, 0]
+    if decoded.ndim == 2:
+        return np.ascontiguousarray(decoded)
+    channels = decoded.shape[2]
+    if channels == 3:
+        return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+    if channels == 4:
+        return cv2.cvtColor(decoded, cv2.COLOR_BGRA2RGBA)
+    raise _HeaderError(f"unsupported channel count {channels}")
+
+
+# --------------------------------------------------------------------------- listing
+
+
+def iter_image_files(
+    inputs: Iterable[str | os.PathLike[str]], *, exclude: str | os.PathLike[str] | None = None
+) -> list[tuple[Path, Path]]:
+    """Expand files and folders into the image files to process.
+
+    Parameters
+    ----------
+    inputs : iterable of path-like
+        Files (taken as given, whatever their extension or existence, so that a bad
+        one fails later with its own error) and folders (walked recursively, keeping
+        files whose extension is in :data:`IMAGE_EXTENSIONS`, case-insensitively;
+        hidden files and folders are skipped).
+    exclude : path-like, optional
+        A folder whose content is never picked up by a walk (the output folder).
+
+    Returns
+    -------
+    list of (Path, Path)
+        ``(path, relative_path)`` pairs: a file input maps to its name, a file found
+        in a folder to its path relative to that folder. Each folder's files are
+        sorted; inputs keep their order; a path listed twice is kept once.
+
+    Examples
+    --------
+    >>> iter_image_files(["missing.png"])
+    [(PosixPath('missing.png'), PosixPath('missing.png'))]
+    """
+    excluded = Path(exclude).resolve() if exclude is not None else None
+    result: list[tuple[Path, Path]] = []
+    seen: set[Path] = set()
+    for item in inputs:
+        root = Path(item)
+        if root.is_dir():
+            found: list[tuple[Path, Path]] = []
+            for dirpath, dirnames, filenames in os.walk(root):
+                here = Path(dirpath)
+                dirnames[:] = sorted(
+                    d
+                    for d in dirnames
+                    if not d.startswith(".")
+                    and (excluded is None or (here / d).resolve() != excluded)
+                )
+                found.extend(
+                    (here / name, (here / name).relative_to(root))
+                    for name in filenames
+                    if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+                )
+            pairs = sorted(found, key=lambda pair: pair[1].as_posix())
+        else:
+            pairs = [(root, Path(root.name))]
+        for path, rel in pairs:
+            key = path.resolve()
+            if key not in seen:
+                seen.add(key)
+                result.append((path, rel))
+    return result
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def encode_image(pixels: np.ndarray, *, format: str, jpeg_quality: int = 95) -> bytes:
+    """Encode pixels into the bytes of an image file.
+
+    Parameters
+    ----------
+    pixels : (H, W), (H, W, 3) or (H, W, 4) ndarray
+        uint8 or uint16, RGB(A) order. Not modified.
+    format : str
+        One of :data:`FORMATS`. 16-bit samples need ``"png"`` or ``"tiff"``; alpha
+        cannot go to ``"jpeg"``. PNG, TIFF, BMP and WebP are written losslessly.
+    jpeg_quality : int, optional
+        JPEG quality, 1 to 100.
+
+    Returns
+    -------
+    bytes
+        The encoded file.
+
+    Raises
+    ------
+    TypeError
+        ``pixels`` is not uint8 / uint16.
+    ValueError
+        Unknown format, bad shape, quality out of range, or a format that cannot hold
+        the samples (16-bit JPEG/WebP/BMP, alpha in JPEG).
+    MediaError
+        The encoder failed.
+
+    Examples
+    --------
+    >>> encode_image(np.zeros((16, 16), np.uint8), format="png")[:4]
+    b'\\x89PNG'
+    """
+    pixels = np.asarray(pixels)
+    if format not in _ENCODE_EXTENSION:
+        raise ValueError(f"format must be one of {FORMATS}; got {format!r}")
+    if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] not in (3, 4)):
+        raise ValueError(f"pixels must be (H, W), (H, W, 3) or (H, W, 4); got shape {pixels.shape}")
+    if pixels.dtype not in (np.uint8, np.uint16):
+        raise TypeError(
+            f"pixels must be uint8 or uint16; got {pixels.dtype} (round and clip first)"
+        )
+    if pixels.dtype == np.uint16 and format not in _SIXTEEN_BIT_FORMATS:
+        raise ValueError(f"{format} cannot store 16-bit samples; use png or tiff")
+    if format == "jpeg" and pixels.ndim == 3 and pixels.shape[2] == 4:
+        raise ValueError("jpeg cannot store alpha; use png, tiff, webp or bmp")
+    if not 1 <= jpeg_quality <= 100:
+        raise ValueError(f"jpeg_quality must be in 1..100; got {jpeg_quality}")
+    if pixels.ndim == 3:
+        code = cv2.COLOR_RGB2BGR if pixels.shape[2] == 3 else cv2.COLOR_RGBA2BGRA
+        pixels = cv2.cvtColor(pixels, code)
+    params = {
+        "png": [cv2.IMWRITE_PNG_COMPRESSION, _PNG_COMPRESSION],
+        "jpeg": [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)],
+        "webp": [cv2.IMWRITE_WEBP_QUALITY, _WEBP_LOSSLESS],
+    }.get(format, [])
+    ok, encoded = cv2.imencode(_ENCODE_EXTENSION[format], pixels, params)
+    if not ok:
+        raise MediaError(f"cannot encode a {pixels.shape} {pixels.dtype} image as {format}")
+    return encoded.tobytes()
+
+
+def stage_file(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to a new hidden temporary file next to ``path``, fsynced.
+
+    The first half of an atomic write: :func:`publish_file` moves it into place,
+    :func:`discard_file` drops it. On any failure no temporary file is left.
+
+    Parameters
+    ----------
+    path : path-like
+        Final destination; its folder must exist.
+    data : bytes
+        File content.
+
+    Returns
+    -------
+    Path
+        The temporary file, ``<folder>/.<name>.<random>.tmp``.
+
+    Raises
+    ------
+    MediaError
+        The folder is missing or unwritable, or the write failed (disk full...).
+    """
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as exc:
+        raise MediaError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise MediaError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        raise
+    return tmp
+
+
+def publish_file(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+    """Atomically move a staged file into place (``os.replace``), then fsync the folder.
+
+    Raises
+    ------
+    MediaError
+        The rename failed; the temporary file is removed.
+    """
+    tmp, path = Path(tmp), Path(path)
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise MediaError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    try:
+        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def discard_file(tmp: str | os.PathLike[str]) -> None:
+    """Remove a staged temporary file if it still exists."""
+    Path(tmp).unlink(missing_ok=True)
+
+
+def write_image(
+    path: str | os.PathLike[str],
+    pixels: np.ndarray,
+    *,
+    format: str,
+    jpeg_quality: int = 95,
+) -> None:
+    """Encode and write an image atomically (temp file, fsync, ``os.replace``).
+
+    Parameters
+    ----------
+    path : path-like
+        Destination; its folder must exist. An existing file is replaced atomically:
+        readers see the old or the new file, never a partial one.
+    pixels : (H, W), (H, W, 3) or (H, W, 4) ndarray
+        uint8 or uint16, RGB(A) order.
+    format : str
+        One of :data:`FORMATS` (the extension of ``path`` is not consulted).
+    jpeg_quality : int, optional
+        JPEG quality, 1 to 100.
+
+    Raises
+    ------
+    TypeError, ValueError
+        See :func:`encode_image`.
+    MediaError
+        The file could not be written; nothing is left behind.
+    """
+    data = encode_image(pixels, format=format, jpeg_quality=jpeg_quality)
+    publish_file(stage_file(path, data), path)
