@@ -4,6 +4,7 @@ import pytest
 
 from watermark._detect import detect_frame, leak_scale
 from watermark._embed import embed_frame
+from watermark._sync import estimate_chip_sizes
 
 from .frames import cel_frame, textured_frame
 
@@ -117,3 +118,33 @@ def test_tiny_or_flat_frames_do_not_crash():
     flat = np.full((20, 20, 3), 200, np.uint8)
     det = detect_frame(flat, KEY, candidates=CANDIDATES)
     assert not det.found
+
+
+@pytest.mark.parametrize("scale", [0.75, 0.667, 1.5])
+def test_other_scales_are_found_by_the_lattice_search(scale):
+    img = textured_frame(480, 640, seed=5)
+    marked = embed_frame(img, KEY, int(CANDIDATES[1])).image
+    size = (round(640 * scale), round(480 * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    leak = cv2.resize(marked, size, interpolation=interp)
+    det = detect_frame(leak, KEY, candidates=CANDIDATES)
+    assert det.found and det.payload == int(CANDIDATES[1])
+    assert det.chip_px == pytest.approx(4.0 * scale, rel=0.01)
+    assert leak_scale(det.chip_px, img.shape) == pytest.approx(scale, rel=0.01)
+    # without the estimate, only 1 and 0.5 are searched: nothing is found
+    assert not detect_frame(leak, KEY, candidates=CANDIDATES, estimate_geometry=False).found
+
+
+def test_estimated_chip_size_is_precise():
+    img = textured_frame(600, 800, seed=6)
+    marked = embed_frame(img, KEY, 9).image
+    leak = cv2.resize(marked, (640, 480), interpolation=cv2.INTER_AREA)  # scale 0.8
+    y = cv2.cvtColor(leak, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    sizes = estimate_chip_sizes(y)
+    assert min(abs(s / 3.2 - 1.0) for s in sizes) < 0.005
+
+
+def test_estimator_on_flat_or_tiny_input_proposes_nothing_or_few():
+    assert estimate_chip_sizes(np.full((32, 32), 100, np.float32)) == []
+    flat = estimate_chip_sizes(np.full((300, 400), 100, np.float32))
+    assert len(flat) <= 12

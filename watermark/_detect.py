@@ -11,13 +11,24 @@ from ._color import check_image, luma
 from ._ecc import CODED_BITS, decode_payload, encode_payloads, list_decode
 from ._keys import check_key
 from ._stats import false_alarm_probability
-from ._sync import WORK_PX, chip_estimates, fold_tiles, pilot_scores, whiten, working_luma
+from ._sync import (
+    WORK_PX,
+    chip_estimates,
+    estimate_chip_sizes,
+    fold_tiles,
+    pilot_scores,
+    whiten,
+    working_luma,
+)
 
 __all__ = ["DEFAULT_CHIP_SIZES", "Detection", "detect_frame", "leak_scale"]
 
-# Chip sizes (leak pixels) searched: the native 4/8/16-px chips and their halves, i.e. every
-# frame size at scale 1 and 0.5. Each is one geometry hypothesis.
+# Chip sizes (leak pixels) always searched: the native 4/8/16-px chips and their halves, i.e.
+# every frame size at scale 1 and 0.5. The autocorrelation adds up to _ESTIMATES more.
 DEFAULT_CHIP_SIZES: tuple[float, ...] = (8.0, 4.0, 16.0, 2.0)
+_ESTIMATES_PER_RESOLUTION = 6
+_ESTIMATES = 2 * _ESTIMATES_PER_RESOLUTION
+_SAME_SIZE = 0.003  # relative: chip sizes closer than this are one hypothesis
 _TOP_HYPOTHESES = 3
 # Lower confidence bound, in standard errors, on the mark amplitude the pilot measures.
 _AMPLITUDE_LCB = 3.0
@@ -211,6 +222,7 @@ def detect_frame(
     candidates: np.ndarray | None = None,
     p_threshold: float = 1e-6,
     chip_sizes: tuple[float, ...] = DEFAULT_CHIP_SIZES,
+    estimate_geometry: bool = True,
 ) -> Detection:
     """Look for the mark of `key` in a leaked frame, without the original.
 
@@ -227,7 +239,11 @@ def detect_frame(
     p_threshold : float
         Accusation threshold on the false-alarm probability, in (0, 1).
     chip_sizes : tuple of float
-        Chip sizes in the leak to search, in pixels; each is one geometry hypothesis.
+        Chip sizes in the leak always searched, in pixels; each is one geometry hypothesis.
+    estimate_geometry : bool
+        Also search the chip sizes that the autocorrelation of the leak proposes (any
+        scale, see :func:`watermark._sync.estimate_chip_sizes`). The p-value counts the
+        largest number of hypotheses this can add, whether or not they were proposed.
 
     Returns
     -------
@@ -252,8 +268,16 @@ def detect_frame(
                 f"candidates must be a 1-D integer array, got {cand.dtype} {cand.shape}"
             )
     y = luma(arr)
-    hyps = _search(y, layout, tuple(chip_sizes))
-    n_geometry = float(len(chip_sizes) * WORK_PX * WORK_PX * TILE_CHIPS * TILE_CHIPS)
+    sizes = list(chip_sizes)
+    n_sizes = len(sizes)
+    if estimate_geometry:
+        n_sizes += _ESTIMATES
+        proposed = estimate_chip_sizes(y, n_candidates=_ESTIMATES_PER_RESOLUTION)
+        for c in proposed[:_ESTIMATES]:
+            if 1.5 <= c <= 64.0 and all(abs(c / s - 1.0) > _SAME_SIZE for s in sizes):
+                sizes.append(c)
+    hyps = _search(y, layout, tuple(sizes))
+    n_geometry = float(n_sizes * WORK_PX * WORK_PX * TILE_CHIPS * TILE_CHIPS)
     if not hyps:
         return Detection(False, None, 0.0, 1.0, 1.0, 0.0, (0.0, 0.0), n_geometry)
 

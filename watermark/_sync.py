@@ -128,12 +128,20 @@ def pilot_scores(v: np.ndarray, pilot: np.ndarray) -> np.ndarray:
     return num / np.sqrt(np.maximum(den, 1e-12))
 
 
-_ANALYSIS_PX = 768  # side of the centre crop analysed for the tile period
+_ANALYSIS_PX = 512  # side of the centre crop analysed for the tile period
 _MIN_PERIOD = 40.0  # px, in the analysed image
+# Lattice points (in tile periods) where a tiled mark's autocorrelation peaks: both axes,
+# both diagonals and the second harmonics. Content that repeats along one direction
+# (hatching, bricks, tiles) rarely peaks on all of them at one period.
+_LATTICE = ((1, 0), (0, 1), (1, 1), (1, -1), (2, 0), (0, 2), (2, 1), (1, 2), (2, -1), (-1, 2))
+_PERIOD_STEP = 0.002  # relative spacing of the period grid
 
 
-def _axis_autocorrelation(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Autocorrelation of a whitened centre crop along rows and columns (lags 0..n/2)."""
+def _autocorrelation(y: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """Baseline-free, overlap-normalised autocorrelation of a whitened centre crop.
+
+    Returns the (2h', 2w') array (lags wrap around) and the crop's (h, w).
+    """
     h, w = y.shape
     ch, cw = min(h, _ANALYSIS_PX), min(w, _ANALYSIS_PX)
     top, left = (h - ch) // 2, (w - cw) // 2
@@ -142,42 +150,54 @@ def _axis_autocorrelation(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     r /= np.sqrt(cv2.GaussianBlur(r * r, (0, 0), 2.0) + 0.25)
     np.clip(r, -3.0, 3.0, out=r)
     r -= r.mean()
-    # circular autocorrelation of a non-periodic crop: zero-pad to avoid wrap-around lags
+    # zero-padded, so lags do not wrap onto the other side of the crop
     fh, fw = cv2.getOptimalDFTSize(2 * ch), cv2.getOptimalDFTSize(2 * cw)
     spec = np.fft.rfft2(r, s=(fh, fw))
-    ac = np.fft.irfft2(spec.real**2 + spec.imag**2, s=(fh, fw))
+    ac = np.fft.irfft2(spec.real**2 + spec.imag**2, s=(fh, fw)).astype(np.float32)
     ac /= max(float(ac[0, 0]), 1e-12)
-    # unbiased: divide by the overlap of the crop with itself at each lag
-    rows = ac[: ch // 2, 0] / (1.0 - np.arange(ch // 2) / ch)
-    cols = ac[0, : cw // 2] / (1.0 - np.arange(cw // 2) / cw)
-    return rows, cols
+    lag_y = np.minimum(np.arange(fh), fh - np.arange(fh))
+    lag_x = np.minimum(np.arange(fw), fw - np.arange(fw))
+    overlap = np.outer(
+        np.clip(1.0 - lag_y / ch, 0.0, None), np.clip(1.0 - lag_x / cw, 0.0, None)
+    ).astype(np.float32)
+    ac = np.where(overlap > 0.25, ac / np.maximum(overlap, 0.25), 0.0).astype(np.float32)
+    # subtract the smooth part: content correlation, not the mark's sharp lattice peaks
+    ac -= cv2.blur(ac, (9, 9), borderType=cv2.BORDER_REFLECT)
+    return ac, ch, cw
 
 
-def _peak_lags(profile: np.ndarray, n_peaks: int) -> list[float]:
-    """Sub-sample positions of the strongest local maxima above a running baseline."""
-    if profile.size < _MIN_PERIOD + 3:
-        return []
-    base = cv2.blur(profile.reshape(1, -1).astype(np.float32), (9, 1)).ravel()
-    excess = profile - base
-    lo = int(_MIN_PERIOD)
-    interior = excess[lo:-1]
-    is_peak = (interior > excess[lo - 1 : -2]) & (interior >= excess[lo + 1 :])
-    idx = np.flatnonzero(is_peak) + lo
-    idx = idx[np.argsort(excess[idx])[::-1][:n_peaks]]
-    lags = []
-    for i in idx:
-        a, b, c = profile[i - 1], profile[i], profile[i + 1]
-        den = a - 2.0 * b + c
-        lags.append(float(i) + (0.5 * (a - c) / den if den < 0 else 0.0))
-    return lags
+def _lattice_score(ac: np.ndarray, ch: int, cw: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean autocorrelation over the lattice points of every candidate period."""
+    top = min(ch, cw) / 2.0
+    if top <= _MIN_PERIOD:
+        return np.empty(0, np.float32), np.empty(0, np.float32)
+    periods = np.exp(np.arange(np.log(_MIN_PERIOD), np.log(top), _PERIOD_STEP)).astype(np.float32)
+    total = np.zeros(periods.size, np.float32)
+    count = np.zeros(periods.size, np.float32)
+    fh, fw = ac.shape
+    for i, j in _LATTICE:
+        rows, cols = i * periods, j * periods
+        inside = (np.abs(rows) < 0.75 * ch) & (np.abs(cols) < 0.75 * cw)
+        vals = cv2.remap(
+            ac,
+            np.mod(cols, fw).reshape(1, -1).astype(np.float32),
+            np.mod(rows, fh).reshape(1, -1).astype(np.float32),
+            cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_WRAP,
+        ).ravel()
+        total += np.where(inside, vals, 0.0)
+        count += inside
+    return periods, total / np.maximum(count, 1.0)
 
 
-def estimate_chip_sizes(y: np.ndarray, *, n_candidates: int = 3) -> list[float]:
-    """Candidate chip sizes of a tiled mark from the autocorrelation of the whitened leak.
+def estimate_chip_sizes(y: np.ndarray, *, n_candidates: int = 4) -> list[float]:
+    """Candidate chip sizes of a tiled mark, from the lattice of its autocorrelation.
 
-    The mark repeats every 32 chips, so the autocorrelation of the whitened luma peaks at
-    lags that are multiples of the tile period. The search uses no key: it proposes
-    geometry hypotheses that the pilot then scores.
+    The mark repeats every 32 chips, so the autocorrelation of the whitened luma peaks on
+    a square lattice whose spacing is the tile period. Every period on a fine grid is
+    scored by the mean autocorrelation over its lattice points, at full and at 1/4
+    resolution (small and large chips). No key is used: the candidates are geometry
+    hypotheses that the pilot then scores.
 
     Parameters
     ----------
@@ -189,25 +209,19 @@ def estimate_chip_sizes(y: np.ndarray, *, n_candidates: int = 3) -> list[float]:
     Returns
     -------
     list of float
-        Chip sizes in leak pixels, strongest evidence first (may be empty).
+        Chip sizes in leak pixels, strongest first within each resolution (may be empty).
     """
     out: list[float] = []
     for factor in (1, 4):
-        small = (
-            y
-            if factor == 1
-            else cv2.resize(
-                y,
-                (max(1, y.shape[1] // factor), max(1, y.shape[0] // factor)),
-                interpolation=cv2.INTER_AREA,
-            )
-        )
-        rows, cols = _axis_autocorrelation(small)
-        n = min(rows.size, cols.size)
-        profile = rows[:n] + cols[:n]
-        for lag in _peak_lags(profile, n_candidates):
-            # refine on the second harmonic when it is inside the profile
-            lag2 = [v for v in _peak_lags(profile, 12) if abs(v - 2 * lag) < 2.0]
-            period = lag2[0] / 2.0 if lag2 else lag
-            out.append(period * factor / TILE_CHIPS)
+        small = y
+        if factor > 1:
+            size = (max(1, y.shape[1] // factor), max(1, y.shape[0] // factor))
+            small = cv2.resize(y, size, interpolation=cv2.INTER_AREA)
+        periods, score = _lattice_score(*_autocorrelation(small))
+        if score.size < 3:
+            continue
+        inner = score[1:-1]
+        peaks = np.flatnonzero((inner > score[:-2]) & (inner >= score[2:])) + 1
+        peaks = peaks[np.argsort(score[peaks])[::-1][:n_candidates]]
+        out.extend(float(periods[k]) * factor / TILE_CHIPS for k in peaks)
     return out
