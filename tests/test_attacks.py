@@ -397,3 +397,66 @@ def test_module_is_pure():
     src = Path(atk.__file__).read_text(encoding="utf-8")
     banned = r"^\s*(import|from)\s+(av|sqlite3|typer|rich|pathlib|os)\b|\bopen\(|imwrite|imread\("
     assert not re.search(banned, src, flags=re.MULTILINE)
+
+
+# ----------------------------------------------------------------------------- h264 (PyAV)
+
+
+def test_h264_keeps_shape_dtype_and_input_and_is_close():
+    pytest.importorskip("av")
+    for shape in ((95, 127, 3), (64, 80, 4), (63, 81)):  # odd sides: padded, cropped back
+        for dtype in DTYPES:
+            img = _frame(shape, dtype)
+            before = img.copy()
+            out = atk.h264(img, 28)
+            expect = shape if len(shape) == 2 else (*shape[:2], 3)
+            assert out.shape == expect and out.dtype == dtype
+            np.testing.assert_array_equal(img, before)
+            colour = img if img.ndim == 2 else img[..., :3]
+            assert not np.array_equal(out, colour)
+            assert 25.0 < psnr_y(colour, out) < 60.0
+            if dtype == np.uint16:
+                assert np.all(out % 257 == 0)  # through 8 bits, x257
+
+
+def test_h264_is_reproducible_and_registered():
+    pytest.importorskip("av")
+    img = _frame((96, 128, 3))
+    out = apply_attack("h264crf28", img, seed=0)
+    np.testing.assert_array_equal(out, apply_attack("h264crf28", img, seed=5))
+    np.testing.assert_array_equal(out, atk.h264(img, 28))
+    assert ATTACKS["h264crf28"].family == "codec"
+    assert attack_names("codec") == ("h264crf28",)
+
+
+def test_h264_crf_orders_distortion():
+    pytest.importorskip("av")
+    img = _frame((96, 128, 3))
+    assert psnr_y(img, atk.h264(img, 18)) > psnr_y(img, atk.h264(img, 40))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"crf": -1}, "crf"),
+        ({"crf": 52}, "crf"),
+        ({"crf": 28, "frames": 0}, "frames"),
+        ({"crf": 28.5}, "whole"),
+    ],
+)
+def test_h264_rejects_bad_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        atk.h264(_frame(), **kwargs)
+
+
+def test_h264_roundtrip_rejects_bad_clips():
+    from watermark.video import h264_roundtrip
+
+    with pytest.raises(ValueError, match="even"):
+        h264_roundtrip(np.zeros((2, 15, 16, 3), np.uint8), crf=28)
+    with pytest.raises(ValueError, match="uint8"):
+        h264_roundtrip(np.zeros((2, 16, 16, 3), np.uint16), crf=28)
+    with pytest.raises(ValueError, match="shape"):
+        h264_roundtrip(np.zeros((16, 16, 3), np.uint8), crf=28)
+    with pytest.raises(ValueError, match="crf"):
+        h264_roundtrip(np.zeros((2, 16, 16, 3), np.uint8), crf=60)

@@ -146,3 +146,21 @@ def test_embed_rejects_bad_inputs():
         carrier_tile(np.zeros((32, 32)), 0)
     with pytest.raises(ValueError, match="codeword"):
         chip_values(tile_layout(KEY), np.zeros(5, np.uint8))
+
+
+@pytest.mark.parametrize("saturated_rows", [0, 3, 100])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_reported_psnr_is_exact_with_saturation(saturated_rows, dtype):
+    from watermark._color import luma
+
+    base = textured_frame(300, 400, seed=9)
+    base[:saturated_rows] = 255  # white paper: the mark saturates there
+    if dtype == np.uint16:
+        img = base.astype(np.uint16) * 257
+    elif dtype == np.float32:
+        img = base.astype(np.float32) / 255
+    else:
+        img = base
+    out = embed_frame(img, KEY, 5)
+    diff = luma(out.image).astype(np.float64) - luma(img)
+    assert out.psnr_y == pytest.approx(10 * np.log10(255.0**2 / np.mean(diff**2)), abs=1e-6)

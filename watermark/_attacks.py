@@ -1,7 +1,9 @@
 """Seeded, reproducible attacks on images, for robustness and false-alarm benchmarks.
 
 Pure computation: numpy and ``cv2`` array operations only (codecs run in memory through
-``cv2.imencode`` / ``cv2.imdecode``); no files are touched.
+``cv2.imencode`` / ``cv2.imdecode``); no files are touched. The one exception is
+:func:`h264`, whose encoder lives in the edge module :mod:`watermark.video` (PyAV, the
+optional ``video`` extra, imported only when the attack runs, still in memory).
 
 Every attack takes an ``(H, W)`` grey, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA image (RGB
 order) of dtype uint8 or uint16 and returns a NEW array of the same dtype; the input is
@@ -14,7 +16,7 @@ Alpha policy
   colour channels.
 - Filters, noise and colour changes act on the colour channels; alpha passes through
   bit-exact.
-- Lossy codecs (:func:`jpeg`, :func:`webp`) and the composites that end in one
+- Lossy codecs (:func:`jpeg`, :func:`webp`, :func:`h264`) and the composites that end in one
   (:func:`screenshot`, :func:`social`) return the colour channels only (alpha dropped, as
   a re-encoded leak is flattened); :func:`screenshot` first composites RGBA over its
   window background.
@@ -52,6 +54,7 @@ __all__ = [
     "gamma",
     "gaussian_blur",
     "gaussian_noise",
+    "h264",
     "hue_shift",
     "jpeg",
     "median",
@@ -248,6 +251,79 @@ def webp(image: np.ndarray, quality: int) -> np.ndarray:
     img = _check_image(image)
     q = _check_number("quality", quality, 1, 100)
     return _codec(img, ".webp", [cv2.IMWRITE_WEBP_QUALITY, round(q)])
+
+
+def h264(image: np.ndarray, crf: int, *, frames: int = 8) -> np.ndarray:
+    """H.264 re-encode in memory (libx264, yuv420p, through PyAV): a frame of a slow pan.
+
+    The frame becomes a ``frames``-long clip in which the picture drifts by 1 px right and
+    1 px down per frame (a slow diagonal pan), so the encoder must motion-compensate and
+    code a residual, as in a real shot; a clip of identical frames would let it code the
+    middle frame as skip blocks copying the first (intra) frame, which only measures
+    intra coding. The middle frame (index ``frames // 2``) is shown unshifted, so it is
+    returned without any resampling. With x264's default GOP (3 B-frames) it is a B- or
+    P-frame.
+
+    Parameters
+    ----------
+    image : (H, W), (H, W, 3) or (H, W, 4) uint8 or uint16 ndarray
+        RGB order. uint16 goes through 8 bits (the clip is 8-bit) and back (x 257); grey is
+        encoded as three equal channels and returned as BT.601 luma.
+    crf : int
+        libx264 constant rate factor, 0..51 (28: a streaming-grade re-encode).
+    frames : int
+        Clip length, 1..64 (1: a single intra frame).
+
+    Returns
+    -------
+    (H, W) or (H, W, 3) ndarray, same dtype; alpha is dropped (as in :func:`jpeg`).
+
+    Raises
+    ------
+    ValueError
+        If ``crf`` or ``frames`` is out of range.
+    ImportError
+        If PyAV (the ``video`` extra) is missing or has no libx264.
+
+    Notes
+    -----
+    yuv420p needs even sides: the clip is the image padded by edge replication to even
+    (H, W), plus ``frames - 1`` px of drift margin (edge replication too), and the result
+    is cropped back to (H, W). Frame ``k`` shows ``padded[k : k + He, k : k + We]`` with
+    ``m = frames // 2`` px of margin on the top and left, so frame ``m`` is the image.
+    The codec runs in :func:`watermark.video.h264_roundtrip` (one encoder thread,
+    bit-reproducible); this module never imports ``av`` itself.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> h264(np.zeros((15, 21, 4), np.uint8), 28).shape  # doctest: +SKIP
+    (15, 21, 3)
+    """
+    img = _check_image(image)
+    q = _check_number("crf", crf, 0, 51)
+    n = _check_number("frames", frames, 1, 64)
+    if q != round(q) or n != round(n):
+        raise ValueError(
+            f"crf and frames must be whole numbers; got crf={crf!r}, frames={frames!r}"
+        )
+    n, m = round(n), round(n) // 2
+    colour, _ = _split_alpha(img)
+    rgb8 = _to_uint8(colour)
+    if rgb8.ndim == 2:
+        rgb8 = np.repeat(rgb8[..., None], 3, axis=2)
+    h, w = rgb8.shape[:2]
+    he, we = h + h % 2, w + w % 2
+    pad = ((m, he - h + n - 1 - m), (m, we - w + n - 1 - m), (0, 0))
+    padded = np.pad(rgb8, pad, mode="edge")
+    clip = np.stack([padded[k : k + he, k : k + we] for k in range(n)])
+
+    from .video import h264_roundtrip  # the edge module that imports av (lazily)
+
+    out8 = h264_roundtrip(clip, crf=round(q))[m, :h, :w]
+    if colour.ndim == 2:
+        out8 = _from_work(_luma_native(_to_work(out8)), np.dtype(np.uint8))
+    return _from_uint8(np.ascontiguousarray(out8), img.dtype)
 
 
 # --------------------------------------------------------------------------- geometry
@@ -883,8 +959,8 @@ class Attack:
     name : str
         Registry name, e.g. ``"jpeg50"``.
     family : str
-        One of ``"none"``, ``"compression"``, ``"geometry"``, ``"filter"``, ``"noise"``,
-        ``"colour"``, ``"composite"``.
+        One of ``"none"``, ``"compression"``, ``"codec"`` (video), ``"geometry"``,
+        ``"filter"``, ``"noise"``, ``"colour"``, ``"composite"``.
     strength : float
         The attack's main parameter in its own units (JPEG quality, scale factor, area
         fraction, sigma, ...); 0.0 for attacks without one.
@@ -911,6 +987,7 @@ def _build() -> dict[str, Attack]:
     for q in (30, 50, 70, 90):
         add(f"jpeg{q}", "compression", q, lambda im, rng, q=q: jpeg(im, q))
     add("webp50", "compression", 50, lambda im, rng: webp(im, 50))
+    add("h264crf28", "codec", 28, lambda im, rng: h264(im, 28))
     for f in (0.25, 0.5, 0.75, 1.5):
         add(f"scale{f:g}", "geometry", f, lambda im, rng, f=f: rescale(im, f))
     for pct in (25, 50, 80):
@@ -955,8 +1032,8 @@ def attack_names(family: str | None = None) -> tuple[str, ...]:
     Parameters
     ----------
     family : str, optional
-        ``"none"``, ``"compression"``, ``"geometry"``, ``"filter"``, ``"noise"``,
-        ``"colour"`` or ``"composite"``.
+        ``"none"``, ``"compression"``, ``"codec"``, ``"geometry"``, ``"filter"``,
+        ``"noise"``, ``"colour"`` or ``"composite"``.
 
     Returns
     -------

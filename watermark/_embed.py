@@ -58,7 +58,7 @@ def mark_pattern(key: bytes, payload: int, *, level: int = 3) -> np.ndarray:
 def _tiled(tile: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     h, w = shape
     reps = (-(-h // tile.shape[0]), -(-w // tile.shape[1]))
-    return np.tile(tile, reps)[:h, :w]
+    return np.ascontiguousarray(cv2.repeat(tile, *reps)[:h, :w])
 
 
 def embed_frame(
@@ -127,33 +127,70 @@ def embed_frame(
         target_rms=target_rms,
         unit=unit,
     )
-    delta = _tiled(tile, grey.shape)
-    delta *= mask
-    delta *= np.float32(float(strength) * unit)
-
-    marked = _add_to_channels(rgb, delta)
+    pattern = _tiled(tile, grey.shape)
+    gain = float(strength) * unit
+    if rgb.dtype.kind == "f":
+        marked = _add_float(rgb, cv2.multiply(pattern, mask, scale=gain))
+        psnr = _psnr_y(rgb, marked, unit)
+    else:
+        # one pass: pattern x mask x gain, rounded to the nearest integer step
+        depth = cv2.CV_32S if rgb.dtype == np.uint16 else cv2.CV_16S
+        step = cv2.multiply(pattern, mask, scale=gain, dtype=depth)
+        marked = _add_integer(rgb, step)
+        psnr = _psnr_y_integer(rgb, marked, step, unit)
     out = marked
     if colour and arr.shape[2] == 4:
         out = np.dstack([marked, arr[..., 3:]])
     elif arr.ndim == 3 and not colour:
         out = marked.reshape(arr.shape)
-    return EmbedResult(image=out, psnr_y=_psnr_y(rgb, marked, unit))
+    return EmbedResult(image=out, psnr_y=psnr)
 
 
-def _add_to_channels(rgb: np.ndarray, delta: np.ndarray) -> np.ndarray:
-    """Add `delta` (storage units) to every colour channel, rounding and saturating.
+def _add_float(rgb: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """Add `delta` to every colour channel of a float image, clipped to [0, 1]."""
+    d = delta[..., None] if rgb.ndim == 3 else delta
+    return to_storage(rgb.astype(np.float32) + d, rgb.dtype)
+
+
+def _add_integer(rgb: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """Add the integer `step` to every colour channel, saturating.
 
     For integer images ``round(x + d) == x + round(d)``, so the delta is rounded once and
     added with OpenCV's saturating integer add.
     """
-    if rgb.dtype.kind == "f":
-        d = delta[..., None] if rgb.ndim == 3 else delta
-        return to_storage(rgb.astype(np.float32) + d, rgb.dtype)
-    d = np.rint(delta).astype(np.int32 if rgb.dtype == np.uint16 else np.int16)
-    if rgb.ndim == 3:
-        d = cv2.merge((d, d, d))
+    d = cv2.merge((step, step, step)) if rgb.ndim == 3 else step
     depth = cv2.CV_16U if rgb.dtype == np.uint16 else cv2.CV_8U
     return cv2.add(rgb, d, dtype=depth)
+
+
+_SPARSE_EDGE = 0.02  # fraction of saturated pixels below which they are handled one by one
+
+
+def _psnr_y_integer(before: np.ndarray, after: np.ndarray, step: np.ndarray, unit: float) -> float:
+    """Exact luma PSNR (0..255 scale) of an integer image marked with `step` on R, G and B.
+
+    Where no channel saturated, the luma change is exactly `step` (the BT.601 weights sum
+    to 1), so only saturated pixels need the full computation; when they are many (white
+    paper, black bars) the whole frame is computed at once.
+    """
+    top = float(np.iinfo(before.dtype).max)
+    if before.ndim == 3:
+        inside = cv2.inRange(after, (1.0, 1.0, 1.0), (top - 1.0,) * 3)
+    else:
+        inside = cv2.inRange(after, 1.0, top - 1.0)
+    n_edge = inside.size - cv2.countNonZero(inside)
+    if n_edge > _SPARSE_EDGE * inside.size:
+        return _psnr_y(before, after, unit)
+    total = cv2.norm(step, cv2.NORM_L2SQR, mask=inside)
+    if n_edge:
+        points = np.asarray(cv2.findNonZero(cv2.bitwise_not(inside))).reshape(-1, 2)
+        cols, rows = points[:, 0], points[:, 1]
+        b = before[rows, cols].astype(np.float64)
+        a = after[rows, cols].astype(np.float64)
+        diff = (a - b) @ LUMA_WEIGHTS.astype(np.float64) if before.ndim == 3 else a - b
+        total += float(np.sum(diff**2))
+    mse = total / (unit * unit) / step.size
+    return float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
 
 
 def _psnr_y(before: np.ndarray, after: np.ndarray, unit: float) -> float:
@@ -161,5 +198,5 @@ def _psnr_y(before: np.ndarray, after: np.ndarray, unit: float) -> float:
     diff = cv2.subtract(after, before, dtype=cv2.CV_32F)
     if diff.ndim == 3:
         diff = cv2.transform(diff, LUMA_WEIGHTS.reshape(1, 3))
-    mse = (cv2.norm(diff, cv2.NORM_L2) / unit) ** 2 / diff.size
+    mse = cv2.norm(diff, cv2.NORM_L2SQR) / (unit * unit) / diff.size
     return float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))

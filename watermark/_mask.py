@@ -80,7 +80,7 @@ def masking_map(
     (H, W) float32 ndarray in [flat, ceiling].
     """
     act = activity_map(grey, unit=unit)
-    hist = np.bincount(act.ravel(), minlength=256).astype(np.float64) / act.size
+    hist = cv2.calcHist([act], [0], None, [256], [0, 256]).ravel().astype(np.float64) / act.size
     levels = np.arange(256, dtype=np.float64) / ACTIVITY_STEPS
 
     def table(gain: float) -> np.ndarray:
