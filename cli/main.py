@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from typer.core import TyperGroup
 
+from watermark._embed import WEAK_MARGIN
 from watermark.errors import LeaktraceError
 from watermark.studio import (
     HOME_ENV,
@@ -231,14 +232,22 @@ def embed(
         _print_json([r.to_json() for r in records])
     else:
         Console().print(_embed_table(records))
+    for r in records:
+        if r.weak:
+            typer.echo(
+                f"warning: {r.input}: weak mark (margin {r.margin:.2f} < {WEAK_MARGIN}): too "
+                "small or too flat to be traced reliably after an ordinary leak",
+                err=True,
+            )
     raise typer.Exit(_report_errors([r.error for r in records]))
 
 
 def _embed_table(records: Sequence[EmbedRecord]) -> Table:
-    table = Table("input", "output", "delivery", "PSNR-Y (dB)", "status")
+    table = Table("input", "output", "delivery", "PSNR-Y (dB)", "margin", "status")
     for r in records:
         psnr = "-" if r.to_json()["psnr_y"] is None else f"{r.psnr_y:.1f}"
-        table.add_row(r.input, r.output or "-", r.delivery_id or "-", psnr, r.status)
+        margin = "-" if r.margin is None else f"{r.margin:.2f}" + (" weak" if r.weak else "")
+        table.add_row(r.input, r.output or "-", r.delivery_id or "-", psnr, margin, r.status)
     return table
 
 

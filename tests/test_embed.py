@@ -165,3 +165,15 @@ def test_reported_psnr_is_exact_with_saturation(saturated_rows, dtype):
     diff = luma(out.image).astype(np.float64) - luma(img)
     # float32 arithmetic: exact to ~1e-6 dB
     assert out.psnr_y == pytest.approx(10 * np.log10(255.0**2 / np.mean(diff**2)), abs=1e-4)
+
+
+def test_margin_flags_frames_too_flat_or_small():
+    big_cel = embed_frame(cel_frame(1080, 1920, seed=3), KEY, 5)
+    flat = np.zeros((720, 1280, 3), np.uint8)
+    flat[:] = (200, 180, 150)
+    flat[200:500, 300:900] = (40, 90, 160)
+    two_fills = embed_frame(flat, KEY, 5)
+    tiny = embed_frame(textured_frame(64, 64, seed=1), KEY, 5)
+    assert not big_cel.weak and big_cel.margin > 1.5
+    assert two_fills.weak and tiny.weak
+    assert embed_frame(flat, KEY, 5, strength=0.0).margin == 0.0

@@ -442,8 +442,12 @@ def test_records_to_json() -> None:
         "vendor": "Acme",
         "delivery_id": "0000beef",
         "psnr_y": None,
+        "margin": None,
+        "weak": False,
         "status": "embedded",
         "error": None,
     }
+    weak = EmbedRecord("in.png", "out.png", "Acme", "0000beef", 44.0, "embedded", margin=0.5)
+    assert weak.weak and weak.to_json()["margin"] == 0.5
     t = TraceRecord("x.png", True, "Acme", "0000beef", "/a.png", 1e-9, 7.5, float("nan"))
     assert t.to_json()["scale"] is None and t.to_json()["p_value"] == 1e-9

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._carrier import TILE_CHIPS, TileLayout, chip_level, tile_layout
+from ._carrier import TILE_CHIPS, TileLayout, chip_level, chip_values, tile_layout
 from ._color import check_image, luma
 from ._ecc import CODED_BITS, decode_payload, encode_payloads, list_decode
 from ._keys import check_key
-from ._stats import false_alarm_probability
+from ._stats import false_alarm_probability, z_threshold
 from ._sync import (
     WORK_PX,
     chip_estimates,
@@ -29,6 +29,9 @@ DEFAULT_CHIP_SIZES: tuple[float, ...] = (8.0, 4.0, 16.0, 2.0)
 _ESTIMATES_PER_RESOLUTION = 6
 _ESTIMATES = 2 * _ESTIMATES_PER_RESOLUTION
 _SAME_SIZE = 0.003  # relative: chip sizes closer than this are one hypothesis
+# Registry size assumed when embed reports a frame's margin (the verdict's threshold grows
+# only with the log of it).
+REFERENCE_CANDIDATES = 10_000
 _TOP_HYPOTHESES = 3
 # Lower confidence bound, in standard errors, on the mark amplitude the pilot measures.
 _AMPLITUDE_LCB = 3.0
@@ -95,6 +98,55 @@ def leak_scale(chip_px: float, original_shape: tuple[int, ...]) -> float:
     0.5
     """
     return float(chip_px) / float(2 ** chip_level(original_shape))
+
+
+def accusation_threshold(
+    *, n_candidates: int = REFERENCE_CANDIDATES, p_threshold: float = 1e-6
+) -> float:
+    """Score a verdict needs with the default geometry search, in z units.
+
+    Examples
+    --------
+    >>> round(accusation_threshold(n_candidates=3), 2)
+    7.53
+    """
+    n_sizes = len(DEFAULT_CHIP_SIZES) + _ESTIMATES
+    n_tests = n_sizes * WORK_PX * WORK_PX * TILE_CHIPS * TILE_CHIPS * max(n_candidates, 1)
+    return z_threshold(p_threshold, float(n_tests))
+
+
+def self_score(leak: np.ndarray, key: bytes, payload: int, *, chip_px: float) -> float:
+    """Score of the delivery `payload` in a leak whose chip size is known.
+
+    The detector's own alignment search runs at `chip_px` only, then the best alignment is
+    scored with the delivery's full pattern (pilot and data). Used by embed to measure how
+    much mark survives a reference leak.
+
+    Parameters
+    ----------
+    leak : (H, W[, C]) ndarray
+        The (attacked) marked frame.
+    key : bytes
+        Studio secret.
+    payload : int
+        The delivery id it carries.
+    chip_px : float
+        Chip size in `leak`, in pixels.
+
+    Returns
+    -------
+    float
+        Normalised correlation (z units, N(0, 1) for a frame without this mark).
+    """
+    arr = check_image(leak)
+    layout = tile_layout(check_key(key))
+    hyps = _search(luma(arr), layout, (float(chip_px),))
+    if not hyps:
+        return 0.0
+    chips = hyps[0].chips
+    pattern = chip_values(layout, encode_payloads(int(payload)))
+    norm = float(np.sqrt(np.sum(chips * chips)))
+    return float(np.sum(chips * pattern) / norm) if norm > 0 else 0.0
 
 
 def _search(y: np.ndarray, layout: TileLayout, chip_sizes: tuple[float, ...]) -> list[_Hypothesis]:

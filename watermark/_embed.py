@@ -8,13 +8,18 @@ import cv2
 import numpy as np
 
 from ._carrier import carrier_tile, chip_level, chip_values, tile_layout
-from ._color import LUMA_WEIGHTS, check_image, storage_scale, to_storage
+from ._color import LUMA_WEIGHTS, check_image, luma, storage_scale, to_storage
+from ._detect import accusation_threshold, self_score
 from ._ecc import encode_payloads
 from ._keys import check_key
 from ._mask import masking_map
 from ._params import DEFAULT_PARAMS, CodecParams
 
-__all__ = ["EmbedResult", "embed_frame", "mark_pattern"]
+__all__ = ["WEAK_MARGIN", "EmbedResult", "embed_frame", "mark_pattern"]
+
+# Margin under which a frame is reported weak (after the reference leak, see EmbedResult).
+WEAK_MARGIN = 1.25
+_REFERENCE_JPEG = 70
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,10 +32,22 @@ class EmbedResult:
         Marked image, same shape and dtype as the input.
     psnr_y : float
         PSNR of the luma channel against the input, in dB (inf when unchanged).
+    margin : float
+        How much mark survives a reference leak of this frame (luma downscaled to 1/2,
+        JPEG quality 70): its trace score over the score a verdict needs
+        (:func:`watermark._detect.accusation_threshold`, 10,000 registered deliveries).
+        Below :data:`WEAK_MARGIN` the frame is too small or too flat to be traced reliably
+        after an ordinary leak. 0 for strength 0.
     """
 
     image: np.ndarray
     psnr_y: float
+    margin: float = 0.0
+
+    @property
+    def weak(self) -> bool:
+        """True when the frame is too small or too flat to be traced reliably."""
+        return self.margin < WEAK_MARGIN
 
 
 def mark_pattern(key: bytes, payload: int, *, level: int = 3) -> np.ndarray:
@@ -111,7 +128,7 @@ def embed_frame(
         raise ValueError(f"strength must be in [0, 4], got {strength}")
     tile = mark_pattern(key, payload, level=chip_level(arr.shape))
     if strength == 0.0:
-        return EmbedResult(image=arr.copy(), psnr_y=float("inf"))
+        return EmbedResult(image=arr.copy(), psnr_y=float("inf"), margin=0.0)
     unit = storage_scale(arr.dtype)
     colour = arr.ndim == 3 and arr.shape[2] >= 3
     rgb = np.ascontiguousarray(arr[..., :3]) if colour else arr.reshape(arr.shape[:2])
@@ -143,7 +160,31 @@ def embed_frame(
         out = np.dstack([marked, arr[..., 3:]])
     elif arr.ndim == 3 and not colour:
         out = marked.reshape(arr.shape)
-    return EmbedResult(image=out, psnr_y=psnr)
+    if rgb.dtype.kind == "f":
+        marked_luma = luma(marked)
+    else:  # the luma change is the step wherever nothing saturated: close enough here
+        marked_luma = cv2.add(grey, step, dtype=cv2.CV_32F) * np.float32(1.0 / unit)
+    margin = _margin(marked_luma, 2 ** chip_level(arr.shape), key, payload)
+    return EmbedResult(image=out, psnr_y=psnr, margin=margin)
+
+
+def _margin(y: np.ndarray, chip_px: int, key: bytes, payload: int) -> float:
+    """Trace score after the reference leak (1/2 size, JPEG 70) over the verdict threshold.
+
+    Parameters
+    ----------
+    y : (H, W) float32 ndarray
+        Luma of the marked frame, 0..255 scale.
+    chip_px : int
+        Its chip size, in pixels.
+    """
+    size = (max(16, y.shape[1] // 2), max(16, y.shape[0] // 2))
+    half = cv2.resize(y, size, interpolation=cv2.INTER_AREA)
+    small = np.clip(np.rint(half), 0, 255).astype(np.uint8)
+    ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, _REFERENCE_JPEG])
+    leak = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE) if ok else small
+    leak_chip = max(1.5, chip_px * size[0] / y.shape[1])
+    return max(0.0, self_score(leak, key, payload, chip_px=leak_chip)) / accusation_threshold()
 
 
 def _add_float(rgb: np.ndarray, delta: np.ndarray) -> np.ndarray:

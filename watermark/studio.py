@@ -24,7 +24,7 @@ from types import TracebackType
 import numpy as np
 
 from ._detect import detect_frame, leak_scale
-from ._embed import embed_frame
+from ._embed import WEAK_MARGIN, embed_frame
 from ._params import CODEC_VERSION, DEFAULT_PARAMS
 from ._phash import perceptual_hash
 from .errors import LeaktraceError, MediaError, StudioError
@@ -103,6 +103,9 @@ class EmbedRecord:
         8 hex digits; None when the file failed.
     psnr_y : float or None
         Luma PSNR of the mark in dB (None when skipped, failed or infinite).
+    margin : float or None
+        How much mark survives an ordinary leak of this frame, relative to what a verdict
+        needs (see :class:`watermark.EmbedResult`); None when skipped or failed.
     status : str
         ``"embedded"``, ``"skipped"`` (already delivered by an earlier run) or ``"failed"``.
     error : str or None
@@ -116,6 +119,12 @@ class EmbedRecord:
     psnr_y: float | None
     status: str
     error: str | None = None
+    margin: float | None = None
+
+    @property
+    def weak(self) -> bool:
+        """True when the frame is too small or too flat to be traced reliably."""
+        return self.margin is not None and self.margin < WEAK_MARGIN
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready dict (non-finite floats become None)."""
@@ -125,6 +134,8 @@ class EmbedRecord:
             "vendor": self.vendor,
             "delivery_id": self.delivery_id,
             "psnr_y": _finite(self.psnr_y),
+            "margin": _finite(self.margin),
+            "weak": self.weak,
             "status": self.status,
             "error": self.error,
         }
@@ -443,7 +454,13 @@ class Studio:
             message = f"{path}: {exc}"
             return EmbedRecord(str(path), str(out), vendor.name, None, None, "failed", message)
         return EmbedRecord(
-            str(path), str(out), vendor.name, format_delivery_id(payload), result.psnr_y, "embedded"
+            str(path),
+            str(out),
+            vendor.name,
+            format_delivery_id(payload),
+            result.psnr_y,
+            "embedded",
+            margin=result.margin,
         )
 
     # -- tracing
