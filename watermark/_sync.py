@@ -153,7 +153,12 @@ def _autocorrelation(y: np.ndarray) -> tuple[np.ndarray, int, int]:
     # zero-padded, so lags do not wrap onto the other side of the crop
     fh, fw = cv2.getOptimalDFTSize(2 * ch), cv2.getOptimalDFTSize(2 * cw)
     spec = np.fft.rfft2(r, s=(fh, fw))
-    ac = np.fft.irfft2(spec.real**2 + spec.imag**2, s=(fh, fw)).astype(np.float32)
+    power = spec.real**2 + spec.imag**2
+    # partial spectral whitening (power / smoothed power ** 0.5): a few strong content
+    # periodicities (bricks, hatching) stop dominating the mark's broadband lattice
+    envelope = cv2.GaussianBlur(power.astype(np.float32), (0, 0), 2.0)
+    power /= np.sqrt(np.maximum(envelope, 1e-9))
+    ac = np.fft.irfft2(power, s=(fh, fw)).astype(np.float32)
     ac /= max(float(ac[0, 0]), 1e-12)
     lag_y = np.minimum(np.arange(fh), fh - np.arange(fh))
     lag_x = np.minimum(np.arange(fw), fw - np.arange(fw))
