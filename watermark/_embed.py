@@ -11,7 +11,7 @@ from ._carrier import carrier_tile, chip_level, chip_values, tile_layout
 from ._color import LUMA_WEIGHTS, check_image, luma, storage_scale, to_storage
 from ._detect import accusation_threshold, self_score
 from ._ecc import encode_payloads
-from ._keys import check_key
+from ._keys import check_key, keyed_generator
 from ._mask import masking_map
 from ._params import DEFAULT_PARAMS, CodecParams
 
@@ -70,6 +70,15 @@ def mark_pattern(key: bytes, payload: int, *, level: int = 3) -> np.ndarray:
         raise TypeError(f"payload must be an int, got {type(payload).__name__}")
     layout = tile_layout(check_key(key))
     return carrier_tile(chip_values(layout, encode_payloads(int(payload))), level)
+
+
+_DITHER_PX = 251  # prime: the dither never repeats in step with the mark's tile
+
+
+def _dither_tile(key: bytes) -> np.ndarray:
+    """Keyed uniform dither in [-0.5, 0.5), (251, 251) float32."""
+    rng = keyed_generator(key, "dither")
+    return rng.random((_DITHER_PX, _DITHER_PX), dtype=np.float32) - np.float32(0.5)
 
 
 def _tiled(tile: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -150,9 +159,12 @@ def embed_frame(
         marked = _add_float(rgb, cv2.multiply(pattern, mask, scale=gain))
         psnr = _psnr_y(rgb, marked, unit)
     else:
-        # one pass: pattern x mask x gain, rounded to the nearest integer step
+        # pattern x mask x gain, rounded with a keyed dither: flat fills get fine grain
+        # instead of +-1 blobs with hard contours, and sub-level marks are kept on average
         depth = cv2.CV_32S if rgb.dtype == np.uint16 else cv2.CV_16S
-        step = cv2.multiply(pattern, mask, scale=gain, dtype=depth)
+        exact = cv2.multiply(pattern, mask, scale=gain)
+        dither = _tiled(_dither_tile(key), grey.shape)
+        step = cv2.add(exact, dither, dtype=depth)
         marked = _add_integer(rgb, step)
         psnr = _psnr_y_integer(rgb, marked, step, unit)
     out = marked
