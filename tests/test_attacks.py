@@ -96,16 +96,28 @@ def test_registry_is_read_only():
         ATTACKS["mine"] = ATTACKS["none"]  # type: ignore[index]
 
 
-def test_attack_names_by_family():
+def test_attack_names_by_family_and_group():
     assert attack_names() == tuple(ATTACKS)
-    assert attack_names("compression") == ("jpeg30", "jpeg50", "jpeg70", "jpeg90", "webp50")
+    assert attack_names("jpeg") == ("jpeg15", "jpeg30", "jpeg50", "jpeg70", "jpeg90")
+    assert attack_names(group="compression") == attack_names("jpeg") + attack_names("webp")
     families = {a.family for a in ATTACKS.values()}
     assert sum(len(attack_names(f)) for f in families) == len(ATTACKS)
+    groups = {a.group for a in ATTACKS.values()}
+    assert sum(len(attack_names(group=g)) for g in groups) == len(ATTACKS)
+    assert set(atk.FAMILY_UNITS) == families
 
 
-def test_attack_names_rejects_unknown_family():
+def test_family_ladders_are_sorted_by_strength_and_named_consistently():
+    for family in {a.family for a in ATTACKS.values()}:
+        members = [ATTACKS[n] for n in attack_names(family)]
+        assert len({a.group for a in members}) == 1
+
+
+def test_attack_names_rejects_unknown_family_or_group():
     with pytest.raises(ValueError, match="'colours'"):
         attack_names("colours")
+    with pytest.raises(ValueError, match="'colours'"):
+        attack_names(group="colours")
 
 
 @pytest.mark.parametrize("name", sorted(ATTACKS))
@@ -208,6 +220,12 @@ def test_rejects_bad_dtype(dtype):
         (lambda im, v: atk.hue_shift(im, v), 400),
         (lambda im, v: atk.player_bar(im, v, rng=_rng()), 0.0),
         (lambda im, v: atk.player_bar(im, v, rng=_rng()), 0.6),
+        (lambda im, v: atk.rotate(im, v), 181.0),
+        (lambda im, v: atk.aspect(im, v), 0.1),
+        (lambda im, v: atk.perspective(im, v, rng=_rng()), 0.5),
+        (lambda im, v: atk.matte(im, v), 0.1),
+        (lambda im, v: atk.occlusion(im, v, rng=_rng()), 0.95),
+        (lambda im, v: atk.overlay(im, v, rng=_rng()), 1.5),
     ],
 )
 def test_rejects_out_of_range_options(call, bad):
@@ -242,6 +260,10 @@ def test_rejects_non_numbers(call):
         lambda im: atk.player_bar(im, 0.1, rng=1),
         lambda im: atk.screenshot(im, rng=1),
         lambda im: atk.social(im, rng=1),
+        lambda im: atk.perspective(im, 0.1, rng=1),
+        lambda im: atk.occlusion(im, 0.1, rng=1),
+        lambda im: atk.overlay(im, 0.5, rng=1),
+        lambda im: atk.camcorder(im, rng=1),
     ],
 )
 def test_rejects_missing_generator(call):
@@ -425,8 +447,16 @@ def test_h264_is_reproducible_and_registered():
     out = apply_attack("h264crf28", img, seed=0)
     np.testing.assert_array_equal(out, apply_attack("h264crf28", img, seed=5))
     np.testing.assert_array_equal(out, atk.h264(img, 28))
-    assert ATTACKS["h264crf28"].family == "codec"
-    assert attack_names("codec") == ("h264crf28",)
+    assert ATTACKS["h264crf28"].family == "h264" and ATTACKS["h264crf28"].group == "codec"
+    assert "h264crf28" in attack_names(group="codec")
+
+
+def test_hevc_round_trip():
+    pytest.importorskip("av")
+    img = _frame((96, 128, 3))
+    out = atk.hevc(img, 30)
+    assert out.shape == img.shape and out.dtype == img.dtype
+    assert psnr_y(img, out) > 25.0
 
 
 def test_h264_crf_orders_distortion():
@@ -460,3 +490,50 @@ def test_h264_roundtrip_rejects_bad_clips():
         h264_roundtrip(np.zeros((16, 16, 3), np.uint8), crf=28)
     with pytest.raises(ValueError, match="crf"):
         h264_roundtrip(np.zeros((2, 16, 16, 3), np.uint8), crf=60)
+
+
+# ----------------------------------------------------------------------------- geometry II
+
+
+def test_rotate_keeps_size_and_turns_the_picture():
+    img = np.zeros((41, 61), np.uint8)
+    img[20, 40:] = 255  # a ray from the centre to the right edge
+    out = atk.rotate(img, 90)
+    assert out.shape == img.shape
+    assert out[:20, 30].max() > 100 and out[20, 45:].max() < 50  # now points up
+    inner = atk.rotate(_frame((100, 160, 3)), 5, inner_crop=True)
+    assert inner.shape[0] < 100 and inner.shape[1] < 160
+    assert abs(inner.shape[1] / inner.shape[0] - 1.6) < 0.05
+
+
+def test_aspect_flip_matte_shapes():
+    img = _frame((90, 160, 3))
+    assert atk.aspect(img, 0.9).shape == (90, 144, 3)
+    np.testing.assert_array_equal(atk.flip(atk.flip(img)), img)
+    scope = atk.matte(img, 2.39)
+    assert scope.shape == img.shape and not scope[:10].any() and not scope[-10:].any()
+    box = atk.matte(img, 4 / 3)
+    assert not box[:, :15].any() and not box[:, -15:].any()
+    np.testing.assert_array_equal(box[:, 40:120], img[:, 40:120])
+
+
+def test_perspective_moves_corners_within_the_amount():
+    img = np.full((100, 100), 200, np.uint8)
+    out = atk.perspective(img, 0.1, rng=_rng())
+    assert out.shape == img.shape and out[50, 50] == 200
+    assert out[0, 0] == 0 or out[-1, -1] == 0  # some corner moved in, leaving black
+    assert (out[15:85, 15:85] == 200).all()  # nothing moves by more than 10 %
+
+
+def test_occlusion_covers_about_the_fraction():
+    img = np.zeros((200, 300, 3), np.uint8)
+    out = atk.occlusion(img, 0.4, rng=_rng())
+    covered = (out != img).any(axis=2).mean()
+    assert 0.3 < covered < 0.9
+
+
+def test_camcorder_and_overlay_change_the_frame():
+    img = _frame((120, 160, 3))
+    for out in (atk.camcorder(img, rng=_rng()), atk.overlay(img, 0.5, rng=_rng())):
+        assert out.shape == img.shape and out.dtype == img.dtype
+        assert 15.0 < psnr_y(img, out) < 45.0

@@ -254,7 +254,19 @@ def webp(image: np.ndarray, quality: int) -> np.ndarray:
 
 
 def h264(image: np.ndarray, crf: int, *, frames: int = 8) -> np.ndarray:
-    """H.264 re-encode in memory (libx264, yuv420p, through PyAV): a frame of a slow pan.
+    """H.264 (libx264) re-encode of a frame of a slow pan: see :func:`video_codec`."""
+    return video_codec(image, crf, frames=frames, encoder="libx264")
+
+
+def hevc(image: np.ndarray, crf: int, *, frames: int = 8) -> np.ndarray:
+    """HEVC (libx265) re-encode of a frame of a slow pan: see :func:`video_codec`."""
+    return video_codec(image, crf, frames=frames, encoder="libx265")
+
+
+def video_codec(
+    image: np.ndarray, crf: int, *, frames: int = 8, encoder: str = "libx264"
+) -> np.ndarray:
+    """Video re-encode in memory (yuv420p, through PyAV): a frame of a slow pan.
 
     The frame becomes a ``frames``-long clip in which the picture drifts by 1 px right and
     1 px down per frame (a slow diagonal pan), so the encoder must motion-compensate and
@@ -270,9 +282,11 @@ def h264(image: np.ndarray, crf: int, *, frames: int = 8) -> np.ndarray:
         RGB order. uint16 goes through 8 bits (the clip is 8-bit) and back (x 257); grey is
         encoded as three equal channels and returned as BT.601 luma.
     crf : int
-        libx264 constant rate factor, 0..51 (28: a streaming-grade re-encode).
+        Constant rate factor, 0..51 (28: a streaming-grade re-encode).
     frames : int
         Clip length, 1..64 (1: a single intra frame).
+    encoder : str
+        ``"libx264"`` (H.264) or ``"libx265"`` (HEVC).
 
     Returns
     -------
@@ -291,13 +305,13 @@ def h264(image: np.ndarray, crf: int, *, frames: int = 8) -> np.ndarray:
     (H, W), plus ``frames - 1`` px of drift margin (edge replication too), and the result
     is cropped back to (H, W). Frame ``k`` shows ``padded[k : k + He, k : k + We]`` with
     ``m = frames // 2`` px of margin on the top and left, so frame ``m`` is the image.
-    The codec runs in :func:`watermark.video.h264_roundtrip` (one encoder thread,
+    The codec runs in :func:`watermark.video.video_roundtrip` (one encoder thread,
     bit-reproducible); this module never imports ``av`` itself.
 
     Examples
     --------
     >>> import numpy as np
-    >>> h264(np.zeros((15, 21, 4), np.uint8), 28).shape  # doctest: +SKIP
+    >>> video_codec(np.zeros((15, 21, 4), np.uint8), 28).shape  # doctest: +SKIP
     (15, 21, 3)
     """
     img = _check_image(image)
@@ -318,9 +332,9 @@ def h264(image: np.ndarray, crf: int, *, frames: int = 8) -> np.ndarray:
     padded = np.pad(rgb8, pad, mode="edge")
     clip = np.stack([padded[k : k + he, k : k + we] for k in range(n)])
 
-    from .video import h264_roundtrip  # the edge module that imports av (lazily)
+    from .video import video_roundtrip  # the edge module that imports av (lazily)
 
-    out8 = h264_roundtrip(clip, crf=round(q))[m, :h, :w]
+    out8 = video_roundtrip(clip, crf=round(q), encoder=encoder)[m, :h, :w]
     if colour.ndim == 2:
         out8 = _from_work(_luma_native(_to_work(out8)), np.dtype(np.uint8))
     return _from_uint8(np.ascontiguousarray(out8), img.dtype)
@@ -947,6 +961,211 @@ def social(image: np.ndarray, *, rng: np.random.Generator) -> np.ndarray:
     return crop(jpeg(rescale(img, 0.5), 70), 0.8, rng=rng)
 
 
+# --------------------------------------------------------------------------- geometry II
+
+
+def _warp(image: np.ndarray, matrix: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """Affine (2x3) or perspective (3x3) warp, cubic, black outside; alpha carried along."""
+    flags = cv2.INTER_CUBIC
+    border = {"borderMode": cv2.BORDER_CONSTANT, "borderValue": 0}
+    if matrix.shape == (2, 3):
+        return cv2.warpAffine(image, matrix, size_wh, flags=flags, **border)
+    return cv2.warpPerspective(image, matrix, size_wh, flags=flags, **border)
+
+
+def rotate(image: np.ndarray, degrees: float, *, inner_crop: bool = False) -> np.ndarray:
+    """Rotate about the centre, counter-clockwise; corners black, size kept.
+
+    Parameters
+    ----------
+    image : (H, W[, C]) uint8 or uint16 ndarray
+    degrees : float
+        Angle in degrees, in [-180, 180].
+    inner_crop : bool
+        Crop to the largest axis-aligned rectangle inside the rotated frame (no black).
+
+    Returns
+    -------
+    ndarray, same dtype; (H, W[, C]), or smaller with `inner_crop`.
+
+    Examples
+    --------
+    >>> rotate(np.zeros((40, 60, 3), np.uint8), 5).shape
+    (40, 60, 3)
+    """
+    img = _check_image(image)
+    a = _check_number("degrees", degrees, -180.0, 180.0)
+    h, w = img.shape[:2]
+    m = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), a, 1.0)
+    out = _warp(img, m, (w, h))
+    if not inner_crop:
+        return out
+    # largest axis-aligned rectangle of the same aspect inside the rotated w x h frame
+    t = np.radians(abs(a) % 180.0)
+    t = min(t, np.pi - t)
+    s, c = np.sin(t), np.cos(t)
+    k = min(w / (w * c + h * s), h / (w * s + h * c))
+    ch, cw = max(1, int(h * k)), max(1, int(w * k))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return out[top : top + ch, left : left + cw].copy()
+
+
+def aspect(image: np.ndarray, factor: float) -> np.ndarray:
+    """Stretch the width by ``factor`` (height kept): anamorphic re-framing.
+
+    Examples
+    --------
+    >>> aspect(np.zeros((40, 60, 3), np.uint8), 1.1).shape
+    (40, 66, 3)
+    """
+    img = _check_image(image)
+    f = _check_number("factor", factor, 0.25, 4.0)
+    return _resize(img, (img.shape[0], max(1, round(img.shape[1] * f))))
+
+
+def flip(image: np.ndarray) -> np.ndarray:
+    """Mirror left-right.
+
+    Examples
+    --------
+    >>> flip(np.arange(6, dtype=np.uint8).reshape(2, 3))[0].tolist()
+    [2, 1, 0]
+    """
+    return np.ascontiguousarray(_check_image(image)[:, ::-1])
+
+
+def perspective(image: np.ndarray, amount: float, *, rng: np.random.Generator) -> np.ndarray:
+    """Move each corner inwards by up to ``amount`` of the side, at random; size kept.
+
+    A phone or camcorder pointed at a screen at a slight angle. Outside the warped frame
+    is black.
+
+    Parameters
+    ----------
+    image : (H, W[, C]) uint8 or uint16 ndarray
+    amount : float
+        Largest corner displacement, as a fraction of the width / height, in [0, 0.45].
+    rng : numpy.random.Generator
+
+    Examples
+    --------
+    >>> perspective(np.zeros((40, 60), np.uint8), 0.03, rng=np.random.default_rng(0)).shape
+    (40, 60)
+    """
+    img = _check_image(image)
+    f = _check_number("amount", amount, 0.0, 0.45)
+    _check_rng(rng)
+    h, w = img.shape[:2]
+    src = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float32)
+    inward = np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]], np.float32)
+    shift = rng.uniform(0.0, f, size=(4, 2)).astype(np.float32) * np.array([w, h], np.float32)
+    m = cv2.getPerspectiveTransform(src, src + inward * shift)
+    return _warp(img, m, (w, h))
+
+
+def matte(image: np.ndarray, ratio: float) -> np.ndarray:
+    """Black bars over the frame so the visible picture has aspect ``ratio``; size kept.
+
+    A ratio wider than the frame's puts bars above and below (letterbox, e.g. 2.39 on a
+    16:9 frame); a narrower one puts them left and right (pillarbox, e.g. 4/3). The
+    picture under the bars is lost.
+
+    Examples
+    --------
+    >>> out = matte(np.full((90, 160), 9, np.uint8), 2.39)
+    >>> out.shape, int(out[0, 80]), int(out[45, 80])
+    ((90, 160), 0, 9)
+    """
+    img = _check_image(image)
+    r = _check_number("ratio", ratio, 0.2, 5.0)
+    h, w = img.shape[:2]
+    out = img.copy()
+    colour = out[..., :3] if out.ndim == 3 and out.shape[2] == 4 else out
+    if r >= w / h:
+        keep = min(h, round(w / r))
+        top = (h - keep) // 2
+        colour[:top] = 0
+        colour[top + keep :] = 0
+    else:
+        keep = min(w, round(h * r))
+        left = (w - keep) // 2
+        colour[:, :left] = 0
+        colour[:, left + keep :] = 0
+    return out
+
+
+def occlusion(image: np.ndarray, fraction: float, *, rng: np.random.Generator) -> np.ndarray:
+    """Paint opaque rectangles of random flat colours over ``fraction`` of the area.
+
+    Examples
+    --------
+    >>> out = occlusion(np.zeros((40, 60, 3), np.uint8), 0.4, rng=np.random.default_rng(0))
+    >>> bool(out.any())
+    True
+    """
+    img = _check_image(image)
+    f = _check_number("fraction", fraction, 0.0, 0.9)
+    _check_rng(rng)
+    out = img.copy()
+    h, w = img.shape[:2]
+    covered = np.zeros((h, w), bool)
+    peak = _peak(img.dtype)
+    for _ in range(64):  # a bounded number of rectangles
+        if covered.mean() >= f:
+            break
+        rh = int(rng.integers(max(1, h // 8), max(2, h // 2)))
+        rw = int(rng.integers(max(1, w // 8), max(2, w // 2)))
+        top, left = int(rng.integers(0, h - rh + 1)), int(rng.integers(0, w - rw + 1))
+        colour = rng.integers(0, peak + 1, size=out.shape[2:] or None)
+        out[top : top + rh, left : left + rw] = colour
+        if out.ndim == 3 and out.shape[2] == 4:
+            out[top : top + rh, left : left + rw, 3] = peak
+        covered[top : top + rh, left : left + rw] = True
+    return out
+
+
+def overlay(image: np.ndarray, opacity: float, *, rng: np.random.Generator) -> np.ndarray:
+    """Blend a large semi-transparent text logo (a rival's watermark) over the frame.
+
+    Examples
+    --------
+    >>> overlay(np.zeros((60, 80, 3), np.uint8), 0.5, rng=np.random.default_rng(0)).shape
+    (60, 80, 3)
+    """
+    img = _check_image(image)
+    a = _check_number("opacity", opacity, 0.0, 1.0)
+    _check_rng(rng)
+    colour, alpha = _split_alpha(img)
+    h, w = colour.shape[:2]
+    stamp = np.zeros((h, w), np.uint8)
+    size = max(8, h // 6)
+    for row in range(size, h, 2 * size):
+        _put_text(stamp, "LEAKED COPY", size, (row, int(rng.integers(0, max(1, w // 4)))))
+    m = (stamp.astype(_WORK) / 255.0) * _WORK(a)
+    if colour.ndim == 3:
+        m = m[..., None]
+    white = _WORK(_peak(img.dtype))
+    out = _from_work(_to_work(colour) * (1 - m) + white * m, img.dtype)
+    return _with_alpha(out, alpha)
+
+
+def camcorder(image: np.ndarray, *, rng: np.random.Generator) -> np.ndarray:
+    """A phone filming a screen: perspective 3 %, blur 1, brightness +10, noise 5, JPEG 70.
+
+    Examples
+    --------
+    >>> camcorder(np.zeros((40, 60, 3), np.uint8), rng=np.random.default_rng(0)).shape
+    (40, 60, 3)
+    """
+    img = _check_image(image)
+    _check_rng(rng)
+    out = perspective(img, 0.03, rng=rng)
+    out = gaussian_blur(out, 1.0)
+    out = brightness(out, 10)
+    out = gaussian_noise(out, 5, rng=rng)
+    return jpeg(out, 70)
+
+
 # --------------------------------------------------------------------------- registry
 
 
@@ -959,19 +1178,62 @@ class Attack:
     name : str
         Registry name, e.g. ``"jpeg50"``.
     family : str
-        One of ``"none"``, ``"compression"``, ``"codec"`` (video), ``"geometry"``,
-        ``"filter"``, ``"noise"``, ``"colour"``, ``"composite"``.
+        What varies along a strength ladder: ``"jpeg"``, ``"webp"``, ``"h264"``, ``"hevc"``,
+        ``"rescale"``, ``"crop"``, ``"rotation"``, ``"aspect"``, ``"perspective"``,
+        ``"flip"``, ``"matte"``, ``"blur"``, ``"median"``, ``"sharpen"``, ``"noise"``,
+        ``"impulse"``, ``"brightness"``, ``"contrast"``, ``"gamma"``, ``"saturation"``,
+        ``"hue"``, ``"grey"``, ``"overlay"``, ``"occlusion"``, ``"playerbar"``,
+        ``"screenshot"``, ``"camcorder"``, ``"social"`` (and ``"none"``).
     strength : float
-        The attack's main parameter in its own units (JPEG quality, scale factor, area
-        fraction, sigma, ...); 0.0 for attacks without one.
+        The attack's main parameter in its family's units (:data:`FAMILY_UNITS`).
     fn : callable
         ``fn(image, rng) -> image``.
+    group : str
+        Coarse kind, for tables: ``"none"``, ``"compression"``, ``"codec"`` (video),
+        ``"geometry"``, ``"filter"``, ``"noise"``, ``"colour"``, ``"composite"``.
     """
 
     name: str
     family: str
     strength: float
     fn: Callable[[np.ndarray, np.random.Generator], np.ndarray]
+    group: str = "none"
+
+
+#: Units of each family's strength, for tables and plot axes.
+FAMILY_UNITS: Mapping[str, str] = MappingProxyType(
+    {
+        "none": "",
+        "jpeg": "JPEG quality",
+        "webp": "WebP quality",
+        "h264": "x264 CRF",
+        "hevc": "x265 CRF",
+        "rescale": "scale factor",
+        "crop": "area kept (fraction)",
+        "rotation": "degrees",
+        "aspect": "width factor",
+        "perspective": "corner shift (fraction of side)",
+        "flip": "",
+        "matte": "visible aspect ratio",
+        "blur": "Gaussian sigma (px)",
+        "median": "kernel (px)",
+        "sharpen": "unsharp amount",
+        "noise": "Gaussian sigma (grey levels)",
+        "impulse": "fraction of pixels",
+        "brightness": "grey levels",
+        "contrast": "factor",
+        "gamma": "gamma",
+        "saturation": "factor",
+        "hue": "degrees",
+        "grey": "",
+        "overlay": "opacity",
+        "occlusion": "area covered (fraction)",
+        "playerbar": "height (fraction)",
+        "screenshot": "scale",
+        "camcorder": "",
+        "social": "scale",
+    }
+)
 
 
 def _identity(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -979,41 +1241,85 @@ def _identity(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _build() -> dict[str, Attack]:
-    table: list[Attack] = [Attack("none", "none", 0.0, _identity)]
+    table: list[Attack] = [Attack("none", "none", 0.0, _identity, "none")]
 
-    def add(name: str, family: str, strength: float, fn) -> None:
-        table.append(Attack(name, family, float(strength), fn))
+    def add(name: str, family: str, strength: float, fn, group: str) -> None:
+        table.append(Attack(name, family, float(strength), fn, group))
 
+    for q in (15, 30, 50, 70, 90):
+        add(f"jpeg{q}", "jpeg", q, lambda im, rng, q=q: jpeg(im, q), "compression")
     for q in (30, 50, 70, 90):
-        add(f"jpeg{q}", "compression", q, lambda im, rng, q=q: jpeg(im, q))
-    add("webp50", "compression", 50, lambda im, rng: webp(im, 50))
-    add("h264crf28", "codec", 28, lambda im, rng: h264(im, 28))
-    for f in (0.25, 0.5, 0.75, 1.5):
-        add(f"scale{f:g}", "geometry", f, lambda im, rng, f=f: rescale(im, f))
-    for pct in (25, 50, 80):
-        add(f"crop{pct}", "geometry", pct / 100, lambda im, rng, a=pct / 100: crop(im, a, rng=rng))
-    for s in (1, 2):
-        add(f"blur{s}", "filter", s, lambda im, rng, s=s: gaussian_blur(im, s))
-    for k in (3, 5):
-        add(f"median{k}", "filter", k, lambda im, rng, k=k: median(im, k))
-    add("unsharp", "filter", 1.0, lambda im, rng: unsharp(im, sigma=1.0, amount=1.0))
-    for s in (5, 10):
-        add(f"noise{s}", "noise", s, lambda im, rng, s=s: gaussian_noise(im, s, rng=rng))
-    add("saltpepper1", "noise", 0.01, lambda im, rng: salt_pepper(im, 0.01, rng=rng))
-    for d in (25, -25):
-        add(f"brightness{d:+d}", "colour", d, lambda im, rng, d=d: brightness(im, d))
-    for f in (0.7, 1.3):
-        add(f"contrast{f:g}", "colour", f, lambda im, rng, f=f: contrast(im, f))
+        add(f"webp{q}", "webp", q, lambda im, rng, q=q: webp(im, q), "compression")
+    for crf in (23, 28, 30, 40):
+        add(f"h264crf{crf}", "h264", crf, lambda im, rng, c=crf: h264(im, c), "codec")
+    for crf in (23, 30, 40):
+        add(f"hevccrf{crf}", "hevc", crf, lambda im, rng, c=crf: hevc(im, c), "codec")
+    for f in (0.25, 0.4, 0.5, 0.6, 0.75, 0.8, 1.25, 1.5, 2.0):
+        add(f"scale{f:g}", "rescale", f, lambda im, rng, f=f: rescale(im, f), "geometry")
+    for pct in (10, 25, 50, 80, 90):
+        add(
+            f"crop{pct}",
+            "crop",
+            pct / 100,
+            lambda im, rng, a=pct / 100: crop(im, a, rng=rng),
+            "geometry",
+        )
+    for deg in (0.5, 1, 2, 5, 15, 30, 90, 180):
+        add(f"rotate{deg:g}", "rotation", deg, lambda im, rng, d=deg: rotate(im, d), "geometry")
+    add("rotate5crop", "rotation", 5, lambda im, rng: rotate(im, 5, inner_crop=True), "geometry")
+    for f in (0.9, 1.1):
+        add(f"aspect{f:g}", "aspect", f, lambda im, rng, f=f: aspect(im, f), "geometry")
+    for pct in (3, 10, 20):
+        add(
+            f"perspective{pct}",
+            "perspective",
+            pct / 100,
+            lambda im, rng, a=pct / 100: perspective(im, a, rng=rng),
+            "geometry",
+        )
+    add("flip", "flip", 1.0, lambda im, rng: flip(im), "geometry")
+    add("letterbox2.39", "matte", 2.39, lambda im, rng: matte(im, 2.39), "geometry")
+    add("pillarbox4:3", "matte", 4 / 3, lambda im, rng: matte(im, 4 / 3), "geometry")
+    for sg in (1, 2, 3):
+        add(f"blur{sg}", "blur", sg, lambda im, rng, sg=sg: gaussian_blur(im, sg), "filter")
+    for k in (3, 5, 7):
+        add(f"median{k}", "median", k, lambda im, rng, k=k: median(im, k), "filter")
+    add("unsharp", "sharpen", 1.0, lambda im, rng: unsharp(im, sigma=1.0, amount=1.0), "filter")
+    add("unsharp2", "sharpen", 2.0, lambda im, rng: unsharp(im, sigma=1.0, amount=2.0), "filter")
+    for sg in (2, 5, 10, 20):
+        add(
+            f"noise{sg}",
+            "noise",
+            sg,
+            lambda im, rng, sg=sg: gaussian_noise(im, sg, rng=rng),
+            "noise",
+        )
+    add("saltpepper1", "impulse", 0.01, lambda im, rng: salt_pepper(im, 0.01, rng=rng), "noise")
+    for d in (25, -25, 50):
+        add(f"brightness{d:+d}", "brightness", d, lambda im, rng, d=d: brightness(im, d), "colour")
+    for f in (0.5, 0.7, 1.3):
+        add(f"contrast{f:g}", "contrast", f, lambda im, rng, f=f: contrast(im, f), "colour")
     for g in (0.7, 1.4):
-        add(f"gamma{g:g}", "colour", g, lambda im, rng, g=g: gamma(im, g))
-    add("saturation0.5", "colour", 0.5, lambda im, rng: saturation(im, 0.5))
-    add("hue10", "colour", 10, lambda im, rng: hue_shift(im, 10))
-    add("grey", "colour", 0.0, lambda im, rng: to_grey(im))
-    add("playerbar", "composite", 0.1, lambda im, rng: player_bar(im, 0.1, rng=rng))
-    add("screenshot", "composite", 0.667, lambda im, rng: screenshot(im, rng=rng))
-    add("social", "composite", 0.5, lambda im, rng: social(im, rng=rng))
+        add(f"gamma{g:g}", "gamma", g, lambda im, rng, g=g: gamma(im, g), "colour")
+    add("saturation0.5", "saturation", 0.5, lambda im, rng: saturation(im, 0.5), "colour")
+    for d in (10, 30):
+        add(f"hue{d}", "hue", d, lambda im, rng, d=d: hue_shift(im, d), "colour")
+    add("grey", "grey", 0.0, lambda im, rng: to_grey(im), "colour")
+    add("overlay0.5", "overlay", 0.5, lambda im, rng: overlay(im, 0.5, rng=rng), "composite")
+    for pct in (10, 25, 40):
+        add(
+            f"occlusion{pct}",
+            "occlusion",
+            pct / 100,
+            lambda im, rng, a=pct / 100: occlusion(im, a, rng=rng),
+            "composite",
+        )
+    add("playerbar", "playerbar", 0.1, lambda im, rng: player_bar(im, 0.1, rng=rng), "composite")
+    add("screenshot", "screenshot", 0.667, lambda im, rng: screenshot(im, rng=rng), "composite")
+    add("camcorder", "camcorder", 0.0, lambda im, rng: camcorder(im, rng=rng), "composite")
+    add("social", "social", 0.5, lambda im, rng: social(im, rng=rng), "composite")
     # The foundation issue's name for the same pipeline as ``social``.
-    add("combined", "composite", 0.5, lambda im, rng: social(im, rng=rng))
+    add("combined", "social", 0.5, lambda im, rng: social(im, rng=rng), "composite")
     return {a.name: a for a in table}
 
 
@@ -1024,16 +1330,19 @@ FOUNDATION_ATTACKS: tuple[str, ...] = ("none", "jpeg50", "scale0.5", "crop50", "
 """The foundation issue's acceptance set."""
 
 _FAMILIES = tuple(dict.fromkeys(a.family for a in ATTACKS.values()))
+_GROUPS = tuple(dict.fromkeys(a.group for a in ATTACKS.values()))
 
 
-def attack_names(family: str | None = None) -> tuple[str, ...]:
-    """Names in :data:`ATTACKS`, in registry order, optionally of one ``family``.
+def attack_names(family: str | None = None, *, group: str | None = None) -> tuple[str, ...]:
+    """Names in :data:`ATTACKS`, in registry order, optionally of one family or group.
 
     Parameters
     ----------
     family : str, optional
-        ``"none"``, ``"compression"``, ``"codec"``, ``"geometry"``, ``"filter"``,
-        ``"noise"``, ``"colour"`` or ``"composite"``.
+        A family (see :class:`Attack`), e.g. ``"jpeg"`` or ``"rotation"``.
+    group : str, optional
+        A coarse group: ``"none"``, ``"compression"``, ``"codec"``, ``"geometry"``,
+        ``"filter"``, ``"noise"``, ``"colour"`` or ``"composite"``.
 
     Returns
     -------
@@ -1042,18 +1351,24 @@ def attack_names(family: str | None = None) -> tuple[str, ...]:
     Raises
     ------
     ValueError
-        If ``family`` is not one of the above.
+        If ``family`` or ``group`` is unknown.
 
     Examples
     --------
-    >>> attack_names("filter")
-    ('blur1', 'blur2', 'median3', 'median5', 'unsharp')
+    >>> attack_names("median")
+    ('median3', 'median5', 'median7')
+    >>> attack_names(group="codec")[:2]
+    ('h264crf23', 'h264crf28')
     """
-    if family is None:
-        return tuple(ATTACKS)
-    if family not in _FAMILIES:
+    if family is not None and family not in _FAMILIES:
         raise ValueError(f"unknown attack family {family!r}; choose one of {_FAMILIES}")
-    return tuple(a.name for a in ATTACKS.values() if a.family == family)
+    if group is not None and group not in _GROUPS:
+        raise ValueError(f"unknown attack group {group!r}; choose one of {_GROUPS}")
+    return tuple(
+        a.name
+        for a in ATTACKS.values()
+        if (family is None or a.family == family) and (group is None or a.group == group)
+    )
 
 
 def apply_attack(name: str, image: np.ndarray, *, seed: int) -> np.ndarray:

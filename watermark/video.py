@@ -14,13 +14,22 @@ import io
 
 import numpy as np
 
-__all__ = ["h264_roundtrip"]
+__all__ = ["VIDEO_ENCODERS", "h264_roundtrip", "video_roundtrip"]
 
 _FPS = 24
+#: Encoders a round trip can use, by name (the FFmpeg encoder names).
+VIDEO_ENCODERS = ("libx264", "libx265")
 
 
 def h264_roundtrip(frames: np.ndarray, *, crf: int, preset: str = "medium") -> np.ndarray:
-    """Encode RGB frames as an H.264 clip (libx264, yuv420p) in memory and decode them back.
+    """:func:`video_roundtrip` with libx264 (H.264)."""
+    return video_roundtrip(frames, crf=crf, preset=preset, encoder="libx264")
+
+
+def video_roundtrip(
+    frames: np.ndarray, *, crf: int, preset: str = "medium", encoder: str = "libx264"
+) -> np.ndarray:
+    """Encode RGB frames as an H.264 or HEVC clip (yuv420p) in memory and decode them back.
 
     Parameters
     ----------
@@ -30,7 +39,9 @@ def h264_roundtrip(frames: np.ndarray, *, crf: int, preset: str = "medium") -> n
         libx264 constant rate factor, 0..51 (23 is x264's default; 28 a streaming-grade
         re-encode).
     preset : str
-        libx264 speed preset (``"ultrafast"`` .. ``"veryslow"``).
+        Encoder speed preset (``"ultrafast"`` .. ``"veryslow"``).
+    encoder : str
+        ``"libx264"`` (H.264) or ``"libx265"`` (HEVC).
 
     Returns
     -------
@@ -67,23 +78,28 @@ def h264_roundtrip(frames: np.ndarray, *, crf: int, preset: str = "medium") -> n
         raise ValueError(f"yuv420p needs even frame sides; got (H, W) = ({h}, {w}): pad first")
     if isinstance(crf, bool) or not isinstance(crf, (int, np.integer)) or not 0 <= crf <= 51:
         raise ValueError(f"crf must be an int in 0..51; got {crf!r}")
+    if encoder not in VIDEO_ENCODERS:
+        raise ValueError(f"encoder must be one of {VIDEO_ENCODERS}; got {encoder!r}")
     try:
         import av
     except ImportError as exc:
         raise ImportError(
             "H.264 round trips need PyAV: pip install 'leaktrace[video]' (or pip install av)"
         ) from exc
-    if "libx264" not in av.codecs_available:
+    if encoder not in av.codecs_available:
         raise ImportError(
-            f"this PyAV ({av.__version__}) was built without the libx264 encoder; "
+            f"this PyAV ({av.__version__}) was built without the {encoder} encoder; "
             "install the PyPI wheel of av, which bundles it"
         )
 
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="matroska") as out:
-        stream = out.add_stream("libx264", rate=_FPS)
+        stream = out.add_stream(encoder, rate=_FPS)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"crf": str(int(crf)), "preset": preset, "threads": "1"}
+        options = {"crf": str(int(crf)), "preset": preset, "threads": "1"}
+        if encoder == "libx265":  # one thread and quiet, like x264 above
+            options["x265-params"] = "pools=1:frame-threads=1:log-level=error"
+        stream.options = options
         for rgb in arr:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             out.mux(stream.encode(frame))
@@ -92,5 +108,5 @@ def h264_roundtrip(frames: np.ndarray, *, crf: int, preset: str = "medium") -> n
     with av.open(buf, mode="r") as inp:
         decoded = [f.to_ndarray(format="rgb24") for f in inp.decode(video=0)]
     if len(decoded) != n:
-        raise RuntimeError(f"H.264 round trip returned {len(decoded)} frames for {n}")
+        raise RuntimeError(f"{encoder} round trip returned {len(decoded)} frames for {n}")
     return np.stack(decoded)
