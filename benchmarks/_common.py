@@ -9,10 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import hashlib
-import json
-import math
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -27,12 +24,25 @@ ROOT = Path(__file__).resolve().parents[1]
 # Measure this checkout, installed or not: the scripts import ``_common`` before ``watermark``.
 sys.path.insert(0, str(ROOT))
 
+# The pure helpers and the machine record live in the package (``leaktrace bench`` uses them).
+from watermark.bench import (  # noqa: E402, F401  (re-exported for the scripts)
+    BENCH_KEY,
+    distinct_payloads,
+    fmt,
+    jsonable,
+    markdown_table,
+    stable_seed,
+    write_json,
+)
+from watermark.bench import machine_info as _machine  # noqa: E402
+from watermark.bench import versions as _versions  # noqa: E402
+
 DEFAULT_FRAME_DIRS = (ROOT.parent / "shared/corpus/frames", ROOT.parent / "shared/corpus/photos")
 DEFAULT_OUT = ROOT / "benchmarks/out"
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"})
 
 # Fixed test keys: 32 bytes each, derived from public labels (benchmarks only, not secrets).
-TEST_KEY = hashlib.sha256(b"leaktrace benchmark key A").digest()
+TEST_KEY = BENCH_KEY  # sha256(b"leaktrace benchmark key A")
 OTHER_KEY = hashlib.sha256(b"leaktrace benchmark key B").digest()
 TEST_PAYLOAD = 0x5EC2E7A1
 
@@ -117,17 +127,6 @@ def frame_infos(paths: Sequence[Path]) -> list[FrameInfo]:
     return infos
 
 
-def distinct_payloads(rng: np.random.Generator, n: int) -> np.ndarray:
-    """``n`` distinct random 32-bit delivery ids, as the uint64 array detect_frame takes."""
-    return np.sort(rng.choice(2**32, size=n, replace=False)).astype(np.uint64)
-
-
-def stable_seed(*parts: object) -> int:
-    """A 63-bit seed from any parts, independent of run order and PYTHONHASHSEED."""
-    digest = hashlib.sha256(repr(parts).encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
-
-
 # ----------------------------------------------------------------------------- workers
 
 
@@ -183,67 +182,20 @@ def _git(*args: str) -> str | None:
 
 def machine_info() -> dict:
     """Versions, machine and checkout, for the JSON record."""
-    import pywt
-    import scipy
-
-    import watermark
-
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
+    info = _machine()
     status = _git("status", "--porcelain")
     return {
         "date_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": None if status is None else bool(status),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or None,
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": usable,
-        "python": platform.python_version(),
-        "versions": {
-            "leaktrace": getattr(watermark, "__version__", None),
-            "numpy": np.__version__,
-            "opencv": cv2.__version__,
-            "scipy": scipy.__version__,
-            "pywavelets": pywt.__version__,
-        },
+        **info,
+        "versions": {k: v for k, v in _versions().items() if k not in ("python",)},
         "thread_env": {
             k: os.environ.get(k)
             for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
         },
     }
-
-
-def _jsonable(obj: object) -> object:
-    """Non-finite floats become the strings "inf", "-inf", "nan" (strict JSON)."""
-    if isinstance(obj, float | np.floating):
-        v = float(obj)
-        return v if math.isfinite(v) else str(v)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def write_json(out_dir: Path, name: str, doc: dict) -> Path:
-    """Write ``doc`` as ``out_dir/name`` atomically (temp file, then rename)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / name
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(doc), indent=1, allow_nan=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
@@ -254,32 +206,6 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
         raise BenchError(f"cannot encode {path.name} as PNG")
     path.parent.mkdir(parents=True, exist_ok=True)
     buf.tofile(path)
-
-
-def fmt(value: float | None, spec: str = ".2f") -> str:
-    """Number for a Markdown cell: inf/nan spelled out, None as a dash."""
-    if value is None:
-        return "-"
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return format(value, spec)
-
-
-def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """A GitHub Markdown table; numbers right-aligned."""
-    rows = [[str(c) for c in r] for r in rows]
-    align = ["---:" if rows and _numeric(rows[0][i]) else "---" for i in range(len(headers))]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _numeric(cell: str) -> bool:
-    try:
-        float(cell.rstrip("%"))
-    except ValueError:
-        return cell in ("-", "inf")
-    return True
 
 
 def main_wrapper(main: Callable[[], int]) -> int:

@@ -294,6 +294,115 @@ def _trace_table(records: Sequence[TraceRecord]) -> Table:
 
 
 @app.command(epilog=_EPILOG)
+def bench(
+    frames: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            metavar="FRAMES",
+            help="Image files or folders (walked recursively); default: the bundled sample frames.",
+            show_default=False,
+        ),
+    ] = None,
+    attacks: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--attacks",
+            metavar="NAMES",
+            help="Attack names (repeat the option or separate with commas), or 'all' "
+            "(default: all; with --quick one per family).",
+            show_default=False,
+        ),
+    ] = None,
+    vendors: Annotated[
+        int | None,
+        typer.Option(
+            "--vendors",
+            metavar="N",
+            help="Vendors (marked copies) per frame (default 3; 2 with --quick).",
+            show_default=False,
+        ),
+    ] = None,
+    peers: Annotated[
+        bool,
+        typer.Option(
+            "--peers",
+            help="Also run invisible-watermark dwtDct / dwtDctSvd and blind-watermark "
+            "(pip install 'leaktrace[peers]'); frames are then downscaled to 1024 px unless "
+            "--max-side says otherwise.",
+        ),
+    ] = False,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help="Smoke test: 2 bundled frames at 640 px, 2 vendors, one attack per family.",
+        ),
+    ] = False,
+    out: Annotated[
+        Path, typer.Option("--out", metavar="DIR", help="Output folder (created if missing).")
+    ] = Path("bench-out"),
+    seed: Annotated[
+        int, typer.Option("--seed", metavar="N", help="Base seed (payloads, attacks).")
+    ] = 0,
+    max_side: Annotated[
+        int | None,
+        typer.Option(
+            "--max-side",
+            metavar="PX",
+            help="Downscale frames to at most PX per side first, for every method (0: full "
+            "size; default 1024 with --peers, else full size).",
+            show_default=False,
+        ),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", metavar="N", help="Worker processes, one thread each.")
+    ] = 2,
+    as_json: JsonOption = False,
+) -> None:
+    """Benchmark: mark frames for N vendors, attack, trace blind; write a report.
+
+    Writes results.json (every trial, summary, seed, versions, machine), results.md,
+    plots (with matplotlib: pip install 'leaktrace[bench]') and index.html to --out, and
+    prints the per-attack table (--json: the summary).
+    """
+    from watermark import bench as bench_lib  # imported here: keeps `leaktrace --help` fast
+
+    if vendors is None:
+        vendors = bench_lib.QUICK_VENDORS if quick else 3
+    if not 1 <= vendors <= 1000:
+        _fail(f"--vendors must be in 1..1000; got {vendors}")
+    loaded = bench_lib.load_frames(frames) if frames else bench_lib.sample_bench_frames(quick=quick)
+    chosen, notes = bench_lib.resolve_attacks(attacks, quick=quick)
+    with _progress("benchmark", enabled=not as_json) as tick:
+        result = bench_lib.run_bench(
+            loaded,
+            attacks=chosen,
+            vendors=vendors,
+            peers=peers,
+            seed=seed,
+            quick=quick,
+            out_dir=out,
+            progress=None if tick is None else (lambda d, t, label: tick(d, t, Path(label))),
+            workers=workers,
+            max_side=max_side,
+            notes=notes,
+            command=["leaktrace", *sys.argv[1:]],
+        )
+    if as_json:
+        _print_json(result.summary)
+        return
+    typer.echo(bench_lib.summary_table(result.document))
+    lt = result.summary["leaktrace"]
+    typer.echo(
+        f"\nleaktrace: {lt['correct']} of {lt['trials']} correct, {lt['wrong']} WRONG, "
+        f"{lt['missed']} missed; {result.summary['wall_s']:.0f} s"
+    )
+    typer.echo(f"wrote {result.json_path}, {result.md_path}, {result.html_path}")
+    if result.plots_skipped:
+        typer.echo(f"warning: plots skipped: {result.plots_skipped}", err=True)
+
+
+@app.command(epilog=_EPILOG)
 def demo() -> None:
     """Mark bundled frames for 3 vendors, leak one copy, trace it (in a temporary studio).
 
