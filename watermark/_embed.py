@@ -82,9 +82,14 @@ def _dither_tile(key: bytes) -> np.ndarray:
 
 
 def _tiled(tile: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """`tile` repeated from the top-left corner to fill `shape` (H, W), contiguous."""
     h, w = shape
-    reps = (-(-h // tile.shape[0]), -(-w // tile.shape[1]))
-    return np.ascontiguousarray(cv2.repeat(tile, *reps)[:h, :w])
+    th, tw = tile.shape
+    if h <= th and w <= tw:
+        return np.ascontiguousarray(tile[:h, :w])
+    src = tile[: min(h, th), : min(w, tw)]
+    # wrapping the border of one tile is exactly periodic tiling, in one pass
+    return cv2.copyMakeBorder(src, 0, h - src.shape[0], 0, w - src.shape[1], cv2.BORDER_WRAP)
 
 
 def embed_frame(
