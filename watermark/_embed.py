@@ -167,9 +167,10 @@ def embed_frame(
         # pattern x mask x gain, rounded with a keyed dither: flat fills get fine grain
         # instead of +-1 blobs with hard contours, and sub-level marks are kept on average
         depth = cv2.CV_32S if rgb.dtype == np.uint16 else cv2.CV_16S
-        exact = cv2.multiply(pattern, mask, scale=gain)
-        dither = _tiled(_dither_tile(key), grey.shape)
-        step = cv2.add(exact, dither, dtype=depth)
+        exact = cv2.multiply(pattern, mask, dst=pattern, scale=gain)  # in place: 8K frames
+        del mask
+        step = cv2.add(exact, _tiled(_dither_tile(key), grey.shape), dtype=depth)
+        del exact, pattern
         marked = _add_integer(rgb, step)
         psnr = _psnr_y_integer(rgb, marked, step, unit)
     out = marked
@@ -251,10 +252,17 @@ def _psnr_y_integer(before: np.ndarray, after: np.ndarray, step: np.ndarray, uni
     return float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
 
 
+_STRIP_ROWS = 512  # rows per strip: bounds the float copies of 8K frames
+
+
 def _psnr_y(before: np.ndarray, after: np.ndarray, unit: float) -> float:
     """Exact luma PSNR (0..255 scale) between two images of the same dtype."""
-    diff = cv2.subtract(after, before, dtype=cv2.CV_32F)
-    if diff.ndim == 3:
-        diff = cv2.transform(diff, LUMA_WEIGHTS.reshape(1, 3))
-    mse = cv2.norm(diff, cv2.NORM_L2SQR) / (unit * unit) / diff.size
+    total = 0.0
+    for top in range(0, before.shape[0], _STRIP_ROWS):  # strips, not pixels: bounded memory
+        rows = slice(top, top + _STRIP_ROWS)
+        diff = cv2.subtract(after[rows], before[rows], dtype=cv2.CV_32F)
+        if diff.ndim == 3:
+            diff = cv2.transform(diff, LUMA_WEIGHTS.reshape(1, 3))
+        total += cv2.norm(diff, cv2.NORM_L2SQR)
+    mse = total / (unit * unit) / (before.shape[0] * before.shape[1])
     return float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
