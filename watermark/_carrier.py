@@ -9,8 +9,8 @@ The chips live in the approximation band of a ``level``-level periodic DWT: the 
 carrier is the inverse transform of the chip array with all detail bands zero, which makes
 each chip a smooth bump of ``2**level`` pixels. The level follows the frame size
 (:func:`chip_level`): 4-px chips on small frames (more chips, at frequencies where the host
-is weaker), 8 px from 720p (they ride the 8x8 DCT low frequencies JPEG keeps, and a 1/4
-downscale still leaves 2-px chips), 16 px at 4K (a downscale to HD leaves 8-px chips).
+is weaker), 8 px at HD (they ride the 8x8 DCT low frequencies JPEG keeps), 16 px at 4K (so a
+downscale to HD leaves 8-px chips).
 """
 
 from __future__ import annotations
@@ -66,14 +66,11 @@ def chip_level(shape: tuple[int, ...]) -> int:
 
     Examples
     --------
-    >>> chip_level((512, 768)), chip_level((720, 1280)), chip_level((2160, 3840))
+    >>> chip_level((512, 768)), chip_level((1080, 1920)), chip_level((2160, 3840))
     (2, 3, 4)
     """
     side = min(shape[0], shape[1])
-    # A 1/4 downscale of a frame with a short side >= 600 px keeps >= 150 px, where 8-px
-    # chips become 2 px (still found) but 4-px chips 1 px (gone); smaller frames keep
-    # 4-px chips for capacity (crops).
-    return 2 if side < 600 else 3 if side < 2000 else 4
+    return 2 if side < 1000 else 3 if side < 2000 else 4
 
 
 def tile_layout(key: bytes) -> TileLayout:
