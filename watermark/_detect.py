@@ -28,7 +28,7 @@ __all__ = ["DEFAULT_CHIP_SIZES", "Detection", "detect_frame", "leak_scale"]
 DEFAULT_CHIP_SIZES: tuple[float, ...] = (8.0, 4.0, 16.0, 2.0)
 _ESTIMATES_PER_RESOLUTION = 6
 _ESTIMATES = 2 * _ESTIMATES_PER_RESOLUTION
-_SAME_SIZE = 0.003  # relative: chip sizes closer than this are one hypothesis
+_SAME_SIZE = 0.005  # relative: closer chip sizes score the same (measured), one hypothesis
 # Registry size assumed when embed reports a frame's margin (the verdict's threshold grows
 # only with the log of it).
 REFERENCE_CANDIDATES = 10_000
