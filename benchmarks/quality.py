@@ -17,36 +17,15 @@ import sys
 import time
 
 import _common as common
-import cv2
 import numpy as np
 
 from watermark import embed_frame
-from watermark._metrics import luma, psnr_y, ssim_y
+from watermark._metrics import psnr_y, ssim_y
+from watermark.bench import flattest_window  # one implementation, shared with leaktrace bench
 
 PSNR_TARGET = 42.0  # dB, DESIGN.md
 DEFAULT_CROPS = ("morevna_*", "peppercarrot_witches-of-chaosah*", "pcrunner_kitchen*")
 DIFF_GAIN = 16
-
-
-def flattest_window(image: np.ndarray, size: int) -> tuple[int, int]:
-    """(row, col) of the ``size`` x ``size`` window with the lowest luma variance.
-
-    Ties (e.g. many perfectly flat windows) go to the window nearest the image centre.
-    """
-    y = luma(image).astype(np.float64)
-    h, w = y.shape
-    s = min(size, h, w)
-    # Box means of Y and Y^2 over every window position (valid part only).
-    m1 = cv2.boxFilter(y, -1, (s, s), normalize=True, borderType=cv2.BORDER_CONSTANT)
-    m2 = cv2.boxFilter(y * y, -1, (s, s), normalize=True, borderType=cv2.BORDER_CONSTANT)
-    half = s // 2
-    rows = slice(half, h - (s - half) + 1)
-    cols = slice(half, w - (s - half) + 1)
-    var = (m2 - m1 * m1)[rows, cols]
-    rr, cc = np.nonzero(var <= var.min() + 1e-6)
-    centre = np.array([(h - s) / 2, (w - s) / 2])
-    best = np.argmin((rr - centre[0]) ** 2 + (cc - centre[1]) ** 2)
-    return int(rr[best]), int(cc[best])
 
 
 def amplified_difference(before: np.ndarray, after: np.ndarray, gain: int) -> np.ndarray:

@@ -21,7 +21,15 @@ from ._sync import (
     working_luma,
 )
 
-__all__ = ["DEFAULT_CHIP_SIZES", "Detection", "detect_frame", "leak_scale"]
+__all__ = [
+    "DEFAULT_CHIP_SIZES",
+    "REFERENCE_CANDIDATES",
+    "Detection",
+    "accusation_threshold",
+    "detect_frame",
+    "leak_scale",
+    "self_score",
+]
 
 # Chip sizes (leak pixels) always searched: the native 4/8/16-px chips and their halves, i.e.
 # every frame size at scale 1 and 0.5. The autocorrelation adds up to _ESTIMATES more.
