@@ -2,7 +2,8 @@
 
 Three vendors each receive marked copies of the bundled sample frames; one vendor's copy
 of one frame "leaks" (downscaled to 1/2, JPEG 70, cropped to 80 % of the area) and is
-traced back through the registry.
+traced back through the registry: the asset index finds the original it shows, the leak is
+registered to it and compared with it (informed trace).
 """
 
 from __future__ import annotations
@@ -62,9 +63,12 @@ class DemoResult:
         if t.error:
             verdict = f"trace: failed ({t.error})"
         elif t.found:
+            how = f"{t.mode} trace" if t.mode else "trace"
+            if t.mode == "informed" and t.source:
+                how += f" against {Path(t.source).name}"
             verdict = (
                 f"trace: vendor {t.vendor}, delivery {t.delivery_id}, "
-                f"p-value {t.p_value:.1e}, scale {t.scale:.2f}"
+                f"p-value {t.p_value:.1e}, scale {t.scale:.2f} ({how})"
             )
         else:
             verdict = f"trace: no mark found (p-value {t.p_value:.1e})"

@@ -26,6 +26,7 @@ from watermark.errors import LeaktraceError
 from watermark.studio import (
     HOME_ENV,
     SECRET_NAME,
+    AssetRecord,
     EmbedRecord,
     ProgressCallback,
     Studio,
@@ -93,6 +94,13 @@ vendor_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(vendor_app, name="vendor")
+asset_app = typer.Typer(
+    help="Index studio originals (the source assets informed tracing looks up).",
+    epilog=_EPILOG,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(asset_app, name="asset")
 
 HomeOption = Annotated[
     Path | None,
@@ -251,20 +259,71 @@ def _embed_table(records: Sequence[EmbedRecord]) -> Table:
     return table
 
 
-@app.command(epilog=_EPILOG)
-def trace(
+@asset_app.command("add", epilog=_EPILOG)
+def asset_add(
     ctx: typer.Context,
     inputs: InputsArgument,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
+    """Index originals delivered outside leaktrace (or never delivered).
+
+    A leak of an indexed original is then registered to it and compared with it, so an
+    unmarked copy is recognised as such. Files are read only; embed indexes its inputs
+    by itself.
+    """
+    with (
+        Studio.open(_home(ctx, home)) as studio,
+        _progress("indexing", enabled=not as_json) as tick,
+    ):
+        records = studio.add_assets(inputs, progress=tick)
+    if as_json:
+        _print_json([r.to_json() for r in records])
+    else:
+        Console().print(_asset_table(records))
+    raise typer.Exit(_report_errors([r.error for r in records]))
+
+
+def _asset_table(records: Sequence[AssetRecord]) -> Table:
+    table = Table("file", "asset", "features", "status")
+    for r in records:
+        asset = "-" if r.asset_id is None else str(r.asset_id)
+        table.add_row(r.file, asset, str(r.features), r.status)
+    return table
+
+
+@app.command(epilog=_EPILOG)
+def trace(
+    ctx: typer.Context,
+    inputs: InputsArgument,
+    original: Annotated[
+        Path | None,
+        typer.Option(
+            "--original",
+            metavar="FILE",
+            help="The studio original the leaks come from (default: find it in the index).",
+        ),
+    ] = None,
+    blind: Annotated[
+        bool, typer.Option("--blind", help="Decode the leak alone; skip the asset index.")
+    ] = False,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
     """Look for a registered mark in suspect files and name the vendor.
+
+    Each leak is matched against the index of delivered originals (or --original),
+    registered to it, and compared with it (informed mode: survives crops, rotation,
+    perspective, heavy scaling); when no original matches it is decoded blind. The
+    verdict says which mode answered.
 
     Exits 0 when every file was examined, whatever the verdicts; 1 when a file could
     not be read (the others are still traced).
     """
+    if original is not None and blind:
+        raise typer.BadParameter("--original and --blind exclude each other")
     with Studio.open(_home(ctx, home)) as studio, _progress("tracing", enabled=not as_json) as tick:
-        records = studio.trace_files(inputs, progress=tick)
+        records = studio.trace_files(inputs, original=original, informed=not blind, progress=tick)
     if as_json:
         _print_json([r.to_json() for r in records])
     else:
@@ -272,8 +331,26 @@ def trace(
     raise typer.Exit(_report_errors([r.error for r in records]))
 
 
+def _geometry_text(r: TraceRecord) -> str:
+    g = r.geometry
+    if g is None:
+        return "-" if r.scale is None else f"x{r.scale:.2f}"
+    text = f"{g.rotation:.0f}° x{g.scale_x:.2f}"
+    if abs(g.scale_x - g.scale_y) > 0.01 * g.scale_x:
+        text += f"/{g.scale_y:.2f}"
+    return text + (" flip" if g.flipped else "")
+
+
 def _trace_table(records: Sequence[TraceRecord]) -> Table:
-    table = Table("file", "verdict", "delivery", "asset", "p-value", "score", "scale")
+    table = Table()
+    table.add_column("file", overflow="fold")
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("delivery", no_wrap=True)
+    table.add_column("asset", overflow="fold")
+    table.add_column("mode", no_wrap=True)
+    table.add_column("p-value", no_wrap=True)
+    table.add_column("score", no_wrap=True)
+    table.add_column("geometry")
     for r in records:
         if r.error:
             verdict = "unreadable"
@@ -285,10 +362,11 @@ def _trace_table(records: Sequence[TraceRecord]) -> Table:
             r.file,
             verdict,
             r.delivery_id or "-",
-            r.asset or "-",
+            r.asset or r.source or "-",
+            r.mode or "-",
             "-" if r.p_value is None else f"{r.p_value:.2e}",
             "-" if r.score is None else f"{r.score:.1f}",
-            "-" if r.scale is None else f"{r.scale:.2f}",
+            _geometry_text(r),
         )
     return table
 

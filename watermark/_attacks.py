@@ -1166,6 +1166,23 @@ def camcorder(image: np.ndarray, *, rng: np.random.Generator) -> np.ndarray:
     return jpeg(out, 70)
 
 
+def camcorder_heavy(image: np.ndarray, *, rng: np.random.Generator) -> np.ndarray:
+    """A phone filming a screen badly: perspective 10 %, blur 2, noise 5, gamma 1.3, JPEG 50.
+
+    Examples
+    --------
+    >>> camcorder_heavy(np.zeros((40, 60, 3), np.uint8), rng=np.random.default_rng(0)).shape
+    (40, 60, 3)
+    """
+    img = _check_image(image)
+    _check_rng(rng)
+    out = perspective(img, 0.10, rng=rng)
+    out = gaussian_blur(out, 2.0)
+    out = gaussian_noise(out, 5, rng=rng)
+    out = gamma(out, 1.3)
+    return jpeg(out, 50)
+
+
 # --------------------------------------------------------------------------- registry
 
 
@@ -1191,6 +1208,9 @@ class Attack:
     group : str
         Coarse kind, for tables: ``"none"``, ``"compression"``, ``"codec"`` (video),
         ``"geometry"``, ``"filter"``, ``"noise"``, ``"colour"``, ``"composite"``.
+    informed_only : bool
+        Beyond what blind decoding aims at (the informed-trace set: a 0.2 downscale, a
+        heavy camcorder chain); ``leaktrace bench`` runs it only when named.
     """
 
     name: str
@@ -1198,6 +1218,7 @@ class Attack:
     strength: float
     fn: Callable[[np.ndarray, np.random.Generator], np.ndarray]
     group: str = "none"
+    informed_only: bool = False
 
 
 #: Units of each family's strength, for tables and plot axes.
@@ -1243,8 +1264,8 @@ def _identity(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def _build() -> dict[str, Attack]:
     table: list[Attack] = [Attack("none", "none", 0.0, _identity, "none")]
 
-    def add(name: str, family: str, strength: float, fn, group: str) -> None:
-        table.append(Attack(name, family, float(strength), fn, group))
+    def add(name: str, family: str, strength: float, fn, group: str, informed=False) -> None:
+        table.append(Attack(name, family, float(strength), fn, group, informed))
 
     for q in (15, 30, 50, 70, 90):
         add(f"jpeg{q}", "jpeg", q, lambda im, rng, q=q: jpeg(im, q), "compression")
@@ -1254,6 +1275,7 @@ def _build() -> dict[str, Attack]:
         add(f"h264crf{crf}", "h264", crf, lambda im, rng, c=crf: h264(im, c), "codec")
     for crf in (23, 30, 40):
         add(f"hevccrf{crf}", "hevc", crf, lambda im, rng, c=crf: hevc(im, c), "codec")
+    add("scale0.2", "rescale", 0.2, lambda im, rng: rescale(im, 0.2), "geometry", True)
     for f in (0.25, 0.4, 0.5, 0.6, 0.75, 0.8, 1.25, 1.5, 2.0):
         add(f"scale{f:g}", "rescale", f, lambda im, rng, f=f: rescale(im, f), "geometry")
     for pct in (10, 25, 50, 80, 90):
@@ -1317,6 +1339,14 @@ def _build() -> dict[str, Attack]:
     add("playerbar", "playerbar", 0.1, lambda im, rng: player_bar(im, 0.1, rng=rng), "composite")
     add("screenshot", "screenshot", 0.667, lambda im, rng: screenshot(im, rng=rng), "composite")
     add("camcorder", "camcorder", 0.0, lambda im, rng: camcorder(im, rng=rng), "composite")
+    add(
+        "camcorder10",
+        "camcorder",
+        0.1,
+        lambda im, rng: camcorder_heavy(im, rng=rng),
+        "composite",
+        True,
+    )
     add("social", "social", 0.5, lambda im, rng: social(im, rng=rng), "composite")
     # The foundation issue's name for the same pipeline as ``social``.
     add("combined", "social", 0.5, lambda im, rng: social(im, rng=rng), "composite")

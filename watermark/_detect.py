@@ -26,6 +26,7 @@ __all__ = [
     "REFERENCE_CANDIDATES",
     "Detection",
     "accusation_threshold",
+    "detect_chips",
     "detect_frame",
     "leak_scale",
     "self_score",
@@ -320,13 +321,7 @@ def detect_frame(
         raise ValueError(f"p_threshold must be in (0, 1), got {p_threshold}")
     if not chip_sizes or any(not 1.5 <= s <= 64.0 for s in chip_sizes):
         raise ValueError(f"chip_sizes must be values in [1.5, 64] px, got {chip_sizes}")
-    cand = None
-    if candidates is not None:
-        cand = np.asarray(candidates)
-        if cand.ndim != 1 or cand.dtype.kind not in "iu":
-            raise ValueError(
-                f"candidates must be a 1-D integer array, got {cand.dtype} {cand.shape}"
-            )
+    cand = _check_candidates(candidates)
     y = luma(arr)
     sizes = list(chip_sizes)
     n_sizes = len(sizes)
@@ -338,6 +333,17 @@ def detect_frame(
                 sizes.append(c)
     hyps = _search(y, layout, tuple(sizes))
     n_geometry = float(n_sizes * WORK_PX * WORK_PX * TILE_CHIPS * TILE_CHIPS)
+    return _decide(hyps, layout, cand, n_geometry, p_threshold)
+
+
+def _decide(
+    hyps: list[_Hypothesis],
+    layout: TileLayout,
+    cand: np.ndarray | None,
+    n_geometry: float,
+    p_threshold: float,
+) -> Detection:
+    """The verdict on the best hypotheses, corrected for `n_geometry` of them searched."""
     if not hyps:
         return Detection(False, None, 0.0, 1.0, 1.0, 0.0, (0.0, 0.0), n_geometry)
 
@@ -358,3 +364,61 @@ def detect_frame(
     return Detection(
         found, payload if found else None, h.pilot_z, p, p, h.chip_px, _offset(h), n_geometry
     )
+
+
+def _check_candidates(candidates: np.ndarray | None) -> np.ndarray | None:
+    if candidates is None:
+        return None
+    cand = np.asarray(candidates)
+    if cand.ndim != 1 or cand.dtype.kind not in "iu":
+        raise ValueError(f"candidates must be a 1-D integer array, got {cand.dtype} {cand.shape}")
+    return cand
+
+
+def detect_chips(
+    chips: np.ndarray,
+    key: bytes,
+    *,
+    candidates: np.ndarray | None = None,
+    n_tests: float = 1.0,
+    p_threshold: float = 1e-6,
+    chip_px: float = 0.0,
+) -> Detection:
+    """Decide on chip estimates whose alignment is known (informed detection).
+
+    Parameters
+    ----------
+    chips : (T, T) float ndarray
+        Chip estimates in tile order (chip (0, 0) is the tile's first), each with roughly
+        unit noise variance; only their signs relative to each other's scale matter.
+    key : bytes
+        Studio secret.
+    candidates : (N,) integer ndarray, optional
+        Registered delivery ids, as in :func:`detect_frame`.
+    n_tests : float
+        Alignments tried to get here (>= 1); the p-value is corrected for them.
+    p_threshold : float
+        Accusation threshold on the false-alarm probability, in (0, 1).
+    chip_px : float
+        Chip size to report, in pixels.
+
+    Returns
+    -------
+    Detection
+        ``offset`` is (0, 0).
+    """
+    layout = tile_layout(check_key(key))
+    if not 0.0 < p_threshold < 1.0:
+        raise ValueError(f"p_threshold must be in (0, 1), got {p_threshold}")
+    c = np.asarray(chips, dtype=np.float64)
+    if c.shape != (TILE_CHIPS, TILE_CHIPS) or not np.all(np.isfinite(c)):
+        raise ValueError(f"chips must be a finite ({TILE_CHIPS}, {TILE_CHIPS}) array")
+    cand = _check_candidates(candidates)
+    n = max(1.0, float(n_tests))
+    pilot = layout.pilot_chips
+    energy = float(np.sum(c * c * np.abs(pilot)))
+    if energy <= 0.0:
+        return _decide([], layout, cand, n, p_threshold)
+    pilot_z = float(np.sum(c * pilot)) / np.sqrt(energy)
+    hyp = _Hypothesis(pilot_z, float(chip_px), (0, 0), (0, 0), c)
+    return _decide([hyp], layout, cand, n, p_threshold)

@@ -386,7 +386,11 @@ def quick_attacks() -> tuple[str, ...]:
     strength one (a family needing a missing optional package is left out)."""
     picked = []
     for family in dict.fromkeys(a.family for a in ATTACKS.values()):
-        names = [n for n in attack_names(family) if _needs_missing_package(n) is None]
+        names = [
+            n
+            for n in attack_names(family)
+            if _needs_missing_package(n) is None and not ATTACKS[n].informed_only
+        ]
         if not names:
             continue
         found = [n for n in names if n in FOUNDATION_ATTACKS]
@@ -423,7 +427,7 @@ def resolve_attacks(
             return quick_attacks(), notes
         names = ["all"]
     if "all" in names:
-        chosen = list(attack_names())
+        chosen = [n for n in attack_names() if not ATTACKS[n].informed_only]
         left = [n for n in chosen if _needs_missing_package(n) is not None]
         chosen = [n for n in chosen if n not in left]
         if left:

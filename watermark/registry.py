@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 #: Version of the schema below, stored in ``PRAGMA user_version``.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Width of a delivery id (the codec's payload), in bits.
 PAYLOAD_BITS = 32
 #: Smallest Hamming distance kept between any two delivery ids.
@@ -71,7 +71,9 @@ CREATE TABLE assets (
     width          INTEGER NOT NULL CHECK (width > 0),
     height         INTEGER NOT NULL CHECK (height > 0),
     phash          TEXT    NOT NULL CHECK (length(phash) = 16),
-    created_at     TEXT    NOT NULL
+    created_at     TEXT    NOT NULL,
+    features       BLOB,
+    pinned         INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE deliveries (
     id             INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -86,6 +88,15 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_by_asset ON deliveries (asset_id, vendor_id, output_path);
 CREATE INDEX deliveries_by_output ON deliveries (output_path);
 """
+
+# Version 1 -> 2: the asset index (local features of every original), and assets indexed
+# by hand (`leaktrace asset add`, never delivered) that no rollback may remove.
+_MIGRATIONS = {
+    1: (
+        "ALTER TABLE assets ADD COLUMN features BLOB",
+        "ALTER TABLE assets ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0",
+    ),
+}
 
 _RECORD_QUERY = """
 SELECT d.id, d.payload, d.vendor_id, d.asset_id, d.created_at, d.codec_version,
@@ -122,6 +133,8 @@ class AssetInfo:
         Size in pixels.
     phash : int
         64-bit perceptual hash (:func:`watermark._phash.perceptual_hash`).
+    features : bytes or None
+        Its local features for the asset index (:meth:`watermark._features.Features.to_bytes`).
     """
 
     sha256: str
@@ -129,6 +142,7 @@ class AssetInfo:
     width: int
     height: int
     phash: int
+    features: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +338,13 @@ class Registry:
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise RegistryError(f"{path}: not a leaktrace registry ({exc})") from None
+        if version in _MIGRATIONS:
+            try:
+                cls._migrate(conn, version)
+            except sqlite3.Error as exc:
+                conn.close()
+                raise RegistryError(f"{path}: cannot upgrade the registry ({exc})") from None
+            version = SCHEMA_VERSION
         if version != SCHEMA_VERSION:
             conn.close()
             raise RegistryError(
@@ -331,6 +352,21 @@ class Registry:
                 f"version {SCHEMA_VERSION}"
             )
         return cls(conn, path)
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection, version: int) -> None:
+        """Upgrade an older schema in place, in one transaction."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            while version in _MIGRATIONS:
+                for statement in _MIGRATIONS[version]:
+                    conn.execute(statement)
+                version += 1
+            conn.execute(f"PRAGMA user_version = {version}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     @staticmethod
     def _connect(path: Path, mode: str) -> sqlite3.Connection:
@@ -431,12 +467,14 @@ class Registry:
     # -- assets
 
     @staticmethod
-    def _upsert_asset(conn: sqlite3.Connection, info: AssetInfo) -> Asset:
+    def _upsert_asset(conn: sqlite3.Connection, info: AssetInfo, *, pinned: bool = False) -> Asset:
         if not 0 <= info.phash < 2**64:
             raise ValueError(f"phash must be in [0, 2**64); got {info.phash}")
         conn.execute(
-            "INSERT INTO assets (sha256, original_path, width, height, phash, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
+            "INSERT INTO assets (sha256, original_path, width, height, phash, created_at, "
+            "features, pinned) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO UPDATE "
+            "SET features = coalesce(assets.features, excluded.features), "
+            "pinned = max(assets.pinned, excluded.pinned)",
             (
                 info.sha256,
                 info.original_path,
@@ -444,6 +482,8 @@ class Registry:
                 info.height,
                 f"{info.phash:016x}",
                 _now(),
+                info.features,
+                int(pinned),
             ),
         )
         row = conn.execute(
@@ -453,8 +493,11 @@ class Registry:
         ).fetchone()
         return Asset(*row)
 
-    def add_asset(self, info: AssetInfo) -> Asset:
+    def add_asset(self, info: AssetInfo, *, pinned: bool = False) -> Asset:
         """Insert an asset, or return the existing row with the same SHA-256.
+
+        Features are stored if the row had none. A `pinned` asset (indexed by hand,
+        ``leaktrace asset add``) stays even when no delivery uses it.
 
         Raises
         ------
@@ -465,9 +508,60 @@ class Registry:
         """
         try:
             with self._transaction() as conn:
-                return self._upsert_asset(conn, info)
+                return self._upsert_asset(conn, info, pinned=pinned)
         except sqlite3.IntegrityError as exc:
             raise RegistryError(f"invalid asset {info.original_path!r}: {exc}") from None
+
+    def find_asset(self, sha256: str) -> Asset | None:
+        """The asset whose original file has this SHA-256, or None."""
+        row = self._conn.execute(
+            "SELECT id, sha256, original_path, width, height, phash, created_at "
+            "FROM assets WHERE sha256 = ?",
+            (sha256,),
+        ).fetchone()
+        return None if row is None else Asset(*row)
+
+    def get_asset(self, asset_id: int) -> Asset:
+        """The asset with this id.
+
+        Raises
+        ------
+        RegistryError
+            No such asset.
+        """
+        row = self._conn.execute(
+            "SELECT id, sha256, original_path, width, height, phash, created_at "
+            "FROM assets WHERE id = ?",
+            (int(asset_id),),
+        ).fetchone()
+        if row is None:
+            raise RegistryError(f"no asset {asset_id}")
+        return Asset(*row)
+
+    def has_features(self, sha256: str) -> bool:
+        """True when the asset with this SHA-256 is in the index."""
+        row = self._conn.execute(
+            "SELECT features IS NOT NULL FROM assets WHERE sha256 = ?", (sha256,)
+        ).fetchone()
+        return bool(row and row[0])
+
+    def indexed_assets(self) -> Iterator[tuple[int, int, int, bytes]]:
+        """``(asset_id, height, width, features)`` of every indexed asset, by id."""
+        yield from self._conn.execute(
+            "SELECT id, height, width, features FROM assets WHERE features IS NOT NULL ORDER BY id"
+        )
+
+    def count_assets(self) -> tuple[int, int]:
+        """(assets, assets in the index)."""
+        row = self._conn.execute("SELECT count(*), count(features) FROM assets").fetchone()
+        return int(row[0]), int(row[1])
+
+    def deliveries_of(self, asset_id: int) -> list[DeliveryRecord]:
+        """Every delivery of one asset (oldest first)."""
+        rows = self._conn.execute(
+            _RECORD_QUERY + "WHERE d.asset_id = ? ORDER BY d.id", (int(asset_id),)
+        ).fetchall()
+        return [_record(row) for row in rows]
 
     # -- deliveries
 
@@ -602,7 +696,7 @@ class Registry:
                 raise RegistryError(f"no delivery {payload:08x} to delete")
             conn.execute("DELETE FROM deliveries WHERE payload = ?", (payload,))
             conn.execute(
-                "DELETE FROM assets WHERE id = ? AND NOT EXISTS "
+                "DELETE FROM assets WHERE id = ? AND pinned = 0 AND NOT EXISTS "
                 "(SELECT 1 FROM deliveries WHERE asset_id = ?)",
                 (row[0], row[0]),
             )

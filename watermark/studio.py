@@ -23,12 +23,18 @@ from types import TracebackType
 
 import numpy as np
 
-from ._detect import detect_frame, leak_scale
+from ._color import luma
+from ._detect import Detection, detect_frame, leak_scale
 from ._embed import WEAK_MARGIN, embed_frame
+from ._features import Features, local_features, match_features, mirror_matrix
+from ._index import AssetIndex
+from ._informed import LEAK_FEATURES, index_features, trace_registered
 from ._params import CODEC_VERSION, DEFAULT_PARAMS
 from ._phash import perceptual_hash
+from ._register import Geometry, describe_homography, estimate_homography, plausible_homography
 from .errors import LeaktraceError, MediaError, StudioError
 from .media import (
+    LoadedImage,
     discard_file,
     encode_image,
     iter_image_files,
@@ -36,7 +42,14 @@ from .media import (
     read_image,
     stage_file,
 )
-from .registry import AssetInfo, DeliveryRecord, Registry, Vendor, format_delivery_id
+from .registry import (
+    Asset,
+    AssetInfo,
+    DeliveryRecord,
+    Registry,
+    Vendor,
+    format_delivery_id,
+)
 
 __all__ = [
     "DEFAULT_HOME",
@@ -45,6 +58,7 @@ __all__ = [
     "REGISTRY_NAME",
     "SECRET_BYTES",
     "SECRET_NAME",
+    "AssetRecord",
     "EmbedRecord",
     "ProgressCallback",
     "Studio",
@@ -66,6 +80,11 @@ JPEG_QUALITY = 95
 
 #: ``progress(done, total, path)``, called after each file of a batch.
 ProgressCallback = Callable[[int, int, Path], None]
+
+
+def asset_features(pixels: np.ndarray) -> Features:
+    """The local features an original keeps in the asset index."""
+    return index_features(luma(pixels))
 
 
 def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
@@ -169,6 +188,21 @@ class TraceRecord:
         Scale of the suspect relative to the delivered copy.
     error : str or None
         One-line reason the file could not be examined.
+    mode : str or None
+        Which decoder answered: ``"informed"`` (registered to an original and compared
+        with it) or ``"blind"`` (the leak alone); None when unreadable.
+    source : str or None
+        The original the leak was registered to (informed mode), found in the asset index
+        or given with ``original=``; set even when no mark was found in it.
+    geometry : Geometry or None
+        How the leak sits on that original (rotation, scale per axis, flip, offset).
+    coverage : float or None
+        Fraction of that original the leak shows.
+    n_tests : float or None
+        Hypotheses the p-value is corrected for (registrations or geometries, times the
+        registered deliveries).
+    notes : tuple of str
+        What the trace could not use (an original that moved or changed, ...).
     """
 
     file: str
@@ -181,6 +215,12 @@ class TraceRecord:
     scale: float | None
     error: str | None = None
     mark_p_value: float | None = None
+    mode: str | None = None
+    source: str | None = None
+    geometry: Geometry | None = None
+    coverage: float | None = None
+    n_tests: float | None = None
+    notes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready dict (non-finite floats become None)."""
@@ -194,8 +234,75 @@ class TraceRecord:
             "score": _finite(self.score),
             "scale": _finite(self.scale),
             "mark_p_value": _finite(self.mark_p_value),
+            "mode": self.mode,
+            "source": self.source,
+            "geometry": None if self.geometry is None else self.geometry.to_json(),
+            "coverage": _finite(self.coverage),
+            "n_tests": _finite(self.n_tests),
+            "notes": list(self.notes),
             "error": self.error,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class AssetRecord:
+    """Outcome of indexing one original (:meth:`Studio.add_assets`).
+
+    Attributes
+    ----------
+    file : str
+    asset_id : int or None
+        Registry id; None when failed.
+    features : int
+        Local features stored for it (0 when it was already indexed or failed).
+    status : str
+        ``"indexed"``, ``"present"`` (already in the index) or ``"failed"``.
+    error : str or None
+    """
+
+    file: str
+    asset_id: int | None
+    features: int
+    status: str
+    error: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready dict."""
+        return {
+            "file": self.file,
+            "asset_id": self.asset_id,
+            "features": self.features,
+            "status": self.status,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Informed:
+    detection: Detection
+    source: Asset | None
+    source_path: str
+    geometry: Geometry
+    coverage: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Reference:
+    """An original named by the user instead of found in the index."""
+
+    luma: np.ndarray
+    sha256: str | None
+    path: str
+
+
+# Registrations one informed trace may decode: two indexed assets, each seen directly and
+# mirrored. The p-value is always corrected for all of them.
+_INDEX_REGISTRATIONS = 4
+_ORIGINAL_REGISTRATIONS = 2  # an original given by hand: direct and mirrored
+# A direct registration this well supported (inliers, and share of the leak's features)
+# makes the mirrored one pointless: it is skipped (the p-value still counts it).
+_SURE_INLIERS = 60
+_SURE_SHARE = 0.3
 
 
 class Studio:
@@ -425,13 +532,7 @@ class Studio:
                     self.registry.add_delivery(
                         payload,
                         vendor=vendor.name,
-                        asset=AssetInfo(
-                            sha256=image.sha256,
-                            original_path=str(path.resolve()),
-                            width=image.shape[1],
-                            height=image.shape[0],
-                            phash=perceptual_hash(image.pixels),
-                        ),
+                        asset=self._asset_info(image, path),
                         codec_version=CODEC_VERSION,
                         codec_params={"strength": strength, **DEFAULT_PARAMS.to_dict()},
                         output_path=output_key,
@@ -465,19 +566,109 @@ class Studio:
 
     # -- tracing
 
+    def _asset_info(self, image: LoadedImage, path: Path) -> AssetInfo:
+        """Registry row of an original, with its index features unless already indexed."""
+        features = None
+        if not self.registry.has_features(image.sha256):
+            features = asset_features(image.pixels).to_bytes()
+        return AssetInfo(
+            sha256=image.sha256,
+            original_path=str(path.resolve()),
+            width=image.shape[1],
+            height=image.shape[0],
+            phash=perceptual_hash(image.pixels),
+            features=features,
+        )
+
+    # -- the asset index
+
+    def add_assets(
+        self,
+        inputs: Iterable[str | os.PathLike[str]],
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> list[AssetRecord]:
+        """Index originals that were delivered outside leaktrace (or never delivered).
+
+        A leak of an indexed original is then registered to it and compared with it: an
+        unmarked original is recognised as such ("no vendor"), not guessed at blind.
+
+        Parameters
+        ----------
+        inputs : iterable of path-like
+            Files and folders (walked recursively). Never modified.
+        progress : callable, optional
+            ``progress(done, total, path)`` after each file.
+
+        Returns
+        -------
+        list of AssetRecord
+            One per file; unreadable files are ``"failed"`` and the others go on.
+
+        Raises
+        ------
+        StudioError
+            No input files.
+        """
+        pairs = iter_image_files(inputs)
+        if not pairs:
+            raise StudioError("no image files in the inputs")
+        records: list[AssetRecord] = []
+        for done, (path, _) in enumerate(pairs, start=1):
+            try:
+                image = read_image(path)
+                present = self.registry.has_features(image.sha256)
+                info = self._asset_info(image, path)
+                asset = self.registry.add_asset(info, pinned=True)
+                n = (
+                    0
+                    if present or info.features is None
+                    else len(Features.from_bytes(info.features))
+                )
+                records.append(
+                    AssetRecord(str(path), asset.id, n, "present" if present else "indexed")
+                )
+            except LeaktraceError as exc:
+                records.append(AssetRecord(str(path), None, 0, "failed", str(exc)))
+            except (ValueError, TypeError) as exc:
+                records.append(AssetRecord(str(path), None, 0, "failed", f"{path}: {exc}"))
+            if progress is not None:
+                progress(done, len(pairs), path)
+        return records
+
+    def load_index(self) -> AssetIndex:
+        """The asset index, read from the registry."""
+        return AssetIndex.build(
+            (asset_id, (h, w), Features.from_bytes(blob))
+            for asset_id, h, w, blob in self.registry.indexed_assets()
+        )
+
+    # -- tracing
+
     def trace_files(
         self,
         inputs: Iterable[str | os.PathLike[str]],
         *,
+        original: str | os.PathLike[str] | None = None,
+        informed: bool = True,
         p_threshold: float = 1e-6,
         progress: ProgressCallback | None = None,
     ) -> list[TraceRecord]:
         """Look for registered marks in suspect files.
 
+        Each leak is first matched against the asset index (or against `original`),
+        registered to the original it shows and compared with it (informed mode); when
+        no original is recognised, or no mark is found that way, the leak is decoded
+        blind. Both tests are counted in the p-value (it is doubled when both could run).
+
         Parameters
         ----------
         inputs : iterable of path-like
             Files and folders (walked recursively). Opened read-only.
+        original : path-like, optional
+            The original the leaks come from, instead of looking it up in the index.
+        informed : bool, optional
+            False: blind decoding only.
         p_threshold : float, optional
             Accusation threshold on the false-alarm probability.
         progress : callable, optional
@@ -493,24 +684,81 @@ class Studio:
         ------
         StudioError
             No input files.
+        MediaError
+            `original` cannot be read.
         """
         pairs = iter_image_files(inputs)
         if not pairs:
             raise StudioError("no image files in the inputs")
+        reference = None
+        if original is not None:
+            loaded = read_image(original)
+            reference = _Reference(luma(loaded.pixels), loaded.sha256, str(loaded.path))
+        index = self.load_index() if informed and reference is None else AssetIndex.build(())
         candidates = self.registry.all_payloads()
         records: list[TraceRecord] = []
-        for index, (path, _) in enumerate(pairs):
-            records.append(self._trace_one(path, candidates, p_threshold))
+        for done, (path, _) in enumerate(pairs, start=1):
+            records.append(self._trace_one(path, candidates, p_threshold, index, reference))
             if progress is not None:
-                progress(index + 1, len(pairs), path)
+                progress(done, len(pairs), path)
         return records
 
-    def _trace_one(self, path: Path, candidates: np.ndarray, p_threshold: float) -> TraceRecord:
+    def trace_image(
+        self,
+        pixels: np.ndarray,
+        *,
+        name: str = "<array>",
+        original: np.ndarray | None = None,
+        informed: bool = True,
+        index: AssetIndex | None = None,
+        p_threshold: float = 1e-6,
+    ) -> TraceRecord:
+        """Trace one leaked image held in memory (see :meth:`trace_files`).
+
+        Parameters
+        ----------
+        pixels : (H, W[, C]) ndarray
+            The leak, RGB(A) order, uint8 / uint16 / float32 in [0, 1].
+        name : str
+            What to call it in the record.
+        original : ndarray, optional
+            The studio original it comes from, instead of looking it up in the index.
+        informed : bool
+            False: blind decoding only.
+        index : AssetIndex, optional
+            The asset index (:meth:`load_index`), to trace many images without reloading.
+        p_threshold : float
+            Accusation threshold on the false-alarm probability.
+
+        Raises
+        ------
+        TypeError, ValueError
+            `pixels` or `original` is not an image array.
+        """
+        reference = None
+        if original is not None:
+            arr = np.asarray(original)
+            reference = _Reference(luma(arr), None, "<original>")
+        if index is None:
+            index = self.load_index() if informed and reference is None else AssetIndex.build(())
+        candidates = self.registry.all_payloads()
+        notes: list[str] = []
+        return self._trace_pixels(pixels, name, candidates, p_threshold, index, reference, notes)
+
+    def _trace_one(
+        self,
+        path: Path,
+        candidates: np.ndarray,
+        p_threshold: float,
+        index: AssetIndex,
+        reference: _Reference | None,
+    ) -> TraceRecord:
         """Trace one file; a read failure becomes a record with ``error`` set."""
+        notes: list[str] = []
         try:
             image = read_image(path)
-            detection = detect_frame(
-                image.pixels, self._key, candidates=candidates, p_threshold=p_threshold
+            return self._trace_pixels(
+                image.pixels, str(path), candidates, p_threshold, index, reference, notes
             )
         except LeaktraceError as exc:
             return TraceRecord(str(path), False, None, None, None, None, None, None, str(exc))
@@ -518,34 +766,171 @@ class Studio:
             return TraceRecord(
                 str(path), False, None, None, None, None, None, None, f"{path}: {exc}"
             )
-        # A verdict names a registered delivery; an empty registry can accuse nobody.
+
+    def _trace_pixels(
+        self,
+        pixels: np.ndarray,
+        name: str,
+        candidates: np.ndarray,
+        p_threshold: float,
+        index: AssetIndex,
+        reference: _Reference | None,
+        notes: list[str],
+    ) -> TraceRecord:
+        """Informed trace (when an original can be found), else blind; one record."""
+        modes = 2 if (reference is not None or len(index)) else 1
+        threshold = p_threshold / modes
+        informed = None
+        if modes == 2:
+            informed = self._trace_informed(
+                luma(pixels), index, reference, candidates, threshold, notes
+            )
+            if informed is not None and informed.detection.found:
+                return self._record(name, informed.detection, modes, informed, notes)
+        detection = detect_frame(pixels, self._key, candidates=candidates, p_threshold=threshold)
+        if not detection.found and informed is not None:
+            # the leak is a known original without a mark of ours: that is the answer
+            return self._record(name, informed.detection, modes, informed, notes)
+        return self._record(name, detection, modes, informed, notes, blind=True)
+
+    def _record(
+        self,
+        name: str,
+        detection: Detection,
+        modes: int,
+        informed: _Informed | None,
+        notes: list[str],
+        *,
+        blind: bool = False,
+    ) -> TraceRecord:
+        """The record of a decision; p-values are corrected for the `modes` tried."""
+        p = min(1.0, modes * float(detection.p_value))
+        p_mark = min(1.0, modes * float(detection.p_mark))
+        context = {
+            "mode": "blind" if blind else "informed",
+            "source": None if informed is None else informed.source_path,
+            "geometry": None if informed is None else informed.geometry,
+            "coverage": None if informed is None else informed.coverage,
+            "n_tests": float(detection.n_tests) * modes,
+            "notes": tuple(notes),
+        }
         match = None
-        if detection.found and detection.payload is not None and candidates.size:
+        if detection.found and detection.payload is not None:
             match = self.registry.lookup(int(detection.payload))
         if match is None:
             return TraceRecord(
-                str(path),
+                name,
                 False,
                 None,
                 None,
                 None,
-                float(detection.p_value),
+                p,
                 float(detection.score),
                 None,
-                mark_p_value=float(detection.p_mark),
+                mark_p_value=p_mark,
+                **context,
             )
+        if blind:
+            # the codec finds the chip size in the leak; the original's size gives the scale
+            scale = leak_scale(detection.chip_px, (match.asset.height, match.asset.width))
+        else:
+            scale = None if informed is None else informed.geometry.scale_x
         return TraceRecord(
-            file=str(path),
+            file=name,
             found=True,
             vendor=match.vendor.name,
             delivery_id=match.delivery.delivery_id,
             asset=match.asset.original_path or match.asset.sha256,
-            p_value=float(detection.p_value),
+            p_value=p,
             score=float(detection.score),
-            # the codec finds the chip size in the leak; the original's size gives the scale
-            scale=leak_scale(detection.chip_px, (match.asset.height, match.asset.width)),
-            mark_p_value=float(detection.p_mark),
+            scale=scale,
+            mark_p_value=p_mark,
+            **context,
         )
+
+    def _trace_informed(
+        self,
+        leak_y: np.ndarray,
+        index: AssetIndex,
+        reference: _Reference | None,
+        candidates: np.ndarray,
+        p_threshold: float,
+        notes: list[str],
+    ) -> _Informed | None:
+        """Register the leak to its original(s) and decide from the residual.
+
+        Returns the most significant registration tried, or None when the leak shows no
+        known original.
+        """
+        best: _Informed | None = None
+        n_tests = _ORIGINAL_REGISTRATIONS if reference is not None else _INDEX_REGISTRATIONS
+        originals: dict[int, np.ndarray | None] = {}
+        ref_features = None
+        if reference is not None:
+            ref_y = reference.luma
+            ref_features = index_features(ref_y)
+            ref_asset = (
+                None if reference.sha256 is None else self.registry.find_asset(reference.sha256)
+            )
+        direct_inliers, n_direct = 0, 0
+        for mirrored in (False, True):
+            if mirrored and direct_inliers >= max(_SURE_INLIERS, _SURE_SHARE * n_direct):
+                break  # the leak plainly shows the original unflipped
+            view = local_features(
+                leak_y, max_side=LEAK_FEATURES[0], n_features=LEAK_FEATURES[1], mirrored=mirrored
+            )
+            n_direct = n_direct or len(view)
+            tries: list[tuple[np.ndarray, np.ndarray, Asset | None, str]] = []
+            if reference is not None and ref_features is not None:
+                qi, ti = match_features(view.descriptors, ref_features.descriptors)
+                h, inliers = estimate_homography(
+                    ref_features.points[ti], view.points[qi], leak_y.shape
+                )
+                if h is not None and mirrored:
+                    h = mirror_matrix(leak_y.shape[1]) @ h
+                if h is not None and plausible_homography(h, ref_y.shape, leak_y.shape):
+                    tries.append((ref_y, h, ref_asset, reference.path))
+                    direct_inliers = max(direct_inliers, inliers)
+            else:
+                for m in index.lookup([(view, mirrored)], leak_y.shape):
+                    asset = self.registry.get_asset(m.asset_id)
+                    if m.asset_id not in originals:
+                        originals[m.asset_id] = self._load_original(asset, notes)
+                    orig_y = originals[m.asset_id]
+                    if orig_y is not None:
+                        tries.append((orig_y, m.homography, asset, asset.original_path))
+                        direct_inliers = max(direct_inliers, m.inliers)
+            for orig_y, h, asset, source_path in tries:
+                detection, h, coverage = trace_registered(
+                    leak_y,
+                    orig_y,
+                    h,
+                    self._key,
+                    candidates=candidates,
+                    n_tests=n_tests,
+                    p_threshold=p_threshold,
+                    features=(view, mirrored),
+                )
+                outcome = _Informed(
+                    detection, asset, source_path, describe_homography(h, leak_y.shape), coverage
+                )
+                if best is None or detection.p_value < best.detection.p_value:
+                    best = outcome
+                if detection.found:
+                    return best
+        return best
+
+    def _load_original(self, asset: Asset, notes: list[str]) -> np.ndarray | None:
+        """Luma of an indexed original, or None (with a note) if it moved or changed."""
+        try:
+            image = read_image(asset.original_path)
+        except MediaError as exc:
+            notes.append(f"original of asset {asset.id} unavailable: {exc}")
+            return None
+        if image.sha256 != asset.sha256:
+            notes.append(f"{asset.original_path}: changed since it was registered; not used")
+            return None
+        return luma(image.pixels)
 
 
 def _occupied_message(out: Path, holders: list[DeliveryRecord]) -> str:

@@ -1,0 +1,266 @@
+"""Informed detection: local features, the asset index, registration and the residual test."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from watermark._color import luma
+from watermark._embed import embed_frame
+from watermark._features import Features, local_features, match_features, mirror_matrix
+from watermark._index import AssetIndex
+from watermark._informed import index_features, residual_chips, trace_registered
+from watermark._register import (
+    describe_homography,
+    estimate_homography,
+    plausible_homography,
+    refine_homography,
+)
+
+from .frames import cel_frame, textured_frame
+
+KEY = b"informed-test-key-0123456789abcd"
+OTHER_KEY = b"another-studio-key-0123456789abc"
+CANDIDATES = np.array([0x1234ABCD, 0x0F0F3C3C, 0x7A5A5A11], np.int64)
+
+
+def rotation_about_centre(shape: tuple[int, int], degrees: float, scale: float = 1.0):
+    """(3, 3) homography of cv2.warpAffine's rotation, and the warped frame size."""
+    h, w = shape
+    m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), degrees, scale)
+    return np.vstack([m, [0.0, 0.0, 1.0]])
+
+
+def warp(image: np.ndarray, h: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return cv2.warpPerspective(image, h, size, flags=cv2.INTER_LINEAR)
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    return textured_frame(360, 480, seed=11)
+
+
+@pytest.fixture(scope="module")
+def marked(photo: np.ndarray) -> np.ndarray:
+    return embed_frame(photo, KEY, int(CANDIDATES[1])).image
+
+
+# --------------------------------------------------------------------------- features
+
+
+def test_features_round_trip_and_bad_blob(photo: np.ndarray) -> None:
+    f = local_features(luma(photo), n_features=64)
+    assert 0 < len(f) <= 64
+    assert f.descriptors.dtype == np.uint8 and f.points.dtype == np.float32
+    back = Features.from_bytes(f.to_bytes())
+    np.testing.assert_array_equal(back.points, f.points)
+    np.testing.assert_array_equal(back.descriptors, f.descriptors)
+    with pytest.raises(ValueError, match="not a multiple"):
+        Features.from_bytes(b"\x00" * 137)
+
+
+def test_features_are_spread_over_the_frame(photo: np.ndarray) -> None:
+    f = local_features(luma(photo), n_features=72)
+    cells = np.unique((f.points[:, 1] * 3 // 360) * 3 + f.points[:, 0] * 3 // 480)
+    assert cells.size == 9  # every third of the frame keeps features
+
+
+def test_match_features_and_index_agree() -> None:
+    rng = np.random.default_rng(0)
+    unit = rng.uniform(0, 1, (500, 128))
+    train = np.rint(255 * unit / np.linalg.norm(unit, axis=1, keepdims=True)).astype(np.uint8)
+    picked = rng.choice(500, 60, replace=False)
+    query = train[picked].copy()
+    query[:, :4] //= 2
+    qi, ti = match_features(query, train)
+    assert qi.size >= 55 and np.array_equal(ti, picked[qi])
+    idx = AssetIndex.build([(0, (10, 10), Features(np.zeros((500, 2), np.float32), train))])
+    qj, tj = idx.match(query)
+    assert qj.size >= 55 and np.array_equal(tj, picked[qj])
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+@pytest.mark.parametrize(
+    ("degrees", "scale", "flipped"), [(0.0, 1.0, False), (30.0, 0.5, False), (90.0, 1.0, True)]
+)
+def test_describe_homography(degrees: float, scale: float, flipped: bool) -> None:
+    h = rotation_about_centre((360, 480), degrees, scale)
+    if flipped:
+        h = h @ mirror_matrix(480)
+    g = describe_homography(h, (360, 480))
+    assert g.rotation == pytest.approx(degrees, abs=1e-6)
+    assert g.scale_x == pytest.approx(scale) and g.scale_y == pytest.approx(scale)
+    assert g.flipped is flipped
+
+
+def test_plausible_homography_rejects_nonsense() -> None:
+    shape = (360, 480)
+    assert plausible_homography(np.eye(3), shape, shape)
+    assert not plausible_homography(np.full((3, 3), np.nan), shape, shape)
+    assert not plausible_homography(np.diag([1e-3, 1e-3, 1.0]), shape, shape)  # 1/1000 size
+    far = np.eye(3)
+    far[0, 2] = 5000.0
+    assert not plausible_homography(far, shape, shape)  # the leak shows none of it
+    fold = np.array([[1.0, 0, 0], [0, 1.0, 0], [-0.004, 0, 1.0]])  # horizon inside the frame
+    assert not plausible_homography(fold, shape, shape)
+
+
+def test_estimate_and_refine_homography(photo: np.ndarray) -> None:
+    y = luma(photo)
+    truth = rotation_about_centre(y.shape, 12.0, 0.8)
+    leak = warp(y, truth, (480, 360))
+    fo, fl = local_features(y), local_features(leak)
+    qi, ti = match_features(fl.descriptors, fo.descriptors)
+    h, inliers = estimate_homography(fo.points[ti], fl.points[qi], leak.shape)
+    assert h is not None and inliers >= 20
+    refined, rho = refine_homography(leak, y, h)
+    pts = np.array([[[100.0, 100.0]], [[300.0, 200.0]]])
+    err = np.abs(cv2.perspectiveTransform(pts, refined) - cv2.perspectiveTransform(pts, truth))
+    assert rho > 0.9 and err.max() < 0.3
+
+
+# --------------------------------------------------------------------------- residual
+
+
+@pytest.mark.parametrize("degrees", [0.0, 90.0, 33.0])
+def test_residual_reads_the_delivery_at_any_rotation(
+    photo: np.ndarray, marked: np.ndarray, degrees: float
+) -> None:
+    h = rotation_about_centre(photo.shape[:2], degrees)
+    leak = luma(warp(marked, h, (480, 360)))
+    det, used, coverage = trace_registered(
+        leak, luma(photo), h, KEY, candidates=CANDIDATES, refine=False
+    )
+    assert det.found and det.payload == int(CANDIDATES[1])
+    assert det.p_value < 1e-12
+    assert 0.3 < coverage <= 1.0
+    np.testing.assert_allclose(used, h)
+
+
+def test_residual_is_silent_without_the_mark_or_the_key(
+    photo: np.ndarray, marked: np.ndarray
+) -> None:
+    h = rotation_about_centre(photo.shape[:2], 20.0, 0.7)
+    clean = luma(warp(photo, h, (480, 360)))
+    det, _, _ = trace_registered(clean, luma(photo), h, KEY, candidates=CANDIDATES)
+    assert not det.found and det.p_value > 1e-3
+    leak = luma(warp(marked, h, (480, 360)))
+    det, _, _ = trace_registered(leak, luma(photo), h, OTHER_KEY, candidates=CANDIDATES)
+    assert not det.found and det.p_value > 1e-3
+
+
+def test_residual_survives_occlusion_and_a_tone_curve(
+    photo: np.ndarray, marked: np.ndarray
+) -> None:
+    leak = marked.astype(np.float32)
+    leak = 255.0 * (leak / 255.0) ** 1.3 * 0.9 + 12.0  # gamma, contrast, brightness
+    leak[40:240, 60:300] = (20.0, 200.0, 90.0)  # an opaque block over a third of it
+    y = luma(np.clip(np.rint(leak), 0, 255).astype(np.uint8))
+    det, _, _ = trace_registered(y, luma(photo), np.eye(3), KEY, candidates=CANDIDATES)
+    assert det.found and det.payload == int(CANDIDATES[1])
+
+
+def test_residual_chips_picks_the_better_registration(
+    photo: np.ndarray, marked: np.ndarray
+) -> None:
+    off = np.eye(3)
+    off[0, 2] = 3.0
+    _, _, used = residual_chips(luma(marked), luma(photo), [off, np.eye(3)])
+    assert used == 1
+    _, coverage, used = residual_chips(luma(marked), luma(photo), [np.eye(3)])
+    assert used == 0 and coverage == pytest.approx(1.0, abs=0.05)
+
+
+def test_residual_outside_the_original_is_empty(photo: np.ndarray) -> None:
+    far = np.eye(3)
+    far[0, 2] = 10_000.0
+    chips, coverage, used = residual_chips(luma(photo), luma(photo), [far])
+    assert used == -1 and coverage == 0.0 and not chips.any()
+
+
+# --------------------------------------------------------------------------- index
+
+
+@pytest.fixture(scope="module")
+def index() -> tuple[AssetIndex, dict[int, np.ndarray]]:
+    frames = {
+        10: textured_frame(360, 480, seed=1),
+        11: cel_frame(360, 480, seed=2),
+        12: textured_frame(300, 400, seed=3),
+        13: cel_frame(400, 300, seed=4),
+    }
+    entries = [(k, f.shape[:2], index_features(luma(f))) for k, f in frames.items()]
+    return AssetIndex.build(entries), frames
+
+
+@pytest.mark.parametrize("asset", [10, 11, 12, 13])
+def test_index_finds_a_rotated_crop(index, asset: int) -> None:
+    idx, frames = index
+    frame = luma(frames[asset])
+    h = rotation_about_centre(frame.shape, 90.0)
+    turned = warp(frame, h, (frame.shape[0], frame.shape[1]))
+    crop = turned[40:-40, 30:-30]
+    shift = np.array([[1.0, 0, -30], [0, 1.0, -40], [0, 0, 1.0]])
+    found = idx.lookup([(local_features(crop), False)], crop.shape)
+    assert found and found[0].asset_id == asset
+    g = describe_homography(found[0].homography, crop.shape)
+    assert g.rotation == pytest.approx(90.0, abs=1.0) and not g.flipped
+    pts = np.array([[[50.0, 60.0]], [[250.0, 200.0]], [[150.0, 300.0]]])
+    mapped = cv2.perspectiveTransform(pts, found[0].homography)
+    np.testing.assert_allclose(mapped, cv2.perspectiveTransform(pts, shift @ h), atol=2.0)
+
+
+def test_index_finds_a_mirrored_leak(index) -> None:
+    idx, frames = index
+    frame = luma(frames[12])
+    leak = np.ascontiguousarray(frame[:, ::-1])
+    found = idx.lookup([(local_features(leak, mirrored=True), True)], leak.shape)
+    assert found and found[0].asset_id == 12 and found[0].mirrored
+    assert describe_homography(found[0].homography, leak.shape).flipped
+
+
+def test_index_finds_a_leak_shrunk_to_a_fifth(index) -> None:
+    idx, frames = index
+    frame = luma(frames[10])
+    small = cv2.resize(frame, (96, 72), interpolation=cv2.INTER_AREA)
+    found = idx.lookup([(local_features(small), False)], small.shape)
+    assert found and found[0].asset_id == 10
+    g = describe_homography(found[0].homography, small.shape)
+    assert g.scale_x == pytest.approx(0.2, rel=0.05) and g.scale_y == pytest.approx(0.2, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    "leak",
+    [
+        np.full((300, 400), 128.0, np.float32),  # blank
+        luma(textured_frame(300, 400, seed=99)),  # another picture
+        luma(textured_frame(360, 480, seed=1))[:24, :24].copy(),  # a tiny crop
+    ],
+    ids=["blank", "other asset", "tiny crop"],
+)
+def test_index_recognises_nothing_without_raising(index, leak: np.ndarray) -> None:
+    idx, _ = index
+    assert idx.lookup([(local_features(leak), False)], leak.shape) == []
+
+
+def test_empty_index_finds_nothing(photo: np.ndarray) -> None:
+    idx = AssetIndex.build(())
+    assert len(idx) == 0
+    assert idx.lookup([(local_features(luma(photo)), False)], photo.shape) == []
+
+
+def test_index_stacks_unit_descriptors() -> None:
+    rng = np.random.default_rng(1)
+    unit = rng.uniform(0, 1, (400, 128))
+    desc = np.rint(255 * unit / np.linalg.norm(unit, axis=1, keepdims=True)).astype(np.uint8)
+    feats = Features(rng.uniform(0, 300, (400, 2)).astype(np.float32), desc)
+    idx = AssetIndex.build((k, (300, 300), feats) for k in range(50))
+    assert idx.descriptors.dtype == np.float32 and idx.descriptors.shape == (20_000, 128)
+    norm = float(np.linalg.norm(idx.descriptors[0].astype(np.float32)))
+    assert math.isclose(norm, 1.0, rel_tol=1e-2)
+    assert len(idx) == 50 and np.array_equal(np.unique(idx.owners), np.arange(50))

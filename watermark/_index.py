@@ -1,0 +1,178 @@
+"""The asset index in memory: which registered original does a leak show, and where.
+
+Every indexed asset contributes its local features (:mod:`watermark._features`). A leak's
+features are matched against all of them at once (approximate nearest neighbours in FLANN
+k-d trees), each match votes for the asset that owns it, and the assets with the most votes
+are verified by fitting a homography to their matches. The index holds descriptors and
+positions only, never the studio key.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ._features import DESCRIPTOR_BYTES, Features, mirror_matrix
+from ._register import MIN_INLIERS, estimate_homography, plausible_homography
+
+__all__ = ["AssetIndex", "SourceMatch"]
+
+_VERIFY = 4  # assets with the most votes that get a homography fit
+_TREES = 4  # FLANN k-d trees
+_CHECKS = 64  # leaves FLANN visits per query (accuracy / speed)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceMatch:
+    """An indexed asset that a leak shows.
+
+    Attributes
+    ----------
+    asset_id : int
+        Registry id of the asset.
+    homography : (3, 3) float64 ndarray
+        Original -> leak pixel coordinates (coarse, from the indexed features).
+    inliers : int
+        Feature matches consistent with the homography.
+    mirrored : bool
+        The match came from the leak's mirror image (the leak is flipped).
+    """
+
+    asset_id: int
+    homography: np.ndarray
+    inliers: int
+    mirrored: bool
+
+
+@dataclass(frozen=True)
+class AssetIndex:
+    """Local features of many assets, stacked for matching.
+
+    Matching uses randomised k-d trees (FLANN, built on first use and kept with the
+    index): a leak is matched in tens of milliseconds whatever the number of assets,
+    where an exhaustive search grows with it (0.4 s for 200 assets on one core).
+
+    Attributes
+    ----------
+    owners : (N,) int64 ndarray
+        Asset id of each feature.
+    points : (N, 2) float32 ndarray
+        Feature positions, in the asset's original pixels.
+    descriptors : (N, 128) float32 ndarray
+        Unit-norm descriptors.
+    shapes : dict
+        ``asset_id -> (height, width)`` of each original.
+    """
+
+    owners: np.ndarray
+    points: np.ndarray
+    descriptors: np.ndarray
+    shapes: dict[int, tuple[int, int]]
+
+    @classmethod
+    def build(cls, entries: Iterable[tuple[int, tuple[int, int], Features]]) -> AssetIndex:
+        """Stack ``(asset_id, (height, width), features)`` entries."""
+        owners, points, descs, shapes = [], [], [], {}
+        for asset_id, shape, feats in entries:
+            shapes[int(asset_id)] = (int(shape[0]), int(shape[1]))
+            owners.append(np.full(len(feats), int(asset_id), np.int64))
+            points.append(feats.points)
+            descs.append(feats.descriptors)
+        if not owners:
+            return cls(
+                np.zeros(0, np.int64),
+                np.zeros((0, 2), np.float32),
+                np.zeros((0, DESCRIPTOR_BYTES), np.float32),
+                {},
+            )
+        d = np.concatenate(descs).astype(np.float32)
+        d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-6)
+        return cls(np.concatenate(owners), np.concatenate(points), d, shapes)
+
+    @functools.cached_property
+    def _tree(self) -> cv2.flann.Index:
+        """FLANN randomised k-d trees over the descriptors (built once, deterministic)."""
+        return cv2.flann.Index(self.descriptors, {"algorithm": 1, "trees": _TREES})
+
+    def match(self, query: np.ndarray, *, ratio: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+        """Approximate nearest indexed feature of each query descriptor, Lowe's ratio test.
+
+        Parameters
+        ----------
+        query : (n, 128) uint8 ndarray
+            Descriptors from :func:`watermark._features.local_features`.
+
+        Returns
+        -------
+        query_index, index_row : (k,) int64 ndarrays
+        """
+        if query.shape[0] == 0 or self.owners.size < 2:
+            empty = np.zeros(0, np.int64)
+            return empty, empty
+        q = query.astype(np.float32)
+        q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-6)
+        rows, dist2 = self._tree.knnSearch(q, 2, params={"checks": _CHECKS})
+        ok = dist2[:, 0] < (ratio * ratio) * dist2[:, 1]  # squared L2 distances
+        return np.flatnonzero(ok).astype(np.int64), rows[ok, 0].astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def lookup(
+        self,
+        views: Iterable[tuple[Features, bool]],
+        leak_shape: tuple[int, ...],
+        *,
+        max_matches: int = 2,
+    ) -> list[SourceMatch]:
+        """Assets the leak shows, best first.
+
+        Parameters
+        ----------
+        views : iterable of (Features, bool)
+            The leak's features, and whether they describe its mirror image (then in the
+            mirror image's coordinates, see :func:`watermark._features.local_features`).
+        leak_shape : tuple
+            (H, W, ...) of the leak.
+        max_matches : int
+            At most this many assets are returned.
+
+        Returns
+        -------
+        list of SourceMatch
+            Verified by a plausible homography with at least :data:`MIN_INLIERS` inliers,
+            sorted by inliers; empty when no indexed asset is recognised.
+        """
+        found: list[SourceMatch] = []
+        if self.owners.size < 2:
+            return found
+        for feats, mirrored in views:
+            qi, ti = self.match(feats.descriptors)
+            if qi.size < MIN_INLIERS:
+                continue
+            owner = self.owners[ti]
+            ids, votes = np.unique(owner, return_counts=True)
+            for k in np.argsort(votes)[::-1][:_VERIFY]:
+                if votes[k] < MIN_INLIERS:
+                    break
+                sel = owner == ids[k]
+                h, inliers = estimate_homography(
+                    self.points[ti[sel]], feats.points[qi[sel]], leak_shape
+                )
+                shape = self.shapes[int(ids[k])]
+                if h is not None and mirrored:
+                    h = mirror_matrix(int(leak_shape[1])) @ h
+                if h is not None and plausible_homography(h, shape, leak_shape):
+                    found.append(SourceMatch(int(ids[k]), h, inliers, mirrored))
+        found.sort(key=lambda m: m.inliers, reverse=True)
+        seen: set[int] = set()
+        unique = []
+        for m in found:
+            if m.asset_id not in seen:
+                seen.add(m.asset_id)
+                unique.append(m)
+        return unique[:max_matches]

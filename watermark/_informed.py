@@ -1,0 +1,545 @@
+"""Informed detection: subtract the registered original and read the chips from the residual.
+
+With the original at hand the host is no longer noise: the original is warped onto the
+leak (the registration homography), fitted to it photometrically (a tone curve for
+brightness, contrast and gamma, plus the blur or sharpening the leak went through), and
+subtracted. What is left is the mark plus the leak's own noise. Every leak pixel is then
+mapped back into the original's frame, where the mark's tile grid is known exactly (it
+starts at the original's top-left pixel), and its residual is added to the chip it falls
+in, weighted by the mark amplitude the original could carry there over the local noise
+power (a matched filter). There is no geometry search, so the verdict is corrected only
+for the registrations tried and the deliveries in the registry.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ._carrier import TILE_CHIPS, carrier_tile, chip_level
+from ._detect import Detection, detect_chips
+from ._features import Features, local_features
+from ._mask import masking_map
+from ._params import DEFAULT_PARAMS, CodecParams
+from ._register import local_scale, match_original, refine_homography
+
+__all__ = [
+    "INDEX_FEATURES",
+    "LEAK_FEATURES",
+    "index_features",
+    "leak_factor",
+    "residual_chips",
+    "trace_registered",
+]
+
+#: Long side (px) and number of the local features described in a leak.
+LEAK_FEATURES = (768, 512)
+#: (long side px, number) of the local features an original keeps in the asset index, at
+#: each scale it is described at: the small scale serves leaks shrunk to a few hundred px.
+INDEX_FEATURES = ((1024, 512), (320, 128))
+
+
+def index_features(y: np.ndarray) -> Features:
+    """The local features of an original's luma `y` kept in the asset index."""
+    parts = [local_features(y, max_side=side, n_features=n) for side, n in INDEX_FEATURES]
+    return Features(
+        np.concatenate([p.points for p in parts]), np.concatenate([p.descriptors for p in parts])
+    )
+
+
+def leak_factor(shape: tuple[int, ...]) -> float:
+    """Resize factor at which a leak of `shape` is described (<= 1)."""
+    return min(1.0, LEAK_FEATURES[0] / max(shape[0], shape[1]))
+
+
+# Extra blur (leak pixels) the leak may have gone through, tried when fitting the host.
+_BLUR_SIGMAS = (0.0, 0.7, 1.2, 1.8, 2.6, 3.6)
+_TONE_BINS = 64
+_CLIP = 4.0  # normalised residuals beyond this many local standard deviations are clipped
+_OUTLIER = 6.0  # smoothed residuals this many robust deviations out are occluders
+_OUTLIER_WINDOW = 8.0  # px, Gaussian sigma of that smoothing
+# ... and never below this many grey levels: compression ringing along a cel outline is
+# not an occluder (and is where a heavily compressed cel frame keeps its mark)
+_OUTLIER_FLOOR = 8.0
+_NOISE_FLOOR = 0.25  # grey levels^2 added to the local noise power (quantisation)
+_INVERSE = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+_PROBE = 256  # px, side of the leak windows where registrations and blurs are compared
+_N_PROBES = 4
+_REPLICA_PROBE = 256  # px, side of the window where a JPEG replica's quality is chosen
+
+
+def _bin_index(src: np.ndarray) -> np.ndarray:
+    return np.clip(src * (_TONE_BINS / 256.0), 0, _TONE_BINS - 1).astype(np.int32).ravel()
+
+
+def _tone_curve(
+    src: np.ndarray, dst: np.ndarray, weight: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Knots (x, y) of the weighted mean of `dst` per bin of `src` (0..255)."""
+    bins = _bin_index(src)
+    w = weight.ravel()
+    count = np.bincount(bins, weights=w, minlength=_TONE_BINS)
+    used = count > 0
+    mean_src = np.bincount(bins, weights=w * src.ravel(), minlength=_TONE_BINS)
+    total = np.bincount(bins, weights=w * dst.ravel(), minlength=_TONE_BINS)
+    c = np.maximum(count[used], 1e-9)
+    return mean_src[used] / c, total[used] / c
+
+
+def _robust_tone_curve(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Knots (x, y) of the median of `dst` per bin of `src`: occluders do not bend it.
+
+    Medians come from a (bins x 256 grey levels) histogram, so the cost is linear.
+    """
+    bins = _bin_index(src)
+    levels = np.clip(dst.ravel(), 0, 255).astype(np.int32)
+    hist = np.bincount(bins * 256 + levels, minlength=_TONE_BINS * 256).reshape(_TONE_BINS, 256)
+    counts = hist.sum(axis=1)
+    used = counts > 0
+    below = np.cumsum(hist[used], axis=1)
+    med = np.argmax(below >= (counts[used, None] + 1) // 2, axis=1).astype(np.float64)
+    x = np.bincount(bins, weights=src.ravel(), minlength=_TONE_BINS)[used] / counts[used]
+    return x, med
+
+
+def _curve(src: np.ndarray, knots: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    xs, ys = knots
+    if xs.size == 0:
+        return src.copy()
+    return np.interp(src, xs, ys).astype(np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class _HostModel:
+    """How the host appears in the leak, fitted on a probe window: blur and tone curve."""
+
+    sigma: float  # extra Gaussian blur, leak pixels
+    knots: tuple[np.ndarray, np.ndarray]  # robust tone curve
+    level: float  # mean absolute residual on the windows, grey levels
+    spread: float  # residual standard deviation from its lower quartile (occluders ignored)
+
+
+def _fit_blur(
+    leak: np.ndarray, host: np.ndarray, valid: np.ndarray, shapes: list[tuple[int, int]]
+) -> _HostModel | None:
+    """Blur and tone curve that best turn `host` into `leak` (robust: medians).
+
+    The three arrays are flattened windows of the given `shapes`, concatenated.
+    """
+    keep = valid > 0
+    if np.count_nonzero(keep) < 64:
+        return None
+    leak_k = leak[keep]
+    sizes = [a * b for a, b in shapes]
+    pieces = np.split(host, np.cumsum(sizes)[:-1])
+    best: _HostModel | None = None
+    for sigma in _BLUR_SIGMAS:
+        if sigma > 0:
+            blurred = [
+                cv2.GaussianBlur(p.reshape(s), (0, 0), sigma).ravel()
+                for p, s in zip(pieces, shapes, strict=True)
+            ]
+            b_k = np.concatenate(blurred)[keep]
+        else:
+            b_k = host[keep]
+        knots = _robust_tone_curve(b_k, leak_k)
+        abs_r = np.abs(leak_k - _curve(b_k, knots))
+        err = float(np.mean(abs_r))
+        if best is not None and err >= best.level:
+            break  # the error is unimodal in the blur: past the best one it only grows
+        # |r| has its lower quartile at 0.3186 sigma for Gaussian r: robust to occluders
+        # covering up to three quarters of the windows
+        spread = float(np.percentile(abs_r, 25)) / 0.3186
+        best = _HostModel(sigma, knots, err, spread)
+    return best
+
+
+def _fit_host(
+    leak: np.ndarray, host: np.ndarray, valid: np.ndarray, model: _HostModel
+) -> np.ndarray:
+    """The host as it appears in the leak: `model`'s blur, then tone curve and sharpening
+    refitted on the whole leak without its occluders.
+
+    Parameters
+    ----------
+    leak, host : (H, W) float32 ndarrays
+        Leak luma and the original's luma warped onto it.
+    valid : (H, W) float32 ndarray of 0/1
+        Pixels to fit on; occluded pixels are set to 0 in place.
+    model : _HostModel
+        Blur and robust tone curve from the probe window.
+
+    Returns
+    -------
+    (H, W) float32 ndarray to subtract from `leak`.
+    """
+    b = cv2.GaussianBlur(host, (0, 0), model.sigma) if model.sigma else host
+    # the tone curve, robustly, over the whole leak (the windows may miss some colours)
+    step = max(1, int(np.sqrt(leak.size / 200_000)))
+    keep = valid[::step, ::step] > 0
+    knots = _robust_tone_curve(b[::step, ::step][keep], leak[::step, ::step][keep])
+    # occluders (logos, player bars, a hand) are outliers of the fit: drop them and refit;
+    # smoothed over a wide window: a misregistered outline is thin and keeps its mark,
+    # an occluder is a region
+    fit = _curve(b, knots)
+    spread = model.spread + 0.5
+    smooth = functools.partial(cv2.GaussianBlur, ksize=(0, 0), sigmaX=_OUTLIER_WINDOW)
+    outlier = smooth(np.abs(leak - fit)) > max(_OUTLIER * spread, _OUTLIER_FLOOR)
+    # an opaque occluder over texture also shows as the leak no longer following the host
+    mean_f, mean_l = smooth(fit), smooth(leak)
+    var_f = smooth(fit * fit) - mean_f * mean_f
+    var_l = smooth(leak * leak) - mean_l * mean_l
+    cov = smooth(fit * leak) - mean_f * mean_l
+    textured = var_f > (_OUTLIER * spread) ** 2
+    outlier |= textured & (cov < 0.5 * np.sqrt(np.maximum(var_f * var_l, 0.0)))
+    if np.any(outlier):
+        outlier = cv2.dilate(outlier.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+        valid[outlier] = 0.0
+    fitted = _curve(b, _tone_curve(b, leak, valid))
+    # sharpening (unsharp mask) adds a multiple of the host's detail band: fit that multiple
+    detail = b - cv2.GaussianBlur(b, (0, 0), 1.0)
+    r = leak - fitted
+    den = float(np.sum(valid * detail * detail))
+    beta = float(np.sum(valid * detail * r)) / den if den > 0 else 0.0
+    return fitted + np.float32(beta) * detail
+
+
+@functools.lru_cache(maxsize=8)
+def _chip_bump(level: int) -> np.ndarray:
+    """(P, P) carrier of a tile whose only non-zero chip is chip (0, 0) (read-only)."""
+    chips = np.zeros((TILE_CHIPS, TILE_CHIPS))
+    chips[0, 0] = 1.0
+    bump = carrier_tile(chips, level).astype(np.float64)
+    bump.setflags(write=False)
+    return bump
+
+
+def _correlate(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Periodic cross-correlation ``c[s] = sum_x a[x] b[x - s]`` of two (P, P) arrays."""
+    return np.fft.irfft2(np.fft.rfft2(a) * np.conj(np.fft.rfft2(b)), s=a.shape)
+
+
+def _leak_to_original(shape: tuple[int, int], h_inv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Original-frame coordinates (x, y) of every leak pixel, float32 (H, W) each."""
+    lh, lw = shape
+    m = h_inv.astype(np.float32)
+    xs = np.arange(lw, dtype=np.float32)
+    ys = np.arange(lh, dtype=np.float32)[:, None]
+    inv_den = 1.0 / (m[2, 0] * xs + m[2, 1] * ys + m[2, 2])
+    x = (m[0, 0] * xs + m[0, 1] * ys + m[0, 2]) * inv_den
+    y = (m[1, 0] * xs + m[1, 1] * ys + m[1, 2]) * inv_den
+    return x, y
+
+
+def _warp_host(
+    original_y: np.ndarray, h: np.ndarray, window: tuple[int, int, int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The original warped onto a window (x0, y0, w, h) of the leak, and where it lands.
+
+    Returns
+    -------
+    host : (h, w) float32 ndarray
+    inside : (h, w) float32 ndarray of 0/1, eroded by 2 px (no interpolated border).
+    """
+    x0, y0, w, hh = window
+    oh, ow = original_y.shape
+    shift = np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0], [0.0, 0.0, 1.0]])
+    h_inv = np.linalg.inv(shift @ h)
+    scale = local_scale(h, ((ow - 1) / 2.0, (oh - 1) / 2.0))
+    # anti-alias before a downscaling warp, as any resize of the leak would have
+    src = original_y if scale >= 0.8 else cv2.GaussianBlur(original_y, (0, 0), 0.45 / scale)
+    host = cv2.warpPerspective(src, h_inv, (w, hh), flags=_INVERSE, borderMode=cv2.BORDER_REPLICATE)
+    inside = cv2.warpPerspective(
+        np.full((oh, ow), 255, np.uint8),
+        h_inv,
+        (w, hh),
+        flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+    )
+    inside = cv2.erode(inside, np.ones((5, 5), np.uint8))
+    return host, (inside > 0).astype(np.float32)
+
+
+def _probe_windows(
+    leak_shape: tuple[int, int], original_shape: tuple[int, int], h: np.ndarray
+) -> list[tuple[int, int, int, int]]:
+    """Candidate windows (x0, y0, w, h) of _PROBE x _PROBE leak pixels on a 3 x 3 grid over
+    the original's footprint in the leak (the caller keeps those with the most host
+    structure: a flat fill tells neither blur nor registration apart)."""
+    lh, lw = leak_shape
+    oh, ow = original_shape
+    corners = np.array([[[0.0, 0.0]], [[ow - 1.0, 0.0]], [[ow - 1.0, oh - 1.0]], [[0.0, oh - 1.0]]])
+    quad = cv2.perspectiveTransform(corners, h).reshape(-1, 2)
+    x_lo, y_lo = np.clip(quad.min(axis=0), 0, [lw - 1, lh - 1])
+    x_hi, y_hi = np.clip(quad.max(axis=0), 0, [lw - 1, lh - 1])
+    w, hh = min(lw, _PROBE), min(lh, _PROBE)
+    windows = set()
+    for fx in (1 / 6, 0.5, 5 / 6):
+        for fy in (1 / 6, 0.5, 5 / 6):
+            cx, cy = x_lo + fx * (x_hi - x_lo), y_lo + fy * (y_hi - y_lo)
+            x0 = int(np.clip(round(cx - w / 2), 0, lw - w))
+            y0 = int(np.clip(round(cy - hh / 2), 0, lh - hh))
+            windows.add((x0, y0, w, hh))
+    return sorted(windows)
+
+
+@dataclass(frozen=True, slots=True)
+class _Residual:
+    r: np.ndarray  # (h, w) float32, high-passed leak minus fitted host, 0 outside `valid`
+    valid: np.ndarray  # (h, w) float32 0/1
+    scale: float  # leak pixels per original pixel
+    n_inside: float  # leak pixels inside the original, occluded or not
+
+
+def _level(r: np.ndarray, valid: np.ndarray) -> float:
+    """Mean absolute residual over valid pixels, grey levels (a mean, not a median: on a
+    cel frame most residuals are 0 whatever the fit; the edges tell fits apart)."""
+    n = float(np.count_nonzero(valid))
+    return float(cv2.norm(r, cv2.NORM_L1, mask=(valid > 0).astype(np.uint8))) / n if n else np.inf
+
+
+def _integer_offset(h: np.ndarray, tol: float = 0.05) -> tuple[int, int] | None:
+    """(x0, y0) when `h` is a pure translation by whole pixels (the leak is an unscaled
+    crop, x_leak = x_orig - x0), else None."""
+    m = h / h[2, 2]
+    if np.max(np.abs(m[:2, :2] - np.eye(2))) > 1e-4 or np.max(np.abs(m[2, :2])) > 1e-8:
+        return None
+    x0, y0 = -m[0, 2], -m[1, 2]
+    if abs(x0 - round(x0)) > tol or abs(y0 - round(y0)) > tol:
+        return None
+    return round(x0), round(y0)
+
+
+def _jpeg_replica(leak_y: np.ndarray, original_y: np.ndarray, h: np.ndarray) -> np.ndarray | None:
+    """The original as the leak's JPEG compression would have left it, if the leak is an
+    unscaled crop of it that looks JPEG-compressed on its own 8x8 grid; else None.
+
+    Subtracting this instead of the original removes the host's own quantisation noise,
+    which at low JPEG qualities is far larger than what is left of the mark: what remains
+    is only how the mark moved coefficients across quantisation steps. The quality is the
+    one (10 to 100) whose replica is closest to the leak; the choice sees only the host.
+    """
+    offset = _integer_offset(h)
+    lh, lw = leak_y.shape
+    oh, ow = original_y.shape
+    if offset is None or min(lh, lw) < 64:
+        return None
+    x0, y0 = offset
+    if x0 < 0 or y0 < 0 or x0 + lw > ow or y0 + lh > oh:
+        return None
+    host = np.clip(np.rint(original_y[y0 : y0 + lh, x0 : x0 + lw]), 0, 255).astype(np.uint8)
+    side = min(_REPLICA_PROBE, lh - lh % 8, lw - lw % 8)
+    ty, tx = ((lh - side) // 2) // 8 * 8, ((lw - side) // 2) // 8 * 8
+    probe_host = np.ascontiguousarray(host[ty : ty + side, tx : tx + side])
+    probe_leak = leak_y[ty : ty + side, tx : tx + side]
+
+    def replica(img: np.ndarray, quality: int) -> np.ndarray:
+        _, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE).astype(np.float32)
+
+    def error(quality: int) -> float:
+        return float(np.median(np.abs(probe_leak - replica(probe_host, quality))))
+
+    coarse = min(range(10, 101, 5), key=error)
+    best = min(range(max(1, coarse - 4), min(100, coarse + 4) + 1), key=error)
+    return replica(host, best)
+
+
+def _residual(
+    leak_y: np.ndarray, original_y: np.ndarray, h: np.ndarray, model: _HostModel
+) -> _Residual | None:
+    lh, lw = leak_y.shape
+    oh, ow = original_y.shape
+    host, valid = _warp_host(original_y, h, (0, 0, lw, lh))
+    n_inside = float(valid.sum())
+    if n_inside < 64:
+        return None
+    scale = local_scale(h, ((ow - 1) / 2.0, (oh - 1) / 2.0))
+    r = (leak_y - _fit_host(leak_y, host, valid, model)) * valid
+    replica = _jpeg_replica(leak_y, original_y, h)
+    if replica is not None and _level(leak_y - replica, valid) < _level(r, valid):
+        r = (leak_y - replica) * valid
+    chip_px = float(2 ** chip_level(original_y.shape))
+    # the chips sit in a band around 1/(2 chip) cycles per pixel: what is smoother than a
+    # few chips (a tone misfit, the flat inside of an occluder) is not mark
+    r -= cv2.GaussianBlur(r, (0, 0), max(1.0, chip_px * scale))
+    r *= valid
+    return _Residual(r, valid, scale, n_inside)
+
+
+def residual_chips(
+    leak_y: np.ndarray,
+    original_y: np.ndarray,
+    homographies: Sequence[np.ndarray],
+    *,
+    params: CodecParams = DEFAULT_PARAMS,
+) -> tuple[np.ndarray, float, int]:
+    """Chip estimates of the mark in a leak, from the residual against its original.
+
+    Parameters
+    ----------
+    leak_y : (h, w) float32 ndarray
+        Leak luma, 0..255.
+    original_y : (H, W) float32 ndarray
+        Luma of the unmarked original, 0..255.
+    homographies : sequence of (3, 3) float64 ndarrays
+        Candidate original -> leak registrations; the one that leaves the smallest
+        residual is used (a choice that never looks at the mark).
+    params : CodecParams
+        The masking the mark was embedded with (sets the matched filter's weights).
+
+    Returns
+    -------
+    chips : (T, T) float64 ndarray
+        Chip estimates in tile order, unit noise variance each (approximately).
+    coverage : float
+        Fraction of the original's area the leak shows, in [0, 1].
+    used : int
+        Index of the homography used (-1 when the leak shows none of the original).
+    """
+    t = TILE_CHIPS
+    # compare the registrations (and find the leak's blur) on one probe window: the
+    # choice looks at the host fit only, never at the mark
+    candidates = _probe_windows(leak_y.shape, original_y.shape, homographies[0])
+    structure = []
+    for win in candidates:
+        host_w, valid_w = _warp_host(original_y, homographies[0], win)
+        keep = valid_w > 0
+        structure.append(float(np.var(host_w[keep])) if np.count_nonzero(keep) > 64 else -1.0)
+    # the four windows with the most host structure (an occluder rarely covers all four)
+    windows = [candidates[i] for i in np.argsort(structure)[::-1][:_N_PROBES]]
+    leak_w = np.concatenate([leak_y[y : y + hh, x : x + w].ravel() for x, y, w, hh in windows])
+    model, used = None, -1
+    for i, h in enumerate(homographies):
+        parts = [_warp_host(original_y, h, win) for win in windows]
+        host_w = np.concatenate([p[0].ravel() for p in parts])
+        valid_w = np.concatenate([p[1].ravel() for p in parts])
+        fit = _fit_blur(leak_w, host_w, valid_w, [p[0].shape for p in parts])
+        if fit is not None and (model is None or fit.level < model.level):
+            model, used = fit, i
+    best = None if model is None else _residual(leak_y, original_y, homographies[used], model)
+    if best is None:
+        return np.zeros((t, t)), 0.0, -1
+    h = homographies[used]
+    lh, lw = leak_y.shape
+    oh, ow = original_y.shape
+    h_inv = np.linalg.inv(h)
+    target_rms = 255.0 * 10.0 ** (-params.target_psnr / 20.0)
+    amp_o = masking_map(
+        original_y,
+        flat=params.flat_rms,
+        knee=params.knee,
+        ceiling=params.ceiling_rms,
+        target_rms=target_rms,
+    )
+    amp = cv2.warpPerspective(
+        amp_o, h_inv, (lw, lh), flags=_INVERSE, borderMode=cv2.BORDER_REPLICATE
+    )
+    chip_px = float(2 ** chip_level(original_y.shape))
+    r, valid, scale = best.r, best.valid, best.scale
+    window = max(2.0, 2.0 * chip_px * scale)
+    power = cv2.GaussianBlur(r * r, (0, 0), window) + np.float32(_NOISE_FLOOR)
+    sd = np.sqrt(power)
+    u = np.clip(r / sd, -_CLIP, _CLIP)
+    num = (amp * u / sd) * valid
+    den = (amp * amp / power) * valid
+
+    # Back-project every leak pixel into the original's tile (the mark repeats every
+    # T chips from the original's top-left pixel), then correlate the folded tile with
+    # the carrier's own bump: the matched filter of the smooth DWT chips, and continuous
+    # in the homography (no chip-boundary rounding).
+    level = chip_level(original_y.shape)
+    tile_px = t << level
+    x, y = _leak_to_original((lh, lw), h_inv)
+    xi = np.rint(x).astype(np.int32) % tile_px
+    yi = np.rint(y).astype(np.int32) % tile_px
+    cell = (yi * tile_px + xi).ravel()
+    folded = np.bincount(cell, weights=num.ravel(), minlength=tile_px * tile_px)
+    folded_power = np.bincount(cell, weights=den.ravel(), minlength=tile_px * tile_px)
+    bump = _chip_bump(level)
+    step = 1 << level
+    sums = _correlate(folded.reshape(tile_px, tile_px), bump)[::step, ::step]
+    power_sums = _correlate(folded_power.reshape(tile_px, tile_px), bump * bump)[::step, ::step]
+    chips = np.where(power_sums > 0, sums / np.sqrt(np.maximum(power_sums, 1e-12)), 0.0)
+    coverage = min(1.0, best.n_inside / max(scale * scale, 1e-12) / (oh * ow))
+    return chips, coverage, used
+
+
+def trace_registered(
+    leak_y: np.ndarray,
+    original_y: np.ndarray,
+    h: np.ndarray,
+    key: bytes,
+    *,
+    candidates: np.ndarray | None,
+    n_tests: float = 1.0,
+    p_threshold: float = 1e-6,
+    params: CodecParams = DEFAULT_PARAMS,
+    features: tuple[Features, bool] | None = None,
+    refine: bool = True,
+) -> tuple[Detection, np.ndarray, float]:
+    """Refine a registration, read the chips from the residual and decide.
+
+    Parameters
+    ----------
+    leak_y, original_y : (h, w), (H, W) float32 ndarrays
+        Luma, 0..255.
+    h : (3, 3) float64 ndarray
+        Original -> leak homography (from matched features).
+    key : bytes
+        Studio secret.
+    candidates : (N,) integer ndarray or None
+        Registered delivery ids, see :func:`watermark._detect.detect_chips`.
+    n_tests : float
+        Registrations tried in this trace; the p-value is corrected for them.
+    p_threshold : float
+        Accusation threshold on the false-alarm probability.
+    params : CodecParams
+        Embedding parameters of the deliveries.
+    features : (Features, bool), optional
+        The leak's features (and whether they describe its mirror image): the part of the
+        original the leak shows is described again and matched for a finer homography.
+    refine : bool
+        Also try the homography refined by ECC; the one leaving the smaller residual is
+        used.
+
+    Returns
+    -------
+    detection : Detection
+        ``chip_px`` is the original's chip size; ``offset`` is (0, 0): the tile grid is
+        the original's.
+    homography : (3, 3) float64 ndarray
+        The registration used.
+    coverage : float
+        Fraction of the original the leak shows.
+    """
+    if features is not None:
+        fine, _ = match_original(
+            features[0],
+            features[1],
+            leak_y.shape,
+            original_y,
+            h,
+            leak_factor=leak_factor(leak_y.shape),
+        )
+        h = h if fine is None else fine
+    options = [h]
+    if refine:
+        refined, rho = refine_homography(leak_y, original_y, h)
+        if rho > 0:
+            options.append(refined)
+    chips, coverage, used = residual_chips(leak_y, original_y, options, params=params)
+    h = options[max(used, 0)]
+    chip_px = float(2 ** chip_level(original_y.shape))
+    detection = detect_chips(
+        chips,
+        key,
+        candidates=candidates,
+        n_tests=n_tests,
+        p_threshold=p_threshold,
+        chip_px=chip_px,
+    )
+    return detection, h, coverage
