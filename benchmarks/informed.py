@@ -42,7 +42,13 @@ from pathlib import Path
 import _common as C  # noqa: N812  (puts the checkout on sys.path first)
 import numpy as np
 
-from watermark._attacks import ATTACKS, apply_attack
+from watermark._attacks import (
+    ATTACKS,
+    BLIND_MATRIX_ATTACKS,
+    GEOMETRY_ATTACKS,
+    INFORMED_ATTACKS,
+    apply_attack,
+)
 from watermark._color import luma
 from watermark._features import Features, local_features
 from watermark._index import AssetIndex
@@ -53,75 +59,8 @@ from watermark.studio import Studio
 VIDEO_DIR = C.ROOT.parent / "shared/corpus/video"
 SCALING_ASSETS = (200, 1000, 2000)  # index sizes the lookup is timed at (random features)
 
-INFORMED_ATTACKS = (
-    "crop10",
-    "rotate30",
-    "rotate90",
-    "rotate180",
-    "perspective10",
-    "perspective20",
-    "scale0.2",
-    "flip",
-    "occlusion40",
-    "camcorder10",
-)
-# the blind robustness issue's matrix
-BLIND_ROBUSTNESS_ATTACKS = (
-    "none",
-    "jpeg90",
-    "jpeg70",
-    "jpeg50",
-    "jpeg30",
-    "webp50",
-    "h264crf28",
-    "scale0.75",
-    "scale0.5",
-    "scale0.25",
-    "scale1.5",
-    "crop80",
-    "crop50",
-    "crop25",
-    "blur1",
-    "blur2",
-    "median3",
-    "median5",
-    "unsharp",
-    "noise5",
-    "noise10",
-    "saltpepper1",
-    "brightness+25",
-    "brightness-25",
-    "contrast0.7",
-    "contrast1.3",
-    "gamma0.7",
-    "gamma1.4",
-    "saturation0.5",
-    "hue10",
-    "grey",
-    "playerbar",
-    "screenshot",
-    "social",
-)
-# the blind geometry issue's list (flip is above)
-BLIND_GEOMETRY_ATTACKS = (
-    "rotate1",
-    "rotate2",
-    "rotate5",
-    "rotate15",
-    "rotate5crop",
-    "aspect0.9",
-    "aspect1.1",
-    "letterbox2.39",
-    "pillarbox4:3",
-    "scale0.4",
-    "scale0.6",
-    "scale0.8",
-    "scale1.25",
-    "perspective3",
-    "camcorder",
-)
 DEFAULT_ATTACKS = tuple(
-    dict.fromkeys([*INFORMED_ATTACKS, *BLIND_ROBUSTNESS_ATTACKS, *BLIND_GEOMETRY_ATTACKS])
+    dict.fromkeys([*INFORMED_ATTACKS, *BLIND_MATRIX_ATTACKS, *GEOMETRY_ATTACKS])
 )
 
 

@@ -11,7 +11,10 @@ import pytest
 from watermark import _attacks as atk
 from watermark._attacks import (
     ATTACKS,
+    BLIND_MATRIX_ATTACKS,
     FOUNDATION_ATTACKS,
+    GEOMETRY_ATTACKS,
+    INFORMED_ATTACKS,
     Attack,
     apply_attack,
     attack_names,
@@ -21,40 +24,10 @@ from watermark._metrics import psnr_y
 DTYPES = (np.uint8, np.uint16)
 
 ISSUE_NAMES = (
-    "none",
-    "jpeg50",
-    "jpeg70",
-    "jpeg90",
-    "jpeg30",
-    "scale0.5",
-    "crop50",
-    "combined",
-    "webp50",
-    "scale0.75",
-    "scale0.25",
-    "scale1.5",
-    "crop80",
-    "crop25",
-    "blur1",
-    "blur2",
-    "median3",
-    "median5",
-    "unsharp",
-    "noise5",
-    "noise10",
-    "saltpepper1",
-    "brightness+25",
-    "brightness-25",
-    "contrast0.7",
-    "contrast1.3",
-    "gamma0.7",
-    "gamma1.4",
-    "saturation0.5",
-    "hue10",
-    "grey",
-    "playerbar",
-    "screenshot",
-    "social",
+    *FOUNDATION_ATTACKS,
+    *BLIND_MATRIX_ATTACKS,
+    *GEOMETRY_ATTACKS,
+    *INFORMED_ATTACKS,
 )
 
 
@@ -83,6 +56,9 @@ def _rng(seed: int = 0) -> np.random.Generator:
 
 def test_registry_holds_the_issue_names():
     assert set(ISSUE_NAMES) <= set(ATTACKS)
+    assert len(BLIND_MATRIX_ATTACKS) == 34 and len(GEOMETRY_ATTACKS) == 16
+    assert all(ATTACKS[n].informed_only for n in ("scale0.2", "camcorder10"))
+    assert not any(ATTACKS[n].informed_only for n in BLIND_MATRIX_ATTACKS + GEOMETRY_ATTACKS)
     assert set(FOUNDATION_ATTACKS) <= set(ATTACKS)
     assert FOUNDATION_ATTACKS == ("none", "jpeg50", "scale0.5", "crop50", "combined")
     for name, attack in ATTACKS.items():

@@ -44,7 +44,10 @@ from ._metrics import _LUMA_WEIGHTS
 
 __all__ = [
     "ATTACKS",
+    "BLIND_MATRIX_ATTACKS",
     "FOUNDATION_ATTACKS",
+    "GEOMETRY_ATTACKS",
+    "INFORMED_ATTACKS",
     "Attack",
     "apply_attack",
     "attack_names",
@@ -1358,6 +1361,78 @@ ATTACKS: Mapping[str, Attack] = MappingProxyType(_build())
 
 FOUNDATION_ATTACKS: tuple[str, ...] = ("none", "jpeg50", "scale0.5", "crop50", "combined")
 """The foundation issue's acceptance set."""
+
+BLIND_MATRIX_ATTACKS: tuple[str, ...] = (
+    "none",
+    "jpeg90",
+    "jpeg70",
+    "jpeg50",
+    "jpeg30",
+    "webp50",
+    "h264crf28",
+    "scale0.75",
+    "scale0.5",
+    "scale0.25",
+    "scale1.5",
+    "crop80",
+    "crop50",
+    "crop25",
+    "blur1",
+    "blur2",
+    "median3",
+    "median5",
+    "unsharp",
+    "noise5",
+    "noise10",
+    "saltpepper1",
+    "brightness+25",
+    "brightness-25",
+    "contrast0.7",
+    "contrast1.3",
+    "gamma0.7",
+    "gamma1.4",
+    "saturation0.5",
+    "hue10",
+    "grey",
+    "playerbar",
+    "screenshot",
+    "social",
+)
+"""The blind robustness issue's attack matrix."""
+
+GEOMETRY_ATTACKS: tuple[str, ...] = (
+    "rotate1",
+    "rotate2",
+    "rotate5",
+    "rotate15",
+    "rotate5crop",
+    "aspect0.9",
+    "aspect1.1",
+    "flip",
+    "letterbox2.39",
+    "pillarbox4:3",
+    "scale0.4",
+    "scale0.6",
+    "scale0.8",
+    "scale1.25",
+    "perspective3",
+    "camcorder",
+)
+"""The blind geometry issue's list."""
+
+INFORMED_ATTACKS: tuple[str, ...] = (
+    "crop10",
+    "rotate30",
+    "rotate90",
+    "rotate180",
+    "perspective10",
+    "perspective20",
+    "scale0.2",
+    "flip",
+    "occlusion40",
+    "camcorder10",
+)
+"""The informed-trace issue's list (it also requires the two lists above)."""
 
 _FAMILIES = tuple(dict.fromkeys(a.family for a in ATTACKS.values()))
 _GROUPS = tuple(dict.fromkeys(a.group for a in ATTACKS.values()))

@@ -15,7 +15,7 @@ from ._keys import check_key, keyed_generator
 from ._mask import masking_map
 from ._params import DEFAULT_PARAMS, CodecParams
 
-__all__ = ["WEAK_MARGIN", "EmbedResult", "embed_frame", "mark_pattern"]
+__all__ = ["WEAK_MARGIN", "EmbedResult", "amplitude_map", "embed_frame", "mark_pattern"]
 
 # Margin under which a frame is reported weak (after the reference leak, see EmbedResult).
 WEAK_MARGIN = 1.25
@@ -92,6 +92,32 @@ def _tiled(tile: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return cv2.copyMakeBorder(src, 0, h - src.shape[0], 0, w - src.shape[1], cv2.BORDER_WRAP)
 
 
+def amplitude_map(grey: np.ndarray, params: CodecParams, *, unit: float = 1.0) -> np.ndarray:
+    """Mark amplitude per pixel (grey levels RMS) for a frame's luma, as embedding uses it.
+
+    Parameters
+    ----------
+    grey : (H, W) ndarray
+        Luma in storage units (see :func:`watermark._mask.activity_map`).
+    params : CodecParams
+        Masking and strength table.
+    unit : float
+        Storage units per grey level.
+
+    Returns
+    -------
+    (H, W) float32 ndarray
+    """
+    return masking_map(
+        grey,
+        flat=params.flat_rms,
+        knee=params.knee,
+        ceiling=params.ceiling_rms,
+        target_rms=255.0 * 10.0 ** (-params.target_psnr / 20.0),
+        unit=unit,
+    )
+
+
 def embed_frame(
     image: np.ndarray,
     key: bytes,
@@ -149,15 +175,7 @@ def embed_frame(
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if colour else rgb
     if grey.dtype == np.float64:
         grey = grey.astype(np.float32)
-    target_rms = 255.0 * 10.0 ** (-params.target_psnr / 20.0)
-    mask = masking_map(
-        grey,
-        flat=params.flat_rms,
-        knee=params.knee,
-        ceiling=params.ceiling_rms,
-        target_rms=target_rms,
-        unit=unit,
-    )
+    mask = amplitude_map(grey, params, unit=unit)
     pattern = _tiled(tile, grey.shape)
     gain = float(strength) * unit
     if rgb.dtype.kind == "f":

@@ -21,9 +21,10 @@ import cv2
 import numpy as np
 
 from ._carrier import TILE_CHIPS, carrier_tile, chip_level
+from ._color import luma
 from ._detect import Detection, detect_chips
+from ._embed import amplitude_map
 from ._features import Features, local_features
-from ._mask import masking_map
 from ._params import DEFAULT_PARAMS, CodecParams
 from ._register import local_scale, match_original, refine_homography
 
@@ -314,14 +315,28 @@ def _integer_offset(h: np.ndarray, tol: float = 0.05) -> tuple[int, int] | None:
     return round(x0), round(y0)
 
 
-def _jpeg_replica(leak_y: np.ndarray, original_y: np.ndarray, h: np.ndarray) -> np.ndarray | None:
-    """The original as the leak's JPEG compression would have left it, if the leak is an
-    unscaled crop of it that looks JPEG-compressed on its own 8x8 grid; else None.
+def _as_uint8(pixels: np.ndarray) -> np.ndarray:
+    """RGB (alpha dropped) or grey uint8 copy of an image array, for a JPEG encoder."""
+    img = pixels[..., :3] if pixels.ndim == 3 else pixels
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        return np.clip(np.rint(img / 257.0), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(img.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def _jpeg_replica(
+    leak_y: np.ndarray, original_y: np.ndarray, h: np.ndarray, original: np.ndarray | None
+) -> np.ndarray | None:
+    """The original's luma as the leak's JPEG compression would have left it, if the leak
+    is an unscaled crop of it (compressed on the leak's own 8x8 grid); else None.
 
     Subtracting this instead of the original removes the host's own quantisation noise,
     which at low JPEG qualities is far larger than what is left of the mark: what remains
-    is only how the mark moved coefficients across quantisation steps. The quality is the
-    one (10 to 100) whose replica is closest to the leak; the choice sees only the host.
+    is how the mark moved coefficients across quantisation steps. The colour original is
+    compressed when given (the leak's luma then carries the same colour rounding), else its
+    luma. The quality (1 to 100) is the one whose replica is closest to the leak on the
+    most structured probe window; the choice sees only the host.
     """
     offset = _integer_offset(h)
     lh, lw = leak_y.shape
@@ -331,26 +346,48 @@ def _jpeg_replica(leak_y: np.ndarray, original_y: np.ndarray, h: np.ndarray) -> 
     x0, y0 = offset
     if x0 < 0 or y0 < 0 or x0 + lw > ow or y0 + lh > oh:
         return None
-    host = np.clip(np.rint(original_y[y0 : y0 + lh, x0 : x0 + lw]), 0, 255).astype(np.uint8)
-    side = min(_REPLICA_PROBE, lh - lh % 8, lw - lw % 8)
-    ty, tx = ((lh - side) // 2) // 8 * 8, ((lw - side) // 2) // 8 * 8
-    probe_host = np.ascontiguousarray(host[ty : ty + side, tx : tx + side])
-    probe_leak = leak_y[ty : ty + side, tx : tx + side]
+    if original is not None and original.shape[:2] == original_y.shape:
+        src = _as_uint8(original[y0 : y0 + lh, x0 : x0 + lw])
+    else:
+        src = np.clip(np.rint(original_y[y0 : y0 + lh, x0 : x0 + lw]), 0, 255).astype(np.uint8)
 
     def replica(img: np.ndarray, quality: int) -> np.ndarray:
-        _, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
-        return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE).astype(np.float32)
+        bgr = img if img.ndim == 2 else np.ascontiguousarray(img[..., ::-1])
+        _, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        dec = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        return (
+            dec.astype(np.float32) if dec.ndim == 2 else luma(np.ascontiguousarray(dec[..., ::-1]))
+        )
+
+    side = min(_REPLICA_PROBE, lh - lh % 8, lw - lw % 8)
+    starts = [
+        (((lh - side) * fy) // 8 * 8, ((lw - side) * fx) // 8 * 8)
+        for fy in (0, 1, 2)
+        for fx in (0, 1, 2)
+    ]
+    starts = [(ty // 2, tx // 2) for ty, tx in starts]  # 0, half and all of the slack
+    host_y = original_y[y0 : y0 + lh, x0 : x0 + lw]
+    ty, tx = max(
+        starts, key=lambda t: float(np.var(host_y[t[0] : t[0] + side, t[1] : t[1] + side]))
+    )
+    ty, tx = ty // 8 * 8, tx // 8 * 8
+    probe_src = np.ascontiguousarray(src[ty : ty + side, tx : tx + side])
+    probe_leak = leak_y[ty : ty + side, tx : tx + side]
 
     def error(quality: int) -> float:
-        return float(np.median(np.abs(probe_leak - replica(probe_host, quality))))
+        return float(np.mean((probe_leak - replica(probe_src, quality)) ** 2))
 
     coarse = min(range(10, 101, 5), key=error)
     best = min(range(max(1, coarse - 4), min(100, coarse + 4) + 1), key=error)
-    return replica(host, best)
+    return replica(src, best)
 
 
 def _residual(
-    leak_y: np.ndarray, original_y: np.ndarray, h: np.ndarray, model: _HostModel
+    leak_y: np.ndarray,
+    original_y: np.ndarray,
+    h: np.ndarray,
+    model: _HostModel,
+    original: np.ndarray | None = None,
 ) -> _Residual | None:
     lh, lw = leak_y.shape
     oh, ow = original_y.shape
@@ -360,7 +397,7 @@ def _residual(
         return None
     scale = local_scale(h, ((ow - 1) / 2.0, (oh - 1) / 2.0))
     r = (leak_y - _fit_host(leak_y, host, valid, model)) * valid
-    replica = _jpeg_replica(leak_y, original_y, h)
+    replica = _jpeg_replica(leak_y, original_y, h, original)
     if replica is not None and _level(leak_y - replica, valid) < _level(r, valid):
         r = (leak_y - replica) * valid
     chip_px = float(2 ** chip_level(original_y.shape))
@@ -377,6 +414,7 @@ def residual_chips(
     homographies: Sequence[np.ndarray],
     *,
     params: CodecParams = DEFAULT_PARAMS,
+    original: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float, int]:
     """Chip estimates of the mark in a leak, from the residual against its original.
 
@@ -391,6 +429,9 @@ def residual_chips(
         residual is used (a choice that never looks at the mark).
     params : CodecParams
         The masking the mark was embedded with (sets the matched filter's weights).
+    original : (H, W[, C]) ndarray, optional
+        The original's pixels (RGB(A) or grey, any dtype): its JPEG replica is then
+        compressed in colour, as a leak would have been.
 
     Returns
     -------
@@ -421,21 +462,18 @@ def residual_chips(
         fit = _fit_blur(leak_w, host_w, valid_w, [p[0].shape for p in parts])
         if fit is not None and (model is None or fit.level < model.level):
             model, used = fit, i
-    best = None if model is None else _residual(leak_y, original_y, homographies[used], model)
+    best = (
+        None
+        if model is None
+        else _residual(leak_y, original_y, homographies[used], model, original)
+    )
     if best is None:
         return np.zeros((t, t)), 0.0, -1
     h = homographies[used]
     lh, lw = leak_y.shape
     oh, ow = original_y.shape
     h_inv = np.linalg.inv(h)
-    target_rms = 255.0 * 10.0 ** (-params.target_psnr / 20.0)
-    amp_o = masking_map(
-        original_y,
-        flat=params.flat_rms,
-        knee=params.knee,
-        ceiling=params.ceiling_rms,
-        target_rms=target_rms,
-    )
+    amp_o = amplitude_map(original_y, params)
     amp = cv2.warpPerspective(
         amp_o, h_inv, (lw, lh), flags=_INVERSE, borderMode=cv2.BORDER_REPLICATE
     )
@@ -481,6 +519,7 @@ def trace_registered(
     params: CodecParams = DEFAULT_PARAMS,
     features: tuple[Features, bool] | None = None,
     refine: bool = True,
+    original: np.ndarray | None = None,
 ) -> tuple[Detection, np.ndarray, float]:
     """Refine a registration, read the chips from the residual and decide.
 
@@ -506,6 +545,8 @@ def trace_registered(
     refine : bool
         Also try the homography refined by ECC; the one leaving the smaller residual is
         used.
+    original : ndarray, optional
+        The original's pixels, see :func:`residual_chips`.
 
     Returns
     -------
@@ -532,7 +573,9 @@ def trace_registered(
         refined, rho = refine_homography(leak_y, original_y, h)
         if rho > 0:
             options.append(refined)
-    chips, coverage, used = residual_chips(leak_y, original_y, options, params=params)
+    chips, coverage, used = residual_chips(
+        leak_y, original_y, options, params=params, original=original
+    )
     h = options[max(used, 0)]
     chip_px = float(2 ** chip_level(original_y.shape))
     detection = detect_chips(

@@ -293,6 +293,7 @@ class _Reference:
     luma: np.ndarray
     sha256: str | None
     path: str
+    pixels: np.ndarray | None = None
 
 
 # Registrations one informed trace may decode: two indexed assets, each seen directly and
@@ -693,7 +694,9 @@ class Studio:
         reference = None
         if original is not None:
             loaded = read_image(original)
-            reference = _Reference(luma(loaded.pixels), loaded.sha256, str(loaded.path))
+            reference = _Reference(
+                luma(loaded.pixels), loaded.sha256, str(loaded.path), loaded.pixels
+            )
         index = self.load_index() if informed and reference is None else AssetIndex.build(())
         candidates = self.registry.all_payloads()
         records: list[TraceRecord] = []
@@ -738,7 +741,7 @@ class Studio:
         reference = None
         if original is not None:
             arr = np.asarray(original)
-            reference = _Reference(luma(arr), None, "<original>")
+            reference = _Reference(luma(arr), None, "<original>", arr)
         if index is None:
             index = self.load_index() if informed and reference is None else AssetIndex.build(())
         candidates = self.registry.all_payloads()
@@ -864,7 +867,7 @@ class Studio:
         """
         best: _Informed | None = None
         n_tests = _ORIGINAL_REGISTRATIONS if reference is not None else _INDEX_REGISTRATIONS
-        originals: dict[int, np.ndarray | None] = {}
+        originals: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
         ref_features = None
         if reference is not None:
             ref_y = reference.luma
@@ -880,7 +883,7 @@ class Studio:
                 leak_y, max_side=LEAK_FEATURES[0], n_features=LEAK_FEATURES[1], mirrored=mirrored
             )
             n_direct = n_direct or len(view)
-            tries: list[tuple[np.ndarray, np.ndarray, Asset | None, str]] = []
+            tries: list[tuple[np.ndarray, np.ndarray | None, np.ndarray, Asset | None, str]] = []
             if reference is not None and ref_features is not None:
                 qi, ti = match_features(view.descriptors, ref_features.descriptors)
                 h, inliers = estimate_homography(
@@ -889,18 +892,18 @@ class Studio:
                 if h is not None and mirrored:
                     h = mirror_matrix(leak_y.shape[1]) @ h
                 if h is not None and plausible_homography(h, ref_y.shape, leak_y.shape):
-                    tries.append((ref_y, h, ref_asset, reference.path))
+                    tries.append((ref_y, reference.pixels, h, ref_asset, reference.path))
                     direct_inliers = max(direct_inliers, inliers)
             else:
                 for m in index.lookup([(view, mirrored)], leak_y.shape):
                     asset = self.registry.get_asset(m.asset_id)
                     if m.asset_id not in originals:
                         originals[m.asset_id] = self._load_original(asset, notes)
-                    orig_y = originals[m.asset_id]
-                    if orig_y is not None:
-                        tries.append((orig_y, m.homography, asset, asset.original_path))
+                    loaded = originals[m.asset_id]
+                    if loaded is not None:
+                        tries.append((*loaded, m.homography, asset, asset.original_path))
                         direct_inliers = max(direct_inliers, m.inliers)
-            for orig_y, h, asset, source_path in tries:
+            for orig_y, orig_pixels, h, asset, source_path in tries:
                 detection, h, coverage = trace_registered(
                     leak_y,
                     orig_y,
@@ -910,6 +913,7 @@ class Studio:
                     n_tests=n_tests,
                     p_threshold=p_threshold,
                     features=(view, mirrored),
+                    original=orig_pixels,
                 )
                 outcome = _Informed(
                     detection, asset, source_path, describe_homography(h, leak_y.shape), coverage
@@ -920,8 +924,11 @@ class Studio:
                     return best
         return best
 
-    def _load_original(self, asset: Asset, notes: list[str]) -> np.ndarray | None:
-        """Luma of an indexed original, or None (with a note) if it moved or changed."""
+    def _load_original(
+        self, asset: Asset, notes: list[str]
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(luma, pixels) of an indexed original, or None (with a note) if it moved or
+        changed."""
         try:
             image = read_image(asset.original_path)
         except MediaError as exc:
@@ -930,7 +937,7 @@ class Studio:
         if image.sha256 != asset.sha256:
             notes.append(f"{asset.original_path}: changed since it was registered; not used")
             return None
-        return luma(image.pixels)
+        return luma(image.pixels), image.pixels
 
 
 def _occupied_message(out: Path, holders: list[DeliveryRecord]) -> str:
