@@ -30,6 +30,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse
+import hashlib
 import json
 import shutil
 import statistics
@@ -76,21 +77,39 @@ class Trial:
     group: str  # "marked", "original", "never delivered"
 
 
-def _video_frames(count: int, skip: set[int] | None = None) -> list[np.ndarray]:
-    """`count` RGB frames spread evenly over the corpus clips (PyAV)."""
+def _video_frames(count: int) -> list[np.ndarray]:
+    """`count` distinct RGB frames spread evenly over the corpus clips (PyAV).
+
+    Clips repeat frames (held shots, fades to black): identical frames would be one asset,
+    so frames are compared by content and only the first of equal ones is kept.
+    """
     import av
 
     clips = sorted(VIDEO_DIR.glob("*.mp4"))
     if not clips:
         raise C.BenchError(f"no clips in {VIDEO_DIR} for distractor assets")
+    per_clip = -(-2 * count // len(clips))  # twice what is needed, before dropping repeats
+    seen: set[bytes] = set()
     frames: list[np.ndarray] = []
-    per_clip = -(-count // len(clips))
     for clip in clips:
         with av.open(str(clip)) as container:
-            decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-        step = max(1, len(decoded) // per_clip)
-        frames.extend(decoded[::step][:per_clip])
-    return frames[:count]
+            stream = container.streams.video[0]
+            total = stream.frames or 10_000
+            step = max(1, total // per_clip)
+            for i, frame in enumerate(container.decode(stream)):
+                if i % step:
+                    continue
+                rgb = frame.to_ndarray(format="rgb24")
+                digest = hashlib.sha256(rgb.tobytes()).digest()
+                if digest not in seen:
+                    seen.add(digest)
+                    frames.append(rgb)
+    if len(frames) < count:
+        raise C.BenchError(
+            f"the clips in {VIDEO_DIR} give {len(frames)} distinct frames, not {count}"
+        )
+    pick = np.linspace(0, len(frames) - 1, count).round().astype(int)
+    return [frames[i] for i in pick]
 
 
 def _setup(args: argparse.Namespace, work: Path) -> dict:
@@ -136,6 +155,9 @@ def _setup(args: argparse.Namespace, work: Path) -> dict:
         if any(r.status == "failed" for r in added):
             raise C.BenchError("asset add failed")
         n_assets, n_indexed = studio.registry.count_assets()
+        delivered = n_assets - len(never_paths)
+        if delivered < args.assets:
+            raise C.BenchError(f"only {delivered} distinct delivered assets, not {args.assets}")
         n_deliveries = studio.registry.count_deliveries()
         t0 = time.perf_counter()
         index = studio.load_index()
@@ -146,6 +168,7 @@ def _setup(args: argparse.Namespace, work: Path) -> dict:
         "never": never_paths,
         "deliveries": deliveries,
         "n_assets": n_assets,
+        "n_delivered_assets": delivered,
         "n_indexed": n_indexed,
         "n_deliveries": n_deliveries,
         "n_index_features": int(index.owners.size),
@@ -439,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         doc = {
             "machine": C.machine_info(),
             "assets": setup["n_assets"],
+            "delivered_assets": setup["n_delivered_assets"],
             "indexed_assets": setup["n_indexed"],
             "deliveries": setup["n_deliveries"],
             "index_features": setup["n_index_features"],
@@ -468,7 +492,9 @@ def _write_markdown(path: Path, doc: dict) -> None:
         "# Informed trace benchmark",
         "",
         f"Registry: {doc['assets']} assets ({doc['indexed_assets']} indexed, "
-        f"{doc['index_features']} index features), {doc['deliveries']} deliveries.",
+        f"{doc['index_features']} index features): {doc['delivered_assets']} distinct "
+        f"originals delivered to every vendor ({doc['deliveries']} deliveries) and "
+        f"{doc['assets'] - doc['delivered_assets']} indexed with `asset add`, never delivered.",
         f"Marked trials {s['marked_trials']}: correct {s['correct']}, WRONG {s['wrong']}, "
         f"missed {s['missed']}. Unmarked trials {s['unmarked_trials']} (originals and assets never "
         f"delivered): {s['unmarked_verdicts']} verdicts, smallest p {C.fmt(s['unmarked_min_p'])}.",
