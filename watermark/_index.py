@@ -24,6 +24,7 @@ __all__ = ["AssetIndex", "SourceMatch"]
 _VERIFY = 4  # assets with the most votes that get a homography fit
 _TREES = 4  # FLANN k-d trees
 _CHECKS = 64  # leaves FLANN visits per query (accuracy / speed)
+_NEIGHBOURS = 4  # nearest features fetched per query, to find one of another asset
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +116,17 @@ class AssetIndex:
             return empty, empty
         q = query.astype(np.float32)
         q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-6)
-        rows, dist2 = self._tree.knnSearch(q, 2, params={"checks": _CHECKS})
-        ok = dist2[:, 0] < (ratio * ratio) * dist2[:, 1]  # squared L2 distances
-        return np.flatnonzero(ok).astype(np.int64), rows[ok, 0].astype(np.int64)
+        k = min(_NEIGHBOURS, self.owners.size)
+        rows, dist2 = self._tree.knnSearch(q, k, params={"checks": _CHECKS})
+        rows = rows.astype(np.int64)
+        # Lowe's ratio test against the nearest feature of ANOTHER asset: a repeated
+        # structure inside the right asset (the same outline drawn twice) is no ambiguity
+        other = self.owners[rows] != self.owners[rows[:, :1]]
+        has_other = other.any(axis=1)
+        first = np.argmax(other, axis=1)
+        rival = np.where(has_other, dist2[np.arange(len(q)), first], np.inf)
+        ok = dist2[:, 0] < (ratio * ratio) * rival  # squared L2 distances
+        return np.flatnonzero(ok).astype(np.int64), rows[ok, 0]
 
     def __len__(self) -> int:
         return len(self.shapes)
