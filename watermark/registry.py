@@ -98,8 +98,6 @@ _MIGRATIONS = {
     ),
 }
 
-_ASSET_QUERY = "SELECT id, sha256, original_path, width, height, phash, created_at FROM assets "
-
 _RECORD_QUERY = """
 SELECT d.id, d.payload, d.vendor_id, d.asset_id, d.created_at, d.codec_version,
        d.codec_params, d.output_path,
@@ -489,7 +487,8 @@ class Registry:
             ),
         )
         row = conn.execute(
-            _ASSET_QUERY + "WHERE sha256 = ?",
+            "SELECT id, sha256, original_path, width, height, phash, created_at "
+            "FROM assets WHERE sha256 = ?",
             (info.sha256,),
         ).fetchone()
         return Asset(*row)
@@ -516,7 +515,8 @@ class Registry:
     def find_asset(self, sha256: str) -> Asset | None:
         """The asset whose original file has this SHA-256, or None."""
         row = self._conn.execute(
-            _ASSET_QUERY + "WHERE sha256 = ?",
+            "SELECT id, sha256, original_path, width, height, phash, created_at "
+            "FROM assets WHERE sha256 = ?",
             (sha256,),
         ).fetchone()
         return None if row is None else Asset(*row)
@@ -530,7 +530,8 @@ class Registry:
             No such asset.
         """
         row = self._conn.execute(
-            _ASSET_QUERY + "WHERE id = ?",
+            "SELECT id, sha256, original_path, width, height, phash, created_at "
+            "FROM assets WHERE id = ?",
             (int(asset_id),),
         ).fetchone()
         if row is None:
