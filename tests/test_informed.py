@@ -12,8 +12,15 @@ from watermark._color import luma
 from watermark._embed import embed_frame
 from watermark._features import Features, local_features, match_features, mirror_matrix
 from watermark._index import AssetIndex
-from watermark._informed import index_features, residual_chips, trace_registered
+from watermark._informed import (
+    dense_features,
+    index_features,
+    register_features,
+    residual_chips,
+    trace_registered,
+)
 from watermark._register import (
+    choose_model,
     describe_homography,
     estimate_homography,
     plausible_homography,
@@ -122,6 +129,55 @@ def test_estimate_and_refine_homography(photo: np.ndarray) -> None:
     pts = np.array([[[100.0, 100.0]], [[300.0, 200.0]]])
     err = np.abs(cv2.perspectiveTransform(pts, refined) - cv2.perspectiveTransform(pts, truth))
     assert rho > 0.9 and err.max() < 0.3
+
+
+def test_bunched_matches_give_a_similarity_spread_ones_a_homography() -> None:
+    rng = np.random.default_rng(3)
+    leak_shape = (540, 960)
+    shift = np.array([[1.0, 0, -40.0], [0, 1.0, -25.0], [0, 0, 1.0]])
+    # a stretch of outline in one corner: 20 exact matches, 5 wild ones
+    corner = rng.uniform([0, 0], [150, 120], (25, 2))
+    original = corner + np.array([40.0, 25.0])
+    leak = corner + rng.normal(0, 0.3, corner.shape)
+    leak[20:] = rng.uniform(0, 900, (5, 2))
+    h, inliers = choose_model(original, leak, leak_shape)
+    assert h is not None and inliers >= 20
+    far = np.array([[[900.0, 500.0]]])  # far from every match: the model must extrapolate
+    err = cv2.perspectiveTransform(far, h) - cv2.perspectiveTransform(far, shift)
+    assert np.abs(err).max() < 3.0
+    assert np.allclose(h[2], [0, 0, 1])  # no perspective terms
+    # matches over the whole leak under a real perspective: the homography is kept
+    truth = np.array([[0.9, 0.05, 30.0], [-0.03, 0.95, 12.0], [2e-4, 1e-4, 1.0]])
+    spread = rng.uniform([0, 0], [960, 540], (60, 2))
+    seen = cv2.perspectiveTransform(spread[None], truth)[0]
+    h, inliers = choose_model(spread, seen, leak_shape)
+    assert h is not None and inliers >= 55
+    err = cv2.perspectiveTransform(far, h) - cv2.perspectiveTransform(far, truth)
+    assert np.abs(err).max() < 1.0
+
+
+def test_dense_features_register_a_corner_of_a_flat_frame() -> None:
+    # one outlined shape in a corner of a flat frame; the leak is a crop showing a
+    # stretch of its outline and flat fill
+    frame = np.full((600, 900), 190, np.uint8)
+    cv2.ellipse(frame, (700, 430), (260, 150), 20, 0, 360, 90, -1, cv2.LINE_AA)
+    cv2.ellipse(frame, (700, 430), (260, 150), 20, 0, 360, 15, 3, cv2.LINE_AA)
+    cv2.ellipse(frame, (620, 400), (40, 25), 0, 0, 360, 15, 2, cv2.LINE_AA)
+    y = frame.astype(np.float32)
+    leak = np.ascontiguousarray(y[300:600, 380:860])
+    h, inliers = register_features(
+        dense_features(leak), False, dense_features(y), leak.shape, y.shape
+    )
+    assert h is not None and inliers >= 10
+    pts = np.array([[[400.0, 320.0]], [[850.0, 590.0]]])
+    want = pts - [380.0, 300.0]
+    assert np.abs(cv2.perspectiveTransform(pts, h) - want).max() < 1.5
+    # a flipped leak, described mirrored, registers as a flip
+    flipped = np.ascontiguousarray(leak[:, ::-1])
+    h, _ = register_features(
+        dense_features(flipped, mirrored=True), True, dense_features(y), leak.shape, y.shape
+    )
+    assert h is not None and describe_homography(h, leak.shape).flipped
 
 
 # --------------------------------------------------------------------------- residual

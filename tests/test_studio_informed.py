@@ -12,6 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from watermark._features import Features
+from watermark._index import AssetIndex
 from watermark.media import read_image, write_image
 from watermark.registry import SCHEMA_VERSION, Registry
 from watermark.studio import HOME_ENV, REGISTRY_NAME, Studio
@@ -111,6 +113,29 @@ def test_registration_failure_falls_back_to_blind(delivered: dict, leak: np.ndar
         rec = studio.trace_image(leak)
     assert rec.error is None and not rec.found
     assert rec.mode == "blind" and rec.source is None and rec.geometry is None
+
+
+def test_blind_verdict_locates_its_source_when_the_index_misses(delivered: dict) -> None:
+    # an index that lacks the cel asset (as if its few hundred features missed the leak):
+    # the blind verdict's delivery names the asset, and its original is registered densely
+    marked = marked_copy(delivered, "Acme", "cel.png")
+    leak = np.ascontiguousarray(marked[60:360, 100:500])
+    cel_sha = read_image(delivered["originals"] / "cel.png").sha256
+    with Studio.open(delivered["home"]) as studio:
+        cel_id = studio.registry.find_asset(cel_sha).id
+        others = AssetIndex.build(
+            (asset_id, (h, w), Features.from_bytes(blob))
+            for asset_id, h, w, blob in studio.registry.indexed_assets()
+            if asset_id != cel_id
+        )
+        assert len(others) == 1
+        rec = studio.trace_image(leak, index=others)
+    assert rec.found and rec.mode == "blind" and rec.vendor == "Acme"
+    assert rec.source is not None and Path(rec.source).name == "cel.png"
+    g = rec.geometry
+    assert abs(g.rotation) < 0.5 and abs(g.scale_x - 1) < 0.01 and not g.flipped
+    assert abs(g.offset[0] - 300.0) < 2.0 and abs(g.offset[1] - 210.0) < 2.0  # leak centre
+    assert any("mark's delivery" in note for note in rec.notes)
 
 
 def test_blind_only_and_an_original_given_by_hand(delivered: dict) -> None:

@@ -20,6 +20,7 @@ DESCRIPTOR_BYTES = 128
 # SIFT's default contrast threshold (0.04) finds almost nothing in the flat fills of cel
 # frames; a lower one keeps the corners of outlines and shading boundaries.
 _CONTRAST_THRESHOLD = 0.015
+_EDGE_THRESHOLD = 10.0  # SIFT's default: keypoints along straight edges are dropped
 _GRID = 6  # features are spread over a _GRID x _GRID grid of the image
 
 
@@ -79,7 +80,13 @@ def _spread(points: np.ndarray, response: np.ndarray, shape: tuple[int, int], n:
 
 
 def local_features(
-    y: np.ndarray, *, max_side: int = 1024, n_features: int = 512, mirrored: bool = False
+    y: np.ndarray,
+    *,
+    max_side: int = 1024,
+    n_features: int = 512,
+    mirrored: bool = False,
+    contrast_threshold: float = _CONTRAST_THRESHOLD,
+    edge_threshold: float = _EDGE_THRESHOLD,
 ) -> Features:
     """SIFT keypoints and RootSIFT descriptors of a luma image.
 
@@ -94,6 +101,9 @@ def local_features(
     mirrored : bool
         Describe the left-right mirror image of `y` (points are in the mirror image's
         coordinates: compose a homography found from them with :func:`mirror_matrix`).
+    contrast_threshold, edge_threshold : float
+        SIFT's thresholds: lower contrast and higher edge thresholds keep more keypoints
+        (slower, and more of them are noise).
 
     Returns
     -------
@@ -108,7 +118,11 @@ def local_features(
     if mirrored:
         img = np.ascontiguousarray(img[:, ::-1])
     # keep the strongest 3x what is wanted before spreading: bounds the descriptor work
-    sift = cv2.SIFT_create(nfeatures=3 * n_features, contrastThreshold=_CONTRAST_THRESHOLD)
+    sift = cv2.SIFT_create(
+        nfeatures=3 * n_features,
+        contrastThreshold=contrast_threshold,
+        edgeThreshold=edge_threshold,
+    )
     keypoints, desc = sift.detectAndCompute(img, None)
     if desc is None or not keypoints:
         return Features(np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_BYTES), np.uint8))

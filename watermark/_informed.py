@@ -24,15 +24,24 @@ from ._carrier import TILE_CHIPS, carrier_tile, chip_level
 from ._color import luma
 from ._detect import Detection, detect_chips
 from ._embed import amplitude_map
-from ._features import Features, local_features
+from ._features import Features, local_features, match_features, mirror_matrix
 from ._params import DEFAULT_PARAMS, CodecParams
-from ._register import local_scale, match_original, refine_homography
+from ._register import (
+    choose_model,
+    local_scale,
+    match_original,
+    plausible_homography,
+    refine_homography,
+)
 
 __all__ = [
+    "DENSE_FEATURES",
     "INDEX_FEATURES",
     "LEAK_FEATURES",
+    "dense_features",
     "index_features",
     "leak_factor",
+    "register_features",
     "residual_chips",
     "trace_registered",
 ]
@@ -50,6 +59,64 @@ def index_features(y: np.ndarray) -> Features:
     return Features(
         np.concatenate([p.points for p in parts]), np.concatenate([p.descriptors for p in parts])
     )
+
+
+#: Long side (px) and number of the features of a dense description, used when a leak is
+#: registered to one known original (named by the user, or by the mark's delivery) and
+#: the asset index's few hundred features per original miss it: a corner of a flat cel
+#: frame shows little more than a stretch of outline.
+DENSE_FEATURES = (2048, 4096)
+# Thresholds of the dense description: a low contrast threshold and a high edge threshold
+# keep the keypoints along cel outlines that SIFT's defaults drop.
+_DENSE_CONTRAST = 0.004
+_DENSE_EDGE = 40.0
+
+
+def dense_features(y: np.ndarray, *, mirrored: bool = False) -> Features:
+    """Many local features of a luma image `y`, down to faint corners and outlines (about
+    1 s for 1920x1080 on one core; see :data:`DENSE_FEATURES`)."""
+    return local_features(
+        y,
+        max_side=DENSE_FEATURES[0],
+        n_features=DENSE_FEATURES[1],
+        mirrored=mirrored,
+        contrast_threshold=_DENSE_CONTRAST,
+        edge_threshold=_DENSE_EDGE,
+    )
+
+
+def register_features(
+    leak: Features,
+    mirrored: bool,
+    original: Features,
+    leak_shape: tuple[int, ...],
+    original_shape: tuple[int, ...],
+) -> tuple[np.ndarray | None, int]:
+    """Original -> leak homography from the features of one original and of the leak.
+
+    Parameters
+    ----------
+    leak : Features
+        The leak's features; of its mirror image (in the mirror image's coordinates) when
+        `mirrored`.
+    mirrored : bool
+    original : Features
+    leak_shape, original_shape : tuple
+        (H, W, ...) of the leak and of the original.
+
+    Returns
+    -------
+    homography : (3, 3) float64 ndarray or None
+        None unless enough matches agree on a plausible homography.
+    inliers : int
+    """
+    qi, ti = match_features(leak.descriptors, original.descriptors)
+    h, inliers = choose_model(original.points[ti], leak.points[qi], leak_shape)
+    if h is not None and mirrored:
+        h = mirror_matrix(int(leak_shape[1])) @ h
+    if h is None or not plausible_homography(h, original_shape, leak_shape):
+        return None, inliers
+    return h, inliers
 
 
 def leak_factor(shape: tuple[int, ...]) -> float:

@@ -17,8 +17,10 @@ from ._features import Features, local_features, match_features, mirror_matrix
 __all__ = [
     "MIN_INLIERS",
     "Geometry",
+    "choose_model",
     "describe_homography",
     "estimate_homography",
+    "estimate_similarity",
     "local_scale",
     "match_original",
     "plausible_homography",
@@ -27,6 +29,9 @@ __all__ = [
 
 MIN_INLIERS = 10  # matches a homography needs before it is believed
 _RANSAC_PX = 0.006  # inlier tolerance, as a fraction of the leak's long side
+# Matches spanning less than this fraction of the leak's area pin down a similarity, not
+# the eight degrees of freedom of a homography (which then extrapolates wildly)
+_MIN_HOMOGRAPHY_SPREAD = 0.25
 _ECC_SIDE = 768  # long side of the images the ECC refinement works on, px
 _ECC_ITERATIONS = 40
 _MAX_REFINE_SHIFT = 0.02  # ECC may move the leak's corners by this fraction of its side
@@ -182,6 +187,73 @@ def estimate_homography(
     if inliers < MIN_INLIERS:
         return None, inliers
     return h.astype(np.float64), inliers
+
+
+def estimate_similarity(
+    original_xy: np.ndarray, leak_xy: np.ndarray, leak_shape: tuple[int, ...]
+) -> tuple[np.ndarray | None, int, float]:
+    """Robust similarity (rotation, uniform scale, shift) from matched points.
+
+    Parameters
+    ----------
+    original_xy, leak_xy : (N, 2) float ndarrays
+        Matched positions, in original and leak pixels.
+    leak_shape : tuple
+        (H, W, ...) of the leak; sets the inlier tolerance.
+
+    Returns
+    -------
+    homography : (3, 3) float64 ndarray or None
+        Original -> leak, None when fewer than :data:`MIN_INLIERS` matches agree.
+    inliers : int
+    spread : float
+        Area of the inliers' bounding box in the leak, as a fraction of the leak's area
+        (0..1): how far the matches constrain anything more than a similarity.
+    """
+    if len(original_xy) < MIN_INLIERS:
+        return None, 0, 0.0
+    tol = max(2.0, _RANSAC_PX * max(leak_shape[:2]))
+    m, mask = cv2.estimateAffinePartial2D(
+        original_xy.astype(np.float32),
+        leak_xy.astype(np.float32),
+        method=cv2.RANSAC,
+        ransacReprojThreshold=tol,
+        maxIters=4000,
+        confidence=0.999,
+    )
+    if m is None or mask is None:
+        return None, 0, 0.0
+    keep = mask.ravel().astype(bool)
+    inliers = int(keep.sum())
+    if inliers < MIN_INLIERS:
+        return None, inliers, 0.0
+    pts = leak_xy[keep]
+    extent = np.ptp(pts, axis=0)
+    spread = float(extent[0] * extent[1]) / float(leak_shape[0] * leak_shape[1])
+    return np.vstack([m, [0.0, 0.0, 1.0]]).astype(np.float64), inliers, min(1.0, spread)
+
+
+def choose_model(
+    original_xy: np.ndarray, leak_xy: np.ndarray, leak_shape: tuple[int, ...]
+) -> tuple[np.ndarray | None, int]:
+    """Homography from matches, or a similarity when the matches are bunched together.
+
+    Matches along one stretch of outline (a corner of a flat frame) fit a homography as
+    well as the truth, and its perspective terms then throw the rest of the leak off: a
+    similarity is used when its inliers span less than a quarter of the leak.
+
+    Returns
+    -------
+    homography : (3, 3) float64 ndarray or None
+    inliers : int
+    """
+    h, inliers = estimate_homography(original_xy, leak_xy, leak_shape)
+    if h is None:
+        return h, inliers
+    sim, sim_inliers, spread = estimate_similarity(original_xy, leak_xy, leak_shape)
+    if sim is not None and spread < _MIN_HOMOGRAPHY_SPREAD:
+        return sim, sim_inliers
+    return h, inliers
 
 
 def match_original(

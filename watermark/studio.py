@@ -26,12 +26,18 @@ import numpy as np
 from ._color import luma
 from ._detect import Detection, detect_frame, leak_scale
 from ._embed import WEAK_MARGIN, embed_frame
-from ._features import Features, local_features, match_features, mirror_matrix
+from ._features import Features, local_features
 from ._index import AssetIndex
-from ._informed import LEAK_FEATURES, index_features, trace_registered
+from ._informed import (
+    LEAK_FEATURES,
+    dense_features,
+    index_features,
+    register_features,
+    trace_registered,
+)
 from ._params import CODEC_VERSION, DEFAULT_PARAMS
 from ._phash import perceptual_hash
-from ._register import Geometry, describe_homography, estimate_homography, plausible_homography
+from ._register import Geometry, describe_homography
 from .errors import LeaktraceError, MediaError, StudioError
 from .media import (
     LoadedImage,
@@ -794,7 +800,70 @@ class Studio:
         if not detection.found and informed is not None:
             # the leak is a known original without a mark of ours: that is the answer
             return self._record(name, informed.detection, modes, informed, notes)
+        if detection.found and modes == 2 and reference is None:
+            informed = self._locate_source(
+                luma(pixels), detection, informed, candidates, threshold, notes
+            )
         return self._record(name, detection, modes, informed, notes, blind=True)
+
+    def _locate_source(
+        self,
+        leak_y: np.ndarray,
+        detection: Detection,
+        informed: _Informed | None,
+        candidates: np.ndarray,
+        p_threshold: float,
+        notes: list[str],
+    ) -> _Informed | None:
+        """Where in its original a leak lies that only the blind decoder traced.
+
+        The mark names the delivery, hence the asset; its original is described densely
+        and registered to the leak for the geometry and the coverage. The verdict stays the
+        blind one (this registration is not another test of the decision).
+        """
+        match = (
+            self.registry.lookup(int(detection.payload)) if detection.payload is not None else None
+        )
+        if match is None:
+            return None
+        asset = match.asset
+        if informed is not None and informed.source is not None and informed.source.id == asset.id:
+            return informed
+        if not asset.original_path:
+            return None
+        loaded = self._load_original(asset, notes)
+        if loaded is None:
+            return None
+        orig_y, orig_pixels = loaded
+        orig_dense = dense_features(orig_y)
+        for mirrored in (False, True):
+            h, _ = register_features(
+                dense_features(leak_y, mirrored=mirrored),
+                mirrored,
+                orig_dense,
+                leak_y.shape,
+                orig_y.shape,
+            )
+            if h is None:
+                continue
+            located, h, coverage = trace_registered(
+                leak_y,
+                orig_y,
+                h,
+                self._key,
+                candidates=candidates,
+                p_threshold=p_threshold,
+                original=orig_pixels,
+            )
+            notes.append(
+                "source located from the mark's delivery (the asset index did not recognise "
+                f"the leak); informed statistic there {located.score:.1f}"
+            )
+            return _Informed(
+                located, asset, asset.original_path, describe_homography(h, leak_y.shape), coverage
+            )
+        notes.append("the leak could not be registered to the original of the mark's delivery")
+        return None
 
     def _record(
         self,
@@ -868,7 +937,7 @@ class Studio:
         best: _Informed | None = None
         n_tests = _ORIGINAL_REGISTRATIONS if reference is not None else _INDEX_REGISTRATIONS
         originals: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
-        ref_features = None
+        ref_features = ref_dense = None
         if reference is not None:
             ref_y = reference.luma
             ref_features = index_features(ref_y)
@@ -883,16 +952,32 @@ class Studio:
                 leak_y, max_side=LEAK_FEATURES[0], n_features=LEAK_FEATURES[1], mirrored=mirrored
             )
             n_direct = n_direct or len(view)
-            tries: list[tuple[np.ndarray, np.ndarray | None, np.ndarray, Asset | None, str]] = []
+            # (original luma, pixels, homography, asset, path, leak features to refine with)
+            tries: list[
+                tuple[np.ndarray, np.ndarray | None, np.ndarray, Asset | None, str, Features | None]
+            ] = []
             if reference is not None and ref_features is not None:
-                qi, ti = match_features(view.descriptors, ref_features.descriptors)
-                h, inliers = estimate_homography(
-                    ref_features.points[ti], view.points[qi], leak_y.shape
+                refine_with: Features | None = view
+                h, inliers = register_features(
+                    view, mirrored, ref_features, leak_y.shape, ref_y.shape
                 )
-                if h is not None and mirrored:
-                    h = mirror_matrix(leak_y.shape[1]) @ h
-                if h is not None and plausible_homography(h, ref_y.shape, leak_y.shape):
-                    tries.append((ref_y, reference.pixels, h, ref_asset, reference.path))
+                if h is None:
+                    # the original's few hundred features miss the leak (a corner of a flat
+                    # cel frame): describe both densely. Still one registration per mode.
+                    if ref_dense is None:
+                        ref_dense = dense_features(ref_y)
+                    refine_with = None
+                    h, inliers = register_features(
+                        dense_features(leak_y, mirrored=mirrored),
+                        mirrored,
+                        ref_dense,
+                        leak_y.shape,
+                        ref_y.shape,
+                    )
+                if h is not None:
+                    tries.append(
+                        (ref_y, reference.pixels, h, ref_asset, reference.path, refine_with)
+                    )
                     direct_inliers = max(direct_inliers, inliers)
             else:
                 for m in index.lookup([(view, mirrored)], leak_y.shape):
@@ -901,9 +986,9 @@ class Studio:
                         originals[m.asset_id] = self._load_original(asset, notes)
                     loaded = originals[m.asset_id]
                     if loaded is not None:
-                        tries.append((*loaded, m.homography, asset, asset.original_path))
+                        tries.append((*loaded, m.homography, asset, asset.original_path, view))
                         direct_inliers = max(direct_inliers, m.inliers)
-            for orig_y, orig_pixels, h, asset, source_path in tries:
+            for orig_y, orig_pixels, h, asset, source_path, refine_with in tries:
                 detection, h, coverage = trace_registered(
                     leak_y,
                     orig_y,
@@ -912,7 +997,7 @@ class Studio:
                     candidates=candidates,
                     n_tests=n_tests,
                     p_threshold=p_threshold,
-                    features=(view, mirrored),
+                    features=None if refine_with is None else (refine_with, mirrored),
                     original=orig_pixels,
                 )
                 outcome = _Informed(
