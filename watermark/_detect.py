@@ -15,7 +15,9 @@ from ._sync import (
     WORK_PX,
     chip_estimates,
     estimate_chip_sizes,
+    estimate_lattices,
     fold_tiles,
+    lattice_luma,
     pilot_scores,
     whiten,
     working_luma,
@@ -42,6 +44,25 @@ _SAME_SIZE = 0.005  # relative: closer chip sizes score the same (measured), one
 # only with the log of it).
 REFERENCE_CANDIDATES = 10_000
 _TOP_HYPOTHESES = 3
+# 2-D tile lattices the autocorrelation proposes,
+# for rotated, sheared, flipped or anisotropically scaled leaks. The lattice fixes the
+# tile's axes up to the 8 quarter turns and mirrors, each its own hypothesis.
+_LATTICES = 4
+# The 8 signed permutations G: tile chip (row, col) = G @ working chip (row, col) + shift.
+_ORIENTATIONS = tuple(
+    np.array(m, np.int64)
+    for m in (
+        [[1, 0], [0, 1]],
+        [[1, 0], [0, -1]],
+        [[-1, 0], [0, 1]],
+        [[-1, 0], [0, -1]],
+        [[0, 1], [1, 0]],
+        [[0, 1], [-1, 0]],
+        [[0, -1], [1, 0]],
+        [[0, -1], [-1, 0]],
+    )
+)
+_SWAP = np.array([[0.0, 1.0], [1.0, 0.0]])  # (row, col) <-> (x, y)
 # Lower confidence bound, in standard errors, on the mark amplitude the pilot measures.
 _AMPLITUDE_LCB = 3.0
 # Paths kept by the list decoder that names the deliveries most likely to be the mark.
@@ -96,6 +117,11 @@ class _Hypothesis:
     phase: tuple[int, int]
     shift: tuple[int, int]
     chips: np.ndarray  # (T, T) chip estimates aligned to tile order
+    # (2, 2) leak pixels per tile chip, columns along the tile's x and y (None: axis-aligned
+    # square chips of chip_px)
+    axes: np.ndarray | None = None
+    origin: tuple[float, float] = (0.0, 0.0)  # working (x, y) of the leak's top-left pixel
+    orientation: np.ndarray | None = None  # G, see _ORIENTATIONS
 
 
 def leak_scale(chip_px: float, original_shape: tuple[int, ...]) -> float:
@@ -119,7 +145,7 @@ def accusation_threshold(
     >>> round(accusation_threshold(n_candidates=3), 2)
     7.53
     """
-    n_sizes = len(DEFAULT_CHIP_SIZES) + _ESTIMATES
+    n_sizes = len(DEFAULT_CHIP_SIZES) + _ESTIMATES + _LATTICES * len(_ORIENTATIONS)
     n_tests = n_sizes * WORK_PX * WORK_PX * TILE_CHIPS * TILE_CHIPS * max(n_candidates, 1)
     return z_threshold(p_threshold, float(n_tests))
 
@@ -180,7 +206,58 @@ def _search(y: np.ndarray, layout: TileLayout, chip_sizes: tuple[float, ...]) ->
     return found[:_TOP_HYPOTHESES]
 
 
+def _orient(v: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``out[..., k] = v[..., G^T k mod T]``: chips in the frame where tile = working + shift."""
+    t = TILE_CHIPS
+    idx = np.indices((t, t)).reshape(2, -1)
+    src = (g.T @ idx) % t
+    return v[..., src[0], src[1]].reshape(v.shape)
+
+
+def _search_lattices(
+    y: np.ndarray, layout: TileLayout, bases: list[np.ndarray]
+) -> list[_Hypothesis]:
+    """Pilot-scored alignments on resampled tile lattices, in all 8 orientations."""
+    pilot = layout.pilot_chips
+    found: list[_Hypothesis] = []
+    for basis in bases:
+        yw, valid, origin = lattice_luma(y, basis)
+        if min(yw.shape) < 2 * WORK_PX or float(valid.sum()) < (WORK_PX * TILE_CHIPS) ** 2:
+            continue
+        v = chip_estimates(*fold_tiles(whiten(yw) * valid, valid))
+        per_chip = np.asarray(basis, np.float64) / TILE_CHIPS  # leak px per working chip
+        chip_px = float(np.sqrt(abs(np.linalg.det(per_chip))))
+        for g in _ORIENTATIONS:
+            aligned_all = _orient(v, g)
+            z = pilot_scores(aligned_all, pilot)
+            flat = np.argsort(z, axis=None)[::-1][:_TOP_HYPOTHESES]
+            axes = per_chip @ _SWAP @ g.T.astype(np.float64) @ _SWAP
+            for idx in flat:
+                a, b, i, j = np.unravel_index(idx, z.shape)
+                aligned = np.roll(aligned_all[a, b], (int(i), int(j)), axis=(0, 1))
+                found.append(
+                    _Hypothesis(
+                        float(z[a, b, i, j]),
+                        chip_px,
+                        (int(a), int(b)),
+                        (int(i), int(j)),
+                        aligned,
+                        axes,
+                        (float(origin[0]), float(origin[1])),
+                        g,
+                    )
+                )
+    found.sort(key=lambda h: h.pilot_z, reverse=True)
+    return found[:_TOP_HYPOTHESES]
+
+
 def _offset(h: _Hypothesis) -> tuple[float, float]:
+    if h.orientation is not None:
+        # working chip c = (pixel - phase) / WORK_PX is tile chip G c + shift (mod T)
+        pixel = np.array([h.origin[1], h.origin[0]])  # (row, col)
+        c = (pixel - np.array(h.phase)) / WORK_PX
+        tile = (h.orientation @ c + np.array(h.shift)) % TILE_CHIPS
+        return (float(tile[0]), float(tile[1]))
     # leak chip 0 starts at working pixel `phase` and is tile chip `shift`
     r, c = ((s - p / WORK_PX) % TILE_CHIPS for s, p in zip(h.shift, h.phase, strict=True))
     return (float(r), float(c))
@@ -332,6 +409,12 @@ def detect_frame(
             if 1.5 <= c <= 64.0 and all(abs(c / s - 1.0) > _SAME_SIZE for s in sizes):
                 sizes.append(c)
     hyps = _search(y, layout, tuple(sizes))
+    if estimate_geometry:
+        n_sizes += _LATTICES * len(_ORIENTATIONS)
+        bases = estimate_lattices(y, n_candidates=_LATTICES)
+        hyps = sorted(
+            hyps + _search_lattices(y, layout, bases), key=lambda h: h.pilot_z, reverse=True
+        )[:_TOP_HYPOTHESES]
     n_geometry = float(n_sizes * WORK_PX * WORK_PX * TILE_CHIPS * TILE_CHIPS)
     return _decide(hyps, layout, cand, n_geometry, p_threshold)
 

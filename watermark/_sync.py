@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
@@ -11,13 +13,59 @@ __all__ = [
     "WORK_PX",
     "chip_estimates",
     "estimate_chip_sizes",
+    "estimate_lattices",
     "fold_tiles",
+    "lattice_luma",
     "pilot_scores",
     "whiten",
     "working_luma",
 ]
 
 WORK_PX = 2  # pixels per chip in the working resolution
+
+
+def lattice_luma(y: np.ndarray, basis: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Resample luma so that a tile lattice `basis` becomes the square working grid.
+
+    Parameters
+    ----------
+    y : (H, W) float32 ndarray
+        Luma of the leak, 0..255 scale.
+    basis : (2, 2) float ndarray
+        Tile period vectors (columns, (dx, dy) in leak pixels), see
+        :func:`estimate_lattices`.
+
+    Returns
+    -------
+    working : (h, w) float32 ndarray
+        Tile axis i along the working image's x, a tile period ``WORK_PX * TILE_CHIPS``
+        working pixels.
+    valid : (h, w) float32 ndarray
+        1 where the working image shows the leak, 0 in the corners outside it.
+    origin : (2,) float64 ndarray
+        (x, y) working position of the leak's top-left corner.
+    """
+    to_working = (WORK_PX * TILE_CHIPS) * np.linalg.inv(np.asarray(basis, np.float64))
+    h, w = y.shape
+    src = y
+    shrink = math.sqrt(abs(np.linalg.det(to_working)))
+    if shrink < 0.9:  # area-average first: a bilinear warp alone would alias
+        size = (max(1, round(w * shrink)), max(1, round(h * shrink)))
+        src = cv2.resize(y, size, interpolation=cv2.INTER_AREA)
+        to_working = to_working @ np.diag([w / size[0], h / size[1]])
+    sh, sw = src.shape
+    corners = np.array([[0.0, sw, 0.0, sw], [0.0, 0.0, sh, sh]])
+    mapped = to_working @ corners
+    lo = np.floor(mapped.min(axis=1))
+    out = (
+        max(1, int(np.ceil(mapped[0].max() - lo[0]))),
+        max(1, int(np.ceil(mapped[1].max() - lo[1]))),
+    )
+    m = np.hstack([to_working, -lo[:, None]]).astype(np.float64)
+    working = cv2.warpAffine(src, m, out, flags=cv2.INTER_LINEAR, borderValue=0.0)
+    inside = cv2.warpAffine(np.ones_like(src), m, out, flags=cv2.INTER_NEAREST, borderValue=0.0)
+    valid = cv2.erode(inside, np.ones((3, 3), np.uint8))  # no resampling edge in the fold
+    return working, valid, -lo
 
 
 def working_luma(y: np.ndarray, chip_px: float) -> np.ndarray:
@@ -63,17 +111,20 @@ def whiten(y: np.ndarray) -> np.ndarray:
     return np.clip(r, -3.0, 3.0, out=r)
 
 
-def fold_tiles(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def fold_tiles(r: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Sum all tile periods of the working image into one period.
 
     Parameters
     ----------
     r : (h, w) float32 ndarray, whitened working image.
+    valid : (h, w) float32 ndarray, optional
+        1 where the working image shows the leak, 0 outside it (a resampled leak's
+        corners); `r` must be 0 there. Default: everywhere valid.
 
     Returns
     -------
     sums : (P, P) float64 ndarray, ``P = WORK_PX * TILE_CHIPS``
-    counts : (P, P) float64 ndarray, how many pixels were summed into each cell.
+    counts : (P, P) float64 ndarray, how many valid pixels were summed into each cell.
     """
     p = WORK_PX * TILE_CHIPS
     h, w = r.shape
@@ -81,6 +132,9 @@ def fold_tiles(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     padded = np.zeros((ph, pw), np.float32)
     padded[:h, :w] = r
     sums = padded.reshape(ph // p, p, pw // p, p).sum(axis=(0, 2), dtype=np.float64)
+    if valid is not None:
+        padded[:h, :w] = valid
+        return sums, padded.reshape(ph // p, p, pw // p, p).sum(axis=(0, 2), dtype=np.float64)
     rows = np.bincount(np.arange(h) % p, minlength=p).astype(np.float64)
     cols = np.bincount(np.arange(w) % p, minlength=p).astype(np.float64)
     return sums, np.outer(rows, cols)
@@ -137,13 +191,13 @@ _LATTICE = ((1, 0), (0, 1), (1, 1), (1, -1), (2, 0), (0, 2), (2, 1), (1, 2), (2,
 _PERIOD_STEP = 0.002  # relative spacing of the period grid
 
 
-def _autocorrelation(y: np.ndarray) -> tuple[np.ndarray, int, int]:
+def _autocorrelation(y: np.ndarray, crop: int = _ANALYSIS_PX) -> tuple[np.ndarray, int, int]:
     """Baseline-free, overlap-normalised autocorrelation of a whitened centre crop.
 
     Returns the (2h', 2w') array (lags wrap around) and the crop's (h, w).
     """
     h, w = y.shape
-    ch, cw = min(h, _ANALYSIS_PX), min(w, _ANALYSIS_PX)
+    ch, cw = min(h, crop), min(w, crop)
     top, left = (h - ch) // 2, (w - cw) // 2
     crop = np.ascontiguousarray(y[top : top + ch, left : left + cw])
     r = crop - cv2.GaussianBlur(crop, (0, 0), 1.0)
@@ -230,3 +284,233 @@ def estimate_chip_sizes(y: np.ndarray, *, n_candidates: int = 4) -> list[float]:
         peaks = peaks[np.argsort(score[peaks])[::-1][:n_candidates]]
         out.extend(float(periods[k]) * factor / TILE_CHIPS for k in peaks)
     return out
+
+
+# --------------------------------------------------------------------- 2-D tile lattices
+
+_PEAKS = 24  # autocorrelation maxima considered as lattice vectors, per resolution
+_MAX_COS = 0.6  # lattice vectors at 53..127 degrees to each other (shear, perspective)
+_MAX_RATIO = 1.7  # and lengths within this ratio (aspect changes)
+_FINER_SCORE = 0.6  # a finer lattice scoring this share of a coarser one replaces it
+_PEAK_RANGE = 0.7  # lattice vectors up to this share of the analysed crop (overlap >= 30 %)
+# Analysis resolutions (downscale factors) and the tile periods looked for at each: chips of
+# 1.25 to 3 analysis pixels give sharp autocorrelation peaks (wider ones blur into the
+# smoothing that removes the content's correlation)
+_LATTICE_FACTORS = (1, 2, 4, 8)
+_MAX_PERIOD = 100.0
+_LATTICE_CROP = 768  # px, side of the centre crop analysed for lattices
+_MIN_POINTS = 6  # of the _LATTICE points inside the analysed lags, for a basis to count
+_FIT_RANGE = 0.75  # lattice points used to refine a basis: lags within this share of the crop
+
+
+def _lattice_points(n: int = 3) -> np.ndarray:
+    """(k, 2) integer lattice coordinates (i, j) in the upper half plane, |i|, |j| <= n."""
+    i, j = np.meshgrid(np.arange(-n, n + 1), np.arange(0, n + 1), indexing="ij")
+    pts = np.stack([i.ravel(), j.ravel()], axis=1)
+    upper = (pts[:, 1] > 0) | ((pts[:, 1] == 0) & (pts[:, 0] > 0))
+    return pts[upper]
+
+
+def _sample(ac: np.ndarray, lags: np.ndarray) -> np.ndarray:
+    """Bilinear autocorrelation at (..., 2) lag vectors (dx, dy); lags wrap around."""
+    fh, fw = ac.shape
+    flat = lags.reshape(-1, 2).astype(np.float32)
+    vals = cv2.remap(
+        ac,
+        np.mod(flat[:, 0], fw).reshape(1, -1),
+        np.mod(flat[:, 1], fh).reshape(1, -1),
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_WRAP,
+    )
+    return vals.reshape(lags.shape[:-1])
+
+
+# Offsets (dx, dy) at which a point's opposite neighbours are compared: 8 directions, 4 px
+_RIDGE_STEPS = ((4, 0), (4, 2), (3, 3), (2, 4), (0, 4), (-2, 4), (-3, 3), (-4, 2))
+
+
+def _isolated(ac: np.ndarray) -> np.ndarray:
+    """Autocorrelation minus, at each lag, the larger mean of its two opposite neighbours
+    4 px away in any of 8 directions.
+
+    Straight lines and hatching in the content make ridges in the autocorrelation, whose
+    local maxima would pass for lattice peaks; along a ridge, both neighbours in the
+    ridge's direction are as high as the point itself, while around the mark's isolated
+    peaks every neighbour is low.
+    """
+    ridge = np.zeros_like(ac)
+    for dx, dy in _RIDGE_STEPS:
+        pair = 0.5 * (np.roll(ac, (dy, dx), axis=(0, 1)) + np.roll(ac, (-dy, -dx), axis=(0, 1)))
+        np.maximum(ridge, pair, out=ridge)
+    return ac - ridge
+
+
+def _peaks(ac: np.ndarray, ch: int, cw: int) -> np.ndarray:
+    """(k, 2) lags (dx, dy) of the strongest autocorrelation maxima in the upper half plane,
+    between _MIN_PERIOD and _MAX_PERIOD, within _PEAK_RANGE of the crop."""
+    fh, fw = ac.shape
+    ry, rx = int(_PEAK_RANGE * ch), int(_PEAK_RANGE * cw)
+    centred = np.fft.fftshift(ac)
+    cy, cx = fh // 2, fw // 2
+    win = np.ascontiguousarray(centred[cy - ry : cy + ry + 1, cx - rx : cx + rx + 1])
+    is_max = (win >= cv2.dilate(win, np.ones((5, 5), np.uint8))) & (win > 0)
+    ys, xs = np.nonzero(is_max)
+    dx, dy = xs - rx, ys - ry
+    length = np.hypot(dx, dy)
+    keep = ((dy > 0) | ((dy == 0) & (dx > 0))) & (length >= _MIN_PERIOD) & (length <= _MAX_PERIOD)
+    dx, dy, vals = dx[keep], dy[keep], win[ys[keep], xs[keep]]
+    order = np.argsort(vals)[::-1][:_PEAKS]
+    return np.stack([dx[order], dy[order]], axis=1).astype(np.float64)
+
+
+def _lattice_scores(ac: np.ndarray, bases: np.ndarray, ch: int, cw: int) -> np.ndarray:
+    """Mean autocorrelation over the _LATTICE points of each (n, 2, 2) basis (columns are
+    the lattice vectors), counting only points inside the analysed lags."""
+    coeff = np.array(_LATTICE, np.float64)  # (L, 2)
+    pts = np.einsum("nij,lj->nli", bases, coeff)  # (n, L, 2)
+    inside = (np.abs(pts[..., 0]) < 0.75 * cw) & (np.abs(pts[..., 1]) < 0.75 * ch)
+    vals = np.where(inside, _sample(ac, pts), np.nan)
+    count = inside.sum(axis=1)
+    # the median over the lattice points: the mark peaks on all of them, content that
+    # repeats along one direction (a row of windows, hatching) on a few only. A basis with
+    # few points inside the analysed lags is barely tested and does not count.
+    with np.errstate(all="ignore"):
+        score = np.nanmedian(np.where(count[:, None] > 0, vals, 0.0), axis=1)
+    return np.where(count >= _MIN_POINTS, score, 0.0)
+
+
+def _same_or_coarser(fine: np.ndarray, coarse: np.ndarray) -> bool:
+    """True when every point of the lattice `coarse` is a point of the lattice `fine`."""
+    t = np.linalg.solve(fine, coarse)
+    return bool(np.all(np.abs(t - np.rint(t)) < 0.15))
+
+
+def _refine_basis(ac: np.ndarray, basis: np.ndarray, ch: int, cw: int) -> np.ndarray:
+    """Least-squares basis from the sub-pixel positions of many lattice peaks."""
+    coeff = _lattice_points(6).astype(np.float64)
+    pts = coeff @ basis.T  # (k, 2)
+    inside = (np.abs(pts[:, 0]) < _FIT_RANGE * cw) & (np.abs(pts[:, 1]) < _FIT_RANGE * ch)
+    coeff, pts = coeff[inside], pts[inside]
+    if len(pts) < 2:
+        return basis
+    # local maximum within +/- 1 px of each predicted point, then a parabola through it
+    grid = np.array([[dx, dy] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], np.float64)
+    cand = np.rint(pts)[:, None, :] + grid[None]  # (k, 9, 2)
+    vals = _sample(ac, cand)
+    top = cand[np.arange(len(cand)), np.argmax(vals, axis=1)]
+    c0 = _sample(ac, top)
+    xm, xp = _sample(ac, top - [1, 0]), _sample(ac, top + [1, 0])
+    ym, yp = _sample(ac, top - [0, 1]), _sample(ac, top + [0, 1])
+    ddx, ddy = xm - 2 * c0 + xp, ym - 2 * c0 + yp
+    sx = np.where(ddx < 0, 0.5 * (xm - xp) / np.where(ddx < 0, ddx, -1.0), 0.0)
+    sy = np.where(ddy < 0, 0.5 * (ym - yp) / np.where(ddy < 0, ddy, -1.0), 0.0)
+    found = top + np.stack([np.clip(sx, -0.5, 0.5), np.clip(sy, -0.5, 0.5)], axis=1)
+    weight = np.clip(c0, 0.0, None)
+    if np.count_nonzero(weight) < 2:
+        return basis
+    w = np.sqrt(weight)[:, None]
+    sol, *_ = np.linalg.lstsq(coeff * w, found * w, rcond=None)  # found = coeff @ sol
+    refined = sol.T
+    # a refinement that moved the basis far is a refinement onto another peak: keep the
+    # estimate
+    if np.abs(refined - basis).max() > 0.05 * np.abs(basis).max():
+        return basis
+    return refined
+
+
+def estimate_lattices(y: np.ndarray, *, n_candidates: int = 2) -> list[np.ndarray]:
+    """Candidate tile lattices of a rotated, sheared or rescaled mark, from the 2-D
+    autocorrelation of the leak.
+
+    The mark repeats every tile, so the whitened leak's autocorrelation peaks on the image
+    of the tile's square lattice under whatever (locally affine) geometry the leak went
+    through. Pairs of autocorrelation maxima are scored as lattice bases by the mean
+    autocorrelation over their lattice points; the finest well-scoring lattices are
+    refined by least squares on many sub-pixel peak positions. No key is used.
+
+    Parameters
+    ----------
+    y : (H, W) float32 ndarray
+        Luma of the leak, 0..255 scale.
+    n_candidates : int
+        Lattices kept (the best two of each analysis resolution compete).
+
+    Returns
+    -------
+    list of (2, 2) float64 ndarrays
+        Bases in leak pixels, columns the two tile period vectors (dx, dy), the first
+        nearer the +x axis, right-handed; best first. The lattice
+        fixes the tile's axes only up to a quarter turn and a mirror.
+    """
+    out: list[tuple[float, np.ndarray]] = []
+    for factor in _LATTICE_FACTORS:
+        small = y
+        if factor > 1:
+            size = (max(1, y.shape[1] // factor), max(1, y.shape[0] // factor))
+            small = cv2.resize(y, size, interpolation=cv2.INTER_AREA)
+        ac, ch, cw = _autocorrelation(small, _LATTICE_CROP)
+        if _PEAK_RANGE * min(ch, cw) <= _MIN_PERIOD:
+            continue
+        isolated = _isolated(ac)
+        peaks = _peaks(isolated, ch, cw)
+        if len(peaks) < 2:
+            continue
+        i, j = np.triu_indices(len(peaks), 1)
+        u, v = peaks[i], peaks[j]
+        nu, nv = np.linalg.norm(u, axis=1), np.linalg.norm(v, axis=1)
+        cos = np.abs(np.sum(u * v, axis=1)) / (nu * nv)
+        ratio = np.maximum(nu, nv) / np.minimum(nu, nv)
+        ok = (cos < _MAX_COS) & (ratio < _MAX_RATIO)
+        if not np.any(ok):
+            continue
+        bases = np.stack([u[ok], v[ok]], axis=2)  # (n, 2, 2): columns u, v
+        # scored on the 3x3 local maximum: integer peak positions, multiplied out to the
+        # far lattice points, miss the sharp peaks by up to a pixel or two
+        scores = _lattice_scores(cv2.dilate(isolated, np.ones((3, 3), np.uint8)), bases, ch, cw)
+        order = np.argsort(scores)[::-1]
+        chosen: list[tuple[np.ndarray, float]] = []
+        for k in order:
+            b, s = bases[k], float(scores[k])
+            if s <= 0:
+                break
+            replaced = False
+            for n, (kept, ks) in enumerate(chosen):
+                if _same_or_coarser(kept, b):
+                    replaced = True  # b is kept's lattice or a coarser one: nothing new
+                    break
+                if _same_or_coarser(b, kept) and s >= _FINER_SCORE * ks:
+                    chosen[n] = (b, max(s, ks))  # a finer lattice that scores as well
+                    replaced = True
+                    break
+            if not replaced:
+                chosen.append((b, s))
+            if len(chosen) >= 4 * n_candidates:
+                break
+        chosen.sort(key=lambda c: c[1], reverse=True)
+        for b, score in chosen[:2]:
+            refined = _refine_basis(ac, _canonical(b), ch, cw)
+            out.append((score, _canonical(refined) * factor))
+    out.sort(key=lambda c: c[0], reverse=True)
+    return [b for _, b in out[:n_candidates]]
+
+
+def _canonical(basis: np.ndarray) -> np.ndarray:
+    """The reduced basis of the same lattice whose first vector is nearest +x and which is
+    right-handed (det > 0): one representative for the quarter-turn / mirror ambiguity."""
+    u, v = basis[:, 0].copy(), basis[:, 1].copy()
+    for _ in range(8):  # Lagrange-Gauss reduction: shortest, most orthogonal pair
+        if np.dot(u, u) > np.dot(v, v):
+            u, v = v, u
+        m = round(float(np.dot(u, v) / np.dot(u, u)))
+        if m == 0:
+            break
+        v = v - m * u
+    vectors = [u, -u, v, -v]
+    first = max(vectors, key=lambda w: w[0] / np.linalg.norm(w))
+    others = [
+        w
+        for w in vectors
+        if abs(abs(np.dot(w, first)) - np.linalg.norm(w) * np.linalg.norm(first)) > 1e-9
+    ]
+    second = max(others, key=lambda w: first[0] * w[1] - first[1] * w[0])
+    return np.stack([first, second], axis=1)
