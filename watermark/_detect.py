@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from ._carrier import TILE_CHIPS, TileLayout, chip_level, chip_values, tile_layout
@@ -17,8 +19,9 @@ from ._sync import (
     estimate_chip_sizes,
     estimate_lattices,
     fold_tiles,
-    lattice_luma,
+    lattice_map,
     pilot_scores,
+    warp_luma,
     whiten,
     working_luma,
 )
@@ -63,6 +66,14 @@ _ORIENTATIONS = tuple(
     )
 )
 _SWAP = np.array([[0.0, 1.0], [1.0, 0.0]])  # (row, col) <-> (x, y)
+# Refinement of a lattice by where pilot A finds the tile grid in parts of the leak
+# parts per side, pass by pass: a coarse pass (big parts, surer peaks) then finer ones
+_REFINE_REGIONS = (2, 3, 3)
+_REFINE_REACH = 6  # working px (3 chips) around the whole leak's grid origin
+_REFINE_Z = 3.5  # a part's pilot A peak counts from this height
+_REFINE_START = 4.0  # pilot A score a lattice needs before it is refined
+_DEBUG = False
+_REFINE_MAX_MOVE = 16.0  # working px: larger corrections are rejected
 # Lower confidence bound, in standard errors, on the mark amplitude the pilot measures.
 _AMPLITUDE_LCB = 3.0
 # Paths kept by the list decoder that names the deliveries most likely to be the mark.
@@ -122,6 +133,7 @@ class _Hypothesis:
     axes: np.ndarray | None = None
     origin: tuple[float, float] = (0.0, 0.0)  # working (x, y) of the leak's top-left pixel
     orientation: np.ndarray | None = None  # G, see _ORIENTATIONS
+    layout: TileLayout | None = None  # the chips it is decided on (None: the key's layout)
 
 
 def leak_scale(chip_px: float, original_shape: tuple[int, ...]) -> float:
@@ -145,7 +157,7 @@ def accusation_threshold(
     >>> round(accusation_threshold(n_candidates=3), 2)
     7.53
     """
-    n_sizes = len(DEFAULT_CHIP_SIZES) + _ESTIMATES + _LATTICES * len(_ORIENTATIONS)
+    n_sizes = len(DEFAULT_CHIP_SIZES) + _ESTIMATES + _LATTICES * (len(_ORIENTATIONS) + 1)
     n_tests = n_sizes * WORK_PX * WORK_PX * TILE_CHIPS * TILE_CHIPS * max(n_candidates, 1)
     return z_threshold(p_threshold, float(n_tests))
 
@@ -214,41 +226,204 @@ def _orient(v: np.ndarray, g: np.ndarray) -> np.ndarray:
     return v[..., src[0], src[1]].reshape(v.shape)
 
 
+def _pilot_halves(layout: TileLayout) -> tuple[np.ndarray, np.ndarray, TileLayout]:
+    """Split the pilot: half A (chips with even row + col) steers the refinement of a
+    lattice, the rest decides.
+
+    Returns
+    -------
+    pilot_a : (T, T) float32 ndarray
+        Pilot A's signs, 0 elsewhere.
+    is_a : (T, T) bool ndarray
+    decide : TileLayout
+        The layout with pilot B only: a refined hypothesis is scored on chips whose keyed
+        signs the refinement never saw, so its null distribution is that of one fixed
+        geometry (the keyed signs are independent of the image and of pilot A).
+    """
+    i, j = np.indices(layout.pilot.shape)
+    is_a = layout.pilot & ((i + j) % 2 == 0)
+    pilot_a = np.where(is_a, layout.signs, 0.0).astype(np.float32)
+    return pilot_a, is_a, TileLayout(layout.pilot & ~is_a, layout.signs, layout.bit_index)
+
+
+def _origin_map(z: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """(P, P) pilot scores by the working (row, col) where tile chip (0, 0) starts.
+
+    ``z[a, b, i, j]`` (phase a, b; shift i, j) puts tile chip (0, 0) at working pixel
+    ``(a, b) - WORK_PX * G^T (i, j)`` (mod P): a map whose peak moves with the mark.
+    """
+    p = WORK_PX * TILE_CHIPS
+    a, b, i, j = np.indices(z.shape)
+    shift = np.einsum("kl,l...->k...", g.T, np.stack([i, j]))
+    out = np.empty((p, p))
+    out[(a - WORK_PX * shift[0]) % p, (b - WORK_PX * shift[1]) % p] = z
+    return out
+
+
+def _peak_near(zmap: np.ndarray, centre: np.ndarray, reach: int) -> tuple[np.ndarray, float]:
+    """Sub-pixel (row, col) of the highest point of a periodic map within `reach` of
+    `centre`, and its height."""
+    p = zmap.shape[0]
+    d = np.arange(-reach, reach + 1)
+    rows = (int(centre[0]) + d) % p
+    cols = (int(centre[1]) + d) % p
+    win = zmap[np.ix_(rows, cols)]
+    r, c = np.unravel_index(int(np.argmax(win)), win.shape)
+    pr, pc = int(rows[r]), int(cols[c])
+    top = float(zmap[pr, pc])
+    sub = []
+    for lo, hi in (
+        (zmap[(pr - 1) % p, pc], zmap[(pr + 1) % p, pc]),
+        (zmap[pr, (pc - 1) % p], zmap[pr, (pc + 1) % p]),
+    ):
+        curv = lo - 2 * top + hi
+        sub.append(float(np.clip(0.5 * (lo - hi) / curv, -0.5, 0.5)) if curv < 0 else 0.0)
+    return np.array([pr + sub[0], pc + sub[1]]), top
+
+
+def _refine_map(
+    y: np.ndarray, to_working: np.ndarray, g: np.ndarray, pilot_a: np.ndarray, regions: int
+) -> np.ndarray | None:
+    """A leak -> working map corrected so the tile grid stays put over the whole leak.
+
+    The working image is cut into `regions` x `regions` parts; in each, pilot A says where
+    the tile grid starts (a sub-pixel peak near the one of the whole image). A homography
+    (or an affine map, with fewer parts sure of their peak) moving every part's grid
+    onto the common one corrects a lattice estimate that is slightly off in scale or
+    angle, and a mild perspective. Uses pilot A only.
+    """
+    yw, valid, placed = warp_luma(y, to_working)
+    r = whiten(yw) * valid
+    p = WORK_PX * TILE_CHIPS
+    whole = _origin_map(pilot_scores(_orient(chip_estimates(*fold_tiles(r, valid)), g), pilot_a), g)
+    centre = np.array(np.unravel_index(int(np.argmax(whole)), whole.shape), np.float64)
+    rows, cols = np.nonzero(valid)
+    if rows.size == 0:
+        return None
+    ys = np.linspace(rows.min(), rows.max() + 1, regions + 1).astype(int)
+    xs = np.linspace(cols.min(), cols.max() + 1, regions + 1).astype(int)
+    src, dst, weight = [], [], []
+    for r0, r1 in itertools.pairwise(ys):
+        for c0, c1 in itertools.pairwise(xs):
+            part = np.zeros_like(valid)
+            part[r0:r1, c0:c1] = valid[r0:r1, c0:c1]
+            if float(part.sum()) < 0.25 * p * p:
+                continue
+            v = chip_estimates(*fold_tiles(r * part, part))
+            zmap = _origin_map(pilot_scores(_orient(v, g), pilot_a), g)
+            peak, height = _peak_near(zmap, centre, _REFINE_REACH)
+            if _DEBUG:
+                print("    part", r0, c0, round(height, 2))
+            if height < _REFINE_Z:
+                continue
+            moved = (peak - centre + p / 2) % p - p / 2  # (row, col), wrapped
+            pr, pc = np.nonzero(part)
+            at = np.array([pc.mean(), pr.mean()])  # (x, y)
+            src.append(at)
+            dst.append(at - moved[::-1])
+            weight.append(height)
+    if len(src) < 3:
+        return None
+    src_a, dst_a = np.array(src), np.array(dst)
+    if len(src) >= 5:
+        h, _ = cv2.findHomography(src_a, dst_a, 0)
+        if h is None:
+            return None
+    else:
+        design = np.hstack([src_a, np.ones((len(src), 1))])
+        sol, *_ = np.linalg.lstsq(design, dst_a, rcond=None)
+        h = np.vstack([sol.T, [0.0, 0.0, 1.0]])
+    # a correction that moves the working grid by more than a few chips anywhere is not a
+    # refinement of this lattice
+    corners = np.array(
+        [[xs[0], ys[0]], [xs[-1], ys[0]], [xs[0], ys[-1]], [xs[-1], ys[-1]]], np.float64
+    )
+    moved_corners = cv2.perspectiveTransform(corners[None], h)[0]
+    if np.abs(moved_corners - corners).max() > _REFINE_MAX_MOVE:
+        return None
+    return h @ placed
+
+
 def _search_lattices(
     y: np.ndarray, layout: TileLayout, bases: list[np.ndarray]
 ) -> list[_Hypothesis]:
-    """Pilot-scored alignments on resampled tile lattices, in all 8 orientations."""
+    """Pilot-scored alignments on resampled tile lattices, in all 8 orientations, plus one
+    refined hypothesis per lattice (see :func:`_refine_map`), scored on pilot B."""
     pilot = layout.pilot_chips
+    pilot_a, is_a, decide = _pilot_halves(layout)
+    pilot_b = decide.pilot_chips
     found: list[_Hypothesis] = []
     for basis in bases:
-        yw, valid, origin = lattice_luma(y, basis)
+        to_working = lattice_map(basis)
+        yw, valid, placed = warp_luma(y, to_working)
         if min(yw.shape) < 2 * WORK_PX or float(valid.sum()) < (WORK_PX * TILE_CHIPS) ** 2:
             continue
         v = chip_estimates(*fold_tiles(whiten(yw) * valid, valid))
         per_chip = np.asarray(basis, np.float64) / TILE_CHIPS  # leak px per working chip
-        chip_px = float(np.sqrt(abs(np.linalg.det(per_chip))))
+        best_a, steer = -np.inf, _ORIENTATIONS[0]
         for g in _ORIENTATIONS:
             aligned_all = _orient(v, g)
-            z = pilot_scores(aligned_all, pilot)
-            flat = np.argsort(z, axis=None)[::-1][:_TOP_HYPOTHESES]
-            axes = per_chip @ _SWAP @ g.T.astype(np.float64) @ _SWAP
-            for idx in flat:
-                a, b, i, j = np.unravel_index(idx, z.shape)
-                aligned = np.roll(aligned_all[a, b], (int(i), int(j)), axis=(0, 1))
-                found.append(
-                    _Hypothesis(
-                        float(z[a, b, i, j]),
-                        chip_px,
-                        (int(a), int(b)),
-                        (int(i), int(j)),
-                        aligned,
-                        axes,
-                        (float(origin[0]), float(origin[1])),
-                        g,
-                    )
-                )
+            found.extend(_top_alignments(aligned_all, pilot, per_chip, placed, g, None))
+            z_a = float(pilot_scores(aligned_all, pilot_a).max())
+            if z_a > best_a:
+                best_a, steer = z_a, g
+        refined = to_working
+        # only a lattice where pilot A already shows something is worth refining (fewer
+        # hypotheses than counted: conservative)
+        for regions in _REFINE_REGIONS if best_a >= _REFINE_START else ():
+            step = _refine_map(y, refined, steer, pilot_a, regions)
+            if step is not None:
+                refined = step
+        if refined is to_working:
+            continue
+        yw, valid, placed = warp_luma(y, refined)
+        v = chip_estimates(*fold_tiles(whiten(yw) * valid, valid))
+        v[..., is_a] = 0.0  # pilot A steered the refinement: it takes no part in deciding
+        per_chip = _per_chip(refined)
+        found.extend(_top_alignments(_orient(v, steer), pilot_b, per_chip, placed, steer, decide))
     found.sort(key=lambda h: h.pilot_z, reverse=True)
     return found[:_TOP_HYPOTHESES]
+
+
+def _per_chip(to_working: np.ndarray) -> np.ndarray:
+    """(2, 2) leak pixels per working chip of a leak -> working map (linear part; at the
+    working origin for a projective one)."""
+    m = np.asarray(to_working, np.float64)
+    return WORK_PX * np.linalg.inv(m[:2, :2] / m[2, 2])
+
+
+def _top_alignments(
+    aligned_all: np.ndarray,
+    pilot: np.ndarray,
+    per_chip: np.ndarray,
+    placed: np.ndarray,
+    g: np.ndarray,
+    layout: TileLayout | None,
+) -> list[_Hypothesis]:
+    """The _TOP_HYPOTHESES best phases and shifts of oriented chip estimates."""
+    z = pilot_scores(aligned_all, pilot)
+    chip_px = float(np.sqrt(abs(np.linalg.det(per_chip))))
+    axes = per_chip @ _SWAP @ g.T.astype(np.float64) @ _SWAP
+    origin = placed @ np.array([0.0, 0.0, 1.0])
+    origin = (float(origin[0] / origin[2]), float(origin[1] / origin[2]))
+    out = []
+    for idx in np.argsort(z, axis=None)[::-1][:_TOP_HYPOTHESES]:
+        a, b, i, j = np.unravel_index(idx, z.shape)
+        aligned = np.roll(aligned_all[a, b], (int(i), int(j)), axis=(0, 1))
+        out.append(
+            _Hypothesis(
+                float(z[a, b, i, j]),
+                chip_px,
+                (int(a), int(b)),
+                (int(i), int(j)),
+                aligned,
+                axes,
+                origin,
+                g,
+                layout,
+            )
+        )
+    return out
 
 
 def _offset(h: _Hypothesis) -> tuple[float, float]:
@@ -410,7 +585,8 @@ def detect_frame(
                 sizes.append(c)
     hyps = _search(y, layout, tuple(sizes))
     if estimate_geometry:
-        n_sizes += _LATTICES * len(_ORIENTATIONS)
+        # every orientation of every lattice, and one refined hypothesis per lattice
+        n_sizes += _LATTICES * (len(_ORIENTATIONS) + 1)
         bases = estimate_lattices(y, n_candidates=_LATTICES)
         hyps = sorted(
             hyps + _search_lattices(y, layout, bases), key=lambda h: h.pilot_z, reverse=True
@@ -431,7 +607,7 @@ def _decide(
         return Detection(False, None, 0.0, 1.0, 1.0, 0.0, (0.0, 0.0), n_geometry)
 
     if cand is not None and cand.size:
-        verdicts = [(_registry_verdict(h, layout, cand, n_geometry), h) for h in hyps]
+        verdicts = [(_registry_verdict(h, h.layout or layout, cand, n_geometry), h) for h in hyps]
         (idx, z, p, _), h = min(verdicts, key=lambda v: (v[0][2], -v[0][1]))
         p_mark = min(v[0][3] for v in verdicts)
         found = p <= p_threshold
@@ -442,7 +618,7 @@ def _decide(
 
     h = hyps[0]
     p = float(false_alarm_probability(h.pilot_z, n_geometry))
-    payload, crc_ok = decode_payload(_soft_bits(h, layout)[0])
+    payload, crc_ok = decode_payload(_soft_bits(h, h.layout or layout)[0])
     found = crc_ok and p <= p_threshold
     return Detection(
         found, payload if found else None, h.pilot_z, p, p, h.chip_px, _offset(h), n_geometry

@@ -15,7 +15,8 @@ __all__ = [
     "estimate_chip_sizes",
     "estimate_lattices",
     "fold_tiles",
-    "lattice_luma",
+    "lattice_map",
+    "warp_luma",
     "pilot_scores",
     "whiten",
     "working_luma",
@@ -24,48 +25,73 @@ __all__ = [
 WORK_PX = 2  # pixels per chip in the working resolution
 
 
-def lattice_luma(y: np.ndarray, basis: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Resample luma so that a tile lattice `basis` becomes the square working grid.
+def lattice_map(basis: np.ndarray) -> np.ndarray:
+    """(3, 3) leak -> working map that turns a tile lattice `basis` into the square working
+    grid (a tile period ``WORK_PX * TILE_CHIPS`` working pixels, tile x along working x).
+
+    Parameters
+    ----------
+    basis : (2, 2) float ndarray
+        Tile period vectors (columns, (dx, dy) in leak pixels), see
+        :func:`estimate_lattices`.
+    """
+    m = np.eye(3)
+    m[:2, :2] = (WORK_PX * TILE_CHIPS) * np.linalg.inv(np.asarray(basis, np.float64))
+    return m
+
+
+def warp_luma(y: np.ndarray, to_working: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Resample luma through a (3, 3) leak -> working map (affine or projective).
 
     Parameters
     ----------
     y : (H, W) float32 ndarray
         Luma of the leak, 0..255 scale.
-    basis : (2, 2) float ndarray
-        Tile period vectors (columns, (dx, dy) in leak pixels), see
-        :func:`estimate_lattices`.
+    to_working : (3, 3) float ndarray
+        Leak pixel (x, y, 1) -> working pixel, up to a shift: the working image is the
+        bounding box of the mapped leak.
 
     Returns
     -------
     working : (h, w) float32 ndarray
-        Tile axis i along the working image's x, a tile period ``WORK_PX * TILE_CHIPS``
-        working pixels.
     valid : (h, w) float32 ndarray
         1 where the working image shows the leak, 0 in the corners outside it.
-    origin : (2,) float64 ndarray
-        (x, y) working position of the leak's top-left corner.
+    placed : (3, 3) float64 ndarray
+        The map actually applied (`to_working` followed by the bounding-box shift).
     """
-    to_working = (WORK_PX * TILE_CHIPS) * np.linalg.inv(np.asarray(basis, np.float64))
+    m = np.asarray(to_working, np.float64)
     h, w = y.shape
     src = y
-    shrink = math.sqrt(abs(np.linalg.det(to_working)))
+    shrink = math.sqrt(abs(np.linalg.det(m[:2, :2] / m[2, 2])))
+    pre = np.eye(3)
     if shrink < 0.9:  # area-average first: a bilinear warp alone would alias
         size = (max(1, round(w * shrink)), max(1, round(h * shrink)))
         src = cv2.resize(y, size, interpolation=cv2.INTER_AREA)
-        to_working = to_working @ np.diag([w / size[0], h / size[1]])
+        pre = np.diag([w / size[0], h / size[1], 1.0])
     sh, sw = src.shape
-    corners = np.array([[0.0, sw, 0.0, sw], [0.0, 0.0, sh, sh]])
-    mapped = to_working @ corners
+    m_src = m @ pre
+    corners = np.array([[0.0, sw, 0.0, sw], [0.0, 0.0, sh, sh], [1.0, 1.0, 1.0, 1.0]])
+    mapped = m_src @ corners
+    mapped = mapped[:2] / mapped[2]
     lo = np.floor(mapped.min(axis=1))
     out = (
-        max(1, int(np.ceil(mapped[0].max() - lo[0]))),
-        max(1, int(np.ceil(mapped[1].max() - lo[1]))),
+        max(1, min(8192, int(np.ceil(mapped[0].max() - lo[0])))),
+        max(1, min(8192, int(np.ceil(mapped[1].max() - lo[1])))),
     )
-    m = np.hstack([to_working, -lo[:, None]]).astype(np.float64)
-    working = cv2.warpAffine(src, m, out, flags=cv2.INTER_LINEAR, borderValue=0.0)
-    inside = cv2.warpAffine(np.ones_like(src), m, out, flags=cv2.INTER_NEAREST, borderValue=0.0)
+    shift = np.array([[1.0, 0.0, -lo[0]], [0.0, 1.0, -lo[1]], [0.0, 0.0, 1.0]])
+    full = shift @ m_src
+    if np.allclose(full[2], [0.0, 0.0, 1.0]):
+        working = cv2.warpAffine(src, full[:2], out, flags=cv2.INTER_LINEAR, borderValue=0.0)
+        inside = cv2.warpAffine(
+            np.ones_like(src), full[:2], out, flags=cv2.INTER_NEAREST, borderValue=0.0
+        )
+    else:
+        working = cv2.warpPerspective(src, full, out, flags=cv2.INTER_LINEAR, borderValue=0.0)
+        inside = cv2.warpPerspective(
+            np.ones_like(src), full, out, flags=cv2.INTER_NEAREST, borderValue=0.0
+        )
     valid = cv2.erode(inside, np.ones((3, 3), np.uint8))  # no resampling edge in the fold
-    return working, valid, -lo
+    return working, valid, shift @ m
 
 
 def working_luma(y: np.ndarray, chip_px: float) -> np.ndarray:
@@ -300,7 +326,9 @@ _LATTICE_FACTORS = (1, 2, 4, 8)
 _MAX_PERIOD = 100.0
 _LATTICE_CROP = 768  # px, side of the centre crop analysed for lattices
 _MIN_POINTS = 6  # of the _LATTICE points inside the analysed lags, for a basis to count
-_FIT_RANGE = 0.75  # lattice points used to refine a basis: lags within this share of the crop
+_FIT_RANGE = 0.75
+_POLISH_REACH = 1.5  # analysis px each lattice vector may move when polished
+_POLISH_STEP = 0.125  # lattice points used to refine a basis: lags within this share of the crop
 
 
 def _lattice_points(n: int = 3) -> np.ndarray:
@@ -315,34 +343,49 @@ def _sample(ac: np.ndarray, lags: np.ndarray) -> np.ndarray:
     """Bilinear autocorrelation at (..., 2) lag vectors (dx, dy); lags wrap around."""
     fh, fw = ac.shape
     flat = lags.reshape(-1, 2).astype(np.float32)
+    n = flat.shape[0]
+    width = 1024  # cv2.remap wants maps under 32767 px a side
+    rows = max(1, -(-n // width))
+    mx = np.zeros(rows * width, np.float32)
+    my = np.zeros(rows * width, np.float32)
+    mx[:n] = np.mod(flat[:, 0], fw)
+    my[:n] = np.mod(flat[:, 1], fh)
     vals = cv2.remap(
         ac,
-        np.mod(flat[:, 0], fw).reshape(1, -1),
-        np.mod(flat[:, 1], fh).reshape(1, -1),
+        mx.reshape(rows, width),
+        my.reshape(rows, width),
         cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_WRAP,
     )
-    return vals.reshape(lags.shape[:-1])
+    return vals.ravel()[:n].reshape(lags.shape[:-1])
 
 
 # Offsets (dx, dy) at which a point's opposite neighbours are compared: 8 directions, 4 px
 _RIDGE_STEPS = ((4, 0), (4, 2), (3, 3), (2, 4), (0, 4), (-2, 4), (-3, 3), (-4, 2))
 
 
-def _isolated(ac: np.ndarray) -> np.ndarray:
+def _isolated(ac: np.ndarray, ch: int, cw: int) -> np.ndarray:
     """Autocorrelation minus, at each lag, the larger mean of its two opposite neighbours
-    4 px away in any of 8 directions.
+    4 px away in any of 8 directions (zero beyond the lags used for lattices).
 
     Straight lines and hatching in the content make ridges in the autocorrelation, whose
     local maxima would pass for lattice peaks; along a ridge, both neighbours in the
     ridge's direction are as high as the point itself, while around the mark's isolated
     peaks every neighbour is low.
     """
-    ridge = np.zeros_like(ac)
+    fh, fw = ac.shape
+    ry = min(fh // 2 - 8, int(_FIT_RANGE * ch) + 8)
+    rx = min(fw // 2 - 8, int(_FIT_RANGE * cw) + 8)
+    centred = np.fft.fftshift(ac)[fh // 2 - ry : fh // 2 + ry + 1, fw // 2 - rx : fw // 2 + rx + 1]
+    ridge = np.zeros_like(centred)
     for dx, dy in _RIDGE_STEPS:
-        pair = 0.5 * (np.roll(ac, (dy, dx), axis=(0, 1)) + np.roll(ac, (-dy, -dx), axis=(0, 1)))
+        pair = 0.5 * (
+            np.roll(centred, (dy, dx), axis=(0, 1)) + np.roll(centred, (-dy, -dx), axis=(0, 1))
+        )
         np.maximum(ridge, pair, out=ridge)
-    return ac - ridge
+    out = np.zeros_like(ac)
+    out[fh // 2 - ry : fh // 2 + ry + 1, fw // 2 - rx : fw // 2 + rx + 1] = centred - ridge
+    return np.fft.ifftshift(out)
 
 
 def _peaks(ac: np.ndarray, ch: int, cw: int) -> np.ndarray:
@@ -418,6 +461,29 @@ def _refine_basis(ac: np.ndarray, basis: np.ndarray, ch: int, cw: int) -> np.nda
     return refined
 
 
+def _polish_basis(ac: np.ndarray, basis: np.ndarray, ch: int, cw: int) -> np.ndarray:
+    """Basis maximising the summed autocorrelation over all its lattice points in range,
+    one vector at a time on a sub-pixel grid (the far points pin the vectors down: a
+    quarter-pixel change of a vector moves its sixth multiple by 1.5 px)."""
+    coeff = _lattice_points(8).astype(np.float64)
+    steps = np.arange(-_POLISH_REACH, _POLISH_REACH + 1e-9, _POLISH_STEP)
+    grid = np.stack(np.meshgrid(steps, steps, indexing="xy"), axis=-1).reshape(-1, 2)
+    b = np.asarray(basis, np.float64).copy()
+    for _ in range(2):
+        for col in (0, 1):
+            pts = coeff @ b.T
+            inside = (np.abs(pts[:, 0]) < _FIT_RANGE * cw) & (np.abs(pts[:, 1]) < _FIT_RANGE * ch)
+            use = coeff[inside & (coeff[:, col] != 0)]
+            if len(use) < 2:
+                return b
+            trial = b[None].repeat(len(grid), axis=0)
+            trial[:, :, col] += grid
+            lags = use @ trial.transpose(0, 2, 1)  # (G, K, 2)
+            score = _sample(ac, lags).sum(axis=1)
+            b = trial[int(np.argmax(score))]
+    return b
+
+
 def estimate_lattices(y: np.ndarray, *, n_candidates: int = 2) -> list[np.ndarray]:
     """Candidate tile lattices of a rotated, sheared or rescaled mark, from the 2-D
     autocorrelation of the leak.
@@ -448,10 +514,10 @@ def estimate_lattices(y: np.ndarray, *, n_candidates: int = 2) -> list[np.ndarra
         if factor > 1:
             size = (max(1, y.shape[1] // factor), max(1, y.shape[0] // factor))
             small = cv2.resize(y, size, interpolation=cv2.INTER_AREA)
-        ac, ch, cw = _autocorrelation(small, _LATTICE_CROP)
+        ac, ch, cw = _autocorrelation(small, _LATTICE_CROP if factor > 1 else _ANALYSIS_PX)
         if _PEAK_RANGE * min(ch, cw) <= _MIN_PERIOD:
             continue
-        isolated = _isolated(ac)
+        isolated = _isolated(ac, ch, cw)
         peaks = _peaks(isolated, ch, cw)
         if len(peaks) < 2:
             continue
@@ -488,7 +554,7 @@ def estimate_lattices(y: np.ndarray, *, n_candidates: int = 2) -> list[np.ndarra
                 break
         chosen.sort(key=lambda c: c[1], reverse=True)
         for b, score in chosen[:2]:
-            refined = _refine_basis(ac, _canonical(b), ch, cw)
+            refined = _polish_basis(ac, _canonical(b), ch, cw)
             out.append((score, _canonical(refined) * factor))
     out.sort(key=lambda c: c[0], reverse=True)
     return [b for _, b in out[:n_candidates]]
