@@ -13,6 +13,8 @@ from watermark._embed import embed_frame
 from watermark._features import Features, local_features, match_features, mirror_matrix
 from watermark._index import AssetIndex
 from watermark._informed import (
+    _codec_replica,
+    _integer_offset,
     dense_features,
     index_features,
     register_features,
@@ -320,3 +322,43 @@ def test_index_stacks_unit_descriptors() -> None:
     norm = float(np.linalg.norm(idx.descriptors[0].astype(np.float32)))
     assert math.isclose(norm, 1.0, rel_tol=1e-2)
     assert len(idx) == 50 and np.array_equal(np.unique(idx.owners), np.arange(50))
+
+
+# --------------------------------------------------------------------------- codec replica
+
+
+def test_near_whole_pixel_registration_snaps_to_the_shift() -> None:
+    shape = (540, 960)
+    shift = np.array([[1.0, 0.0, -13.0], [0.0, 1.0, -7.0], [0.0, 0.0, 1.0]])
+    assert _integer_offset(shift, shape) == (13, 7)
+    # a full-frame registration a few 1e-4 off in scale and angle: within a pixel
+    near = shift @ np.array([[0.9998, -1.5e-4, 0.2], [1.5e-4, 0.9999, -0.1], [0.0, 0.0, 1.0]])
+    assert _integer_offset(near, shape) is None
+    assert _integer_offset(near, shape, tol=1.0) == (13, 7)
+    far = shift @ np.diag([0.99, 0.99, 1.0])  # 10 px off at the far corner
+    assert _integer_offset(far, shape, tol=1.0) is None
+
+
+@pytest.mark.parametrize(
+    "ext, flag, quality",
+    [
+        (".jpg", cv2.IMWRITE_JPEG_QUALITY, 35),
+        (".webp", cv2.IMWRITE_WEBP_QUALITY, 50),
+    ],
+)
+def test_codec_replica_matches_the_leaks_compression(
+    photo: np.ndarray, ext: str, flag: int, quality: int
+) -> None:
+    # an unscaled crop of the original, compressed: the replica rebuilds the compression
+    # (WebP picks its quantisers per segment of the picture it sees, so a replica whose
+    # quality was chosen on a probe window is close, not always bit-exact)
+    crop = np.ascontiguousarray(photo[40:340, 64:464])
+    _, buf = cv2.imencode(ext, np.ascontiguousarray(crop[..., ::-1]), [flag, quality])
+    leak_y = luma(np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]))
+    h = np.array([[1.0, 0.0, -64.0], [0.0, 1.0, -40.0], [0.0, 0.0, 1.0]])
+    replica = _codec_replica(leak_y, luma(photo), h, photo)
+    assert replica is not None and replica.shape == leak_y.shape
+    raw = luma(crop)
+    assert float(np.mean(np.abs(replica - leak_y))) < 0.05 * float(np.mean(np.abs(raw - leak_y)))
+    # not an unscaled crop: no replica
+    assert _codec_replica(leak_y, luma(photo), h @ np.diag([1.01, 1.01, 1.0]), photo) is None

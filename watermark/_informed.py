@@ -370,16 +370,20 @@ def _level(r: np.ndarray, valid: np.ndarray) -> float:
     return float(cv2.norm(r, cv2.NORM_L2, mask=mask)) / np.sqrt(n) if n else np.inf
 
 
-def _integer_offset(h: np.ndarray, tol: float = 0.05) -> tuple[int, int] | None:
-    """(x0, y0) when `h` is a pure translation by whole pixels (the leak is an unscaled
-    crop, x_leak = x_orig - x0), else None."""
+def _integer_offset(
+    h: np.ndarray, shape: tuple[int, ...], tol: float = 0.05
+) -> tuple[int, int] | None:
+    """(x0, y0) when `h` is, to within `tol` px anywhere on a leak of `shape`, a translation
+    by whole pixels (the leak is an unscaled crop, x_leak = x_orig - x0), else None."""
     m = h / h[2, 2]
-    if np.max(np.abs(m[:2, :2] - np.eye(2))) > 1e-4 or np.max(np.abs(m[2, :2])) > 1e-8:
+    lh, lw = shape[:2]
+    corners = np.array([[0.0, 0.0], [lw - 1.0, 0.0], [0.0, lh - 1.0], [lw - 1.0, lh - 1.0]])
+    inv = np.linalg.inv(m)
+    at = cv2.perspectiveTransform(corners[None], inv)[0]  # original points on the corners
+    shift = np.rint(np.median(at - corners, axis=0))
+    if np.abs(at - corners - shift).max() > tol:
         return None
-    x0, y0 = -m[0, 2], -m[1, 2]
-    if abs(x0 - round(x0)) > tol or abs(y0 - round(y0)) > tol:
-        return None
-    return round(x0), round(y0)
+    return int(shift[0]), int(shift[1])
 
 
 def _as_uint8(pixels: np.ndarray) -> np.ndarray:
@@ -392,20 +396,28 @@ def _as_uint8(pixels: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(img.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
 
 
-def _jpeg_replica(
+# Still-image codecs a leak may have been saved with, tried for the replica: (extension,
+# OpenCV quality flag). WebP (VP8) codes 16x16 macroblocks; JPEG 8x8 blocks.
+_REPLICA_CODECS = ((".jpg", cv2.IMWRITE_JPEG_QUALITY), (".webp", cv2.IMWRITE_WEBP_QUALITY))
+_SNAP_PX = 1.0  # a registration this close to a whole-pixel shift also tries the shift
+_REPLICA_FINALISTS = 3
+_REPLICA_GRID = 16  # px: the probe window starts on both codecs' block grids
+
+
+def _codec_replica(
     leak_y: np.ndarray, original_y: np.ndarray, h: np.ndarray, original: np.ndarray | None
 ) -> np.ndarray | None:
-    """The original's luma as the leak's JPEG compression would have left it, if the leak
-    is an unscaled crop of it (compressed on the leak's own 8x8 grid); else None.
+    """The original's luma as the leak's JPEG or WebP compression would have left it, if
+    the leak is an unscaled crop of it (compressed on the leak's own block grid); else None.
 
     Subtracting this instead of the original removes the host's own quantisation noise,
-    which at low JPEG qualities is far larger than what is left of the mark: what remains
-    is how the mark moved coefficients across quantisation steps. The colour original is
+    which at low qualities is far larger than what is left of the mark: what remains is
+    how the mark moved coefficients across quantisation steps. The colour original is
     compressed when given (the leak's luma then carries the same colour rounding), else its
-    luma. The quality (1 to 100) is the one whose replica is closest to the leak on the
-    most structured probe window; the choice sees only the host.
+    luma. The codec and quality (1 to 100) are the ones whose replica is closest to the
+    leak on the most structured probe window; the choice sees only the host.
     """
-    offset = _integer_offset(h)
+    offset = _integer_offset(h, leak_y.shape)
     lh, lw = leak_y.shape
     oh, ow = original_y.shape
     if offset is None or min(lh, lw) < 64:
@@ -418,35 +430,50 @@ def _jpeg_replica(
     else:
         src = np.clip(np.rint(original_y[y0 : y0 + lh, x0 : x0 + lw]), 0, 255).astype(np.uint8)
 
-    def replica(img: np.ndarray, quality: int) -> np.ndarray:
+    def replica(img: np.ndarray, codec: int, quality: int) -> np.ndarray:
+        ext, flag = _REPLICA_CODECS[codec]
         bgr = img if img.ndim == 2 else np.ascontiguousarray(img[..., ::-1])
-        _, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        _, buf = cv2.imencode(ext, bgr, [flag, quality])
         dec = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
         return (
             dec.astype(np.float32) if dec.ndim == 2 else luma(np.ascontiguousarray(dec[..., ::-1]))
         )
 
-    side = min(_REPLICA_PROBE, lh - lh % 8, lw - lw % 8)
+    g = _REPLICA_GRID
+    side = min(_REPLICA_PROBE, lh - lh % g, lw - lw % g)
+    if side < g:
+        return None
     starts = [
-        (((lh - side) * fy) // 8 * 8, ((lw - side) * fx) // 8 * 8)
+        (((lh - side) * fy) // 2, ((lw - side) * fx) // 2)  # 0, half and all of the slack
         for fy in (0, 1, 2)
         for fx in (0, 1, 2)
     ]
-    starts = [(ty // 2, tx // 2) for ty, tx in starts]  # 0, half and all of the slack
     host_y = original_y[y0 : y0 + lh, x0 : x0 + lw]
     ty, tx = max(
         starts, key=lambda t: float(np.var(host_y[t[0] : t[0] + side, t[1] : t[1] + side]))
     )
-    ty, tx = ty // 8 * 8, tx // 8 * 8
+    ty, tx = ty // g * g, tx // g * g
     probe_src = np.ascontiguousarray(src[ty : ty + side, tx : tx + side])
     probe_leak = leak_y[ty : ty + side, tx : tx + side]
 
-    def error(quality: int) -> float:
-        return float(np.mean((probe_leak - replica(probe_src, quality)) ** 2))
+    def error(setting: tuple[int, int]) -> float:
+        return float(np.mean((probe_leak - replica(probe_src, *setting)) ** 2))
 
-    coarse = min(range(10, 101, 5), key=error)
-    best = min(range(max(1, coarse - 4), min(100, coarse + 4) + 1), key=error)
-    return replica(src, best)
+    ranked: list[tuple[float, tuple[int, int]]] = []
+    for codec in range(len(_REPLICA_CODECS)):
+        coarse = min(((codec, q) for q in range(10, 101, 5)), key=error)
+        near = range(max(1, coarse[1] - 4), min(100, coarse[1] + 4) + 1)
+        ranked.extend((error((codec, q)), (codec, q)) for q in near)
+    ranked.sort()
+    # WebP picks its quantisers per segment of the picture it is given, so the probe only
+    # shortlists: the few best settings are compared on the whole crop
+    best, best_error = None, np.inf
+    for _, setting in ranked[:_REPLICA_FINALISTS]:
+        candidate = replica(src, *setting)
+        err = float(np.mean((leak_y - candidate) ** 2))
+        if err < best_error:
+            best, best_error = candidate, err
+    return best
 
 
 def _residual(
@@ -464,7 +491,7 @@ def _residual(
         return None
     scale = local_scale(h, ((ow - 1) / 2.0, (oh - 1) / 2.0))
     r = (leak_y - _fit_host(leak_y, host, valid, model)) * valid
-    replica = _jpeg_replica(leak_y, original_y, h, original)
+    replica = _codec_replica(leak_y, original_y, h, original)
     if replica is not None and _level(leak_y - replica, valid) < _level(r, valid):
         r = (leak_y - replica) * valid
     chip_px = float(2 ** chip_level(original_y.shape))
@@ -640,6 +667,16 @@ def trace_registered(
         refined, rho = refine_homography(leak_y, original_y, h)
         if rho > 0:
             options.append(refined)
+    # an unscaled crop registers a fraction of a pixel off a whole-pixel shift (a full
+    # frame comes out 2e-4 off in scale): the exact shift is one more candidate, chosen
+    # only if it fits the host better, and it lets the codec replica be used
+    for option in list(options):
+        near = _integer_offset(option, leak_y.shape, tol=_SNAP_PX)
+        if near is not None:
+            snapped = np.array([[1.0, 0.0, -near[0]], [0.0, 1.0, -near[1]], [0.0, 0.0, 1.0]])
+            if not any(np.allclose(snapped, o / o[2, 2]) for o in options):
+                options.append(snapped)
+            break
     chips, coverage, used = residual_chips(
         leak_y, original_y, options, params=params, original=original
     )

@@ -308,6 +308,9 @@ _INDEX_REGISTRATIONS = 4
 _ORIGINAL_REGISTRATIONS = 2  # an original given by hand: direct and mirrored
 # A direct registration this well supported (inliers, and share of the leak's features)
 # makes the mirrored one pointless: it is skipped (the p-value still counts it).
+# A registration found from the mark's delivery is reported only if the residual there
+# shows the mark at this false-alarm probability (it is not another test of the verdict)
+_LOCATE_P = 1e-4
 _SURE_INLIERS = 60
 _SURE_SHARE = 0.3
 
@@ -818,8 +821,9 @@ class Studio:
         """Where in its original a leak lies that only the blind decoder traced.
 
         The mark names the delivery, hence the asset; its original is described densely
-        and registered to the leak for the geometry and the coverage. The verdict stays the
-        blind one (this registration is not another test of the decision).
+        and registered to the leak for the geometry and the coverage, kept only when the
+        residual at that registration shows the mark. The verdict stays the blind one
+        (this registration is not another test of the decision).
         """
         match = (
             self.registry.lookup(int(detection.payload)) if detection.payload is not None else None
@@ -855,6 +859,9 @@ class Studio:
                 p_threshold=p_threshold,
                 original=orig_pixels,
             )
+            if located.p_mark > _LOCATE_P:
+                # the mark is not where this registration puts it: a wrong registration
+                continue
             notes.append(
                 "source located from the mark's delivery (the asset index did not recognise "
                 f"the leak); informed statistic there {located.score:.1f}"
