@@ -109,6 +109,10 @@ class Detection:
         each in [0, 32).
     n_tests : float
         Number of hypotheses the p_value is corrected for.
+    axes : tuple of float or None
+        ``(a, b, c, d)``: the leak's pixel displacement ``[[a, b], [c, d]] @ (i, j)`` for a
+        step of i chips along the tile's x and j along its y (rotation, per-axis scale,
+        shear and mirroring of the mark in the leak); None when nothing was searched.
     """
 
     found: bool
@@ -119,6 +123,7 @@ class Detection:
     chip_px: float
     offset: tuple[float, float]
     n_tests: float = 1.0
+    axes: tuple[float, float, float, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -613,7 +618,15 @@ def _decide(
         found = p <= p_threshold
         payload = int(cand[idx]) if found else None
         return Detection(
-            found, payload, z, p, p_mark, h.chip_px, _offset(h), n_geometry * cand.size
+            found,
+            payload,
+            z,
+            p,
+            p_mark,
+            h.chip_px,
+            _offset(h),
+            n_geometry * cand.size,
+            _axes(h),
         )
 
     h = hyps[0]
@@ -621,8 +634,21 @@ def _decide(
     payload, crc_ok = decode_payload(_soft_bits(h, h.layout or layout)[0])
     found = crc_ok and p <= p_threshold
     return Detection(
-        found, payload if found else None, h.pilot_z, p, p, h.chip_px, _offset(h), n_geometry
+        found,
+        payload if found else None,
+        h.pilot_z,
+        p,
+        p,
+        h.chip_px,
+        _offset(h),
+        n_geometry,
+        _axes(h),
     )
+
+
+def _axes(h: _Hypothesis) -> tuple[float, float, float, float]:
+    a = h.axes if h.axes is not None else h.chip_px * np.eye(2)
+    return (float(a[0, 0]), float(a[0, 1]), float(a[1, 0]), float(a[1, 1]))
 
 
 def _check_candidates(candidates: np.ndarray | None) -> np.ndarray | None:

@@ -19,6 +19,7 @@ __all__ = [
     "Geometry",
     "choose_model",
     "describe_homography",
+    "describe_tile_axes",
     "estimate_homography",
     "estimate_similarity",
     "local_scale",
@@ -117,6 +118,44 @@ def describe_homography(h: np.ndarray, leak_shape: tuple[int, ...]) -> Geometry:
         scale_y=float(np.linalg.norm(j[:, 1])),
         flipped=flipped,
         offset=(float(at[0]), float(at[1])),
+    )
+
+
+def describe_tile_axes(
+    axes: tuple[float, float, float, float],
+    offset_chips: tuple[float, float],
+    chip_px: float,
+    leak_shape: tuple[int, ...],
+) -> Geometry:
+    """Geometry of a leak from where the blind decoder found the mark's tile grid.
+
+    Parameters
+    ----------
+    axes : (a, b, c, d)
+        Leak pixels per tile chip, see :attr:`watermark._detect.Detection.axes`.
+    offset_chips : (row, col)
+        Tile chip under the leak's top-left pixel.
+    chip_px : float
+        The original's chip size (pixels per chip, see
+        :func:`watermark._carrier.chip_level`).
+    leak_shape : tuple
+        (H, W, ...) of the leak.
+
+    Returns
+    -------
+    Geometry
+        ``offset`` is known only modulo the tile (the mark repeats every
+        ``32 * chip_px`` original pixels): it is reduced into the first tile.
+    """
+    linear = np.array([[axes[0], axes[1]], [axes[2], axes[3]]], np.float64) / float(chip_px)
+    top_left = np.array([offset_chips[1], offset_chips[0]], np.float64) * float(chip_px)
+    h = np.eye(3)
+    h[:2, :2] = linear
+    h[:2, 2] = -linear @ top_left  # the original point `top_left` lands on leak (0, 0)
+    g = describe_homography(h, leak_shape)
+    period = 32.0 * float(chip_px)
+    return Geometry(
+        g.rotation, g.scale_x, g.scale_y, g.flipped, (g.offset[0] % period, g.offset[1] % period)
     )
 
 

@@ -16,8 +16,8 @@ __all__ = [
     "estimate_lattices",
     "fold_tiles",
     "lattice_map",
-    "warp_luma",
     "pilot_scores",
+    "warp_luma",
     "whiten",
     "working_luma",
 ]
@@ -317,7 +317,8 @@ def estimate_chip_sizes(y: np.ndarray, *, n_candidates: int = 4) -> list[float]:
 _PEAKS = 24  # autocorrelation maxima considered as lattice vectors, per resolution
 _MAX_COS = 0.6  # lattice vectors at 53..127 degrees to each other (shear, perspective)
 _MAX_RATIO = 1.7  # and lengths within this ratio (aspect changes)
-_FINER_SCORE = 0.6  # a finer lattice scoring this share of a coarser one replaces it
+_FINER_SCORE = 0.3  # a finer lattice scoring this share of a coarser one replaces it
+_PER_FACTOR = 8  # distinct lattices considered per analysis resolution
 _PEAK_RANGE = 0.7  # lattice vectors up to this share of the analysed crop (overlap >= 30 %)
 # Analysis resolutions (downscale factors) and the tile periods looked for at each: chips of
 # 1.25 to 3 analysis pixels give sharp autocorrelation peaks (wider ones blur into the
@@ -340,7 +341,10 @@ def _lattice_points(n: int = 3) -> np.ndarray:
 
 
 def _sample(ac: np.ndarray, lags: np.ndarray) -> np.ndarray:
-    """Bilinear autocorrelation at (..., 2) lag vectors (dx, dy); lags wrap around."""
+    """Bicubic autocorrelation at (..., 2) lag vectors (dx, dy); lags wrap around.
+
+    Bicubic, not bilinear: a bilinear surface peaks only on whole pixels, and the
+    sub-pixel polish of a lattice needs the true peak between them."""
     fh, fw = ac.shape
     flat = lags.reshape(-1, 2).astype(np.float32)
     n = flat.shape[0]
@@ -354,7 +358,7 @@ def _sample(ac: np.ndarray, lags: np.ndarray) -> np.ndarray:
         ac,
         mx.reshape(rows, width),
         my.reshape(rows, width),
-        cv2.INTER_LINEAR,
+        cv2.INTER_CUBIC,
         borderMode=cv2.BORDER_WRAP,
     )
     return vals.ravel()[:n].reshape(lags.shape[:-1])
@@ -428,48 +432,15 @@ def _same_or_coarser(fine: np.ndarray, coarse: np.ndarray) -> bool:
     return bool(np.all(np.abs(t - np.rint(t)) < 0.15))
 
 
-def _refine_basis(ac: np.ndarray, basis: np.ndarray, ch: int, cw: int) -> np.ndarray:
-    """Least-squares basis from the sub-pixel positions of many lattice peaks."""
-    coeff = _lattice_points(6).astype(np.float64)
-    pts = coeff @ basis.T  # (k, 2)
-    inside = (np.abs(pts[:, 0]) < _FIT_RANGE * cw) & (np.abs(pts[:, 1]) < _FIT_RANGE * ch)
-    coeff, pts = coeff[inside], pts[inside]
-    if len(pts) < 2:
-        return basis
-    # local maximum within +/- 1 px of each predicted point, then a parabola through it
-    grid = np.array([[dx, dy] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], np.float64)
-    cand = np.rint(pts)[:, None, :] + grid[None]  # (k, 9, 2)
-    vals = _sample(ac, cand)
-    top = cand[np.arange(len(cand)), np.argmax(vals, axis=1)]
-    c0 = _sample(ac, top)
-    xm, xp = _sample(ac, top - [1, 0]), _sample(ac, top + [1, 0])
-    ym, yp = _sample(ac, top - [0, 1]), _sample(ac, top + [0, 1])
-    ddx, ddy = xm - 2 * c0 + xp, ym - 2 * c0 + yp
-    sx = np.where(ddx < 0, 0.5 * (xm - xp) / np.where(ddx < 0, ddx, -1.0), 0.0)
-    sy = np.where(ddy < 0, 0.5 * (ym - yp) / np.where(ddy < 0, ddy, -1.0), 0.0)
-    found = top + np.stack([np.clip(sx, -0.5, 0.5), np.clip(sy, -0.5, 0.5)], axis=1)
-    weight = np.clip(c0, 0.0, None)
-    if np.count_nonzero(weight) < 2:
-        return basis
-    w = np.sqrt(weight)[:, None]
-    sol, *_ = np.linalg.lstsq(coeff * w, found * w, rcond=None)  # found = coeff @ sol
-    refined = sol.T
-    # a refinement that moved the basis far is a refinement onto another peak: keep the
-    # estimate
-    if np.abs(refined - basis).max() > 0.05 * np.abs(basis).max():
-        return basis
-    return refined
-
-
 def _polish_basis(ac: np.ndarray, basis: np.ndarray, ch: int, cw: int) -> np.ndarray:
     """Basis maximising the summed autocorrelation over all its lattice points in range,
-    one vector at a time on a sub-pixel grid (the far points pin the vectors down: a
-    quarter-pixel change of a vector moves its sixth multiple by 1.5 px)."""
+    one vector at a time on ever finer sub-pixel grids (the far points pin the vectors
+    down: a tenth of a pixel on a vector moves its sixth multiple by 0.6 px)."""
     coeff = _lattice_points(8).astype(np.float64)
-    steps = np.arange(-_POLISH_REACH, _POLISH_REACH + 1e-9, _POLISH_STEP)
-    grid = np.stack(np.meshgrid(steps, steps, indexing="xy"), axis=-1).reshape(-1, 2)
     b = np.asarray(basis, np.float64).copy()
-    for _ in range(2):
+    for reach in (_POLISH_REACH, _POLISH_REACH / 4, _POLISH_REACH / 16):
+        steps = np.linspace(-reach, reach, 13)
+        grid = np.stack(np.meshgrid(steps, steps, indexing="xy"), axis=-1).reshape(-1, 2)
         for col in (0, 1):
             pts = coeff @ b.T
             inside = (np.abs(pts[:, 0]) < _FIT_RANGE * cw) & (np.abs(pts[:, 1]) < _FIT_RANGE * ch)
@@ -508,7 +479,7 @@ def estimate_lattices(y: np.ndarray, *, n_candidates: int = 2) -> list[np.ndarra
         nearer the +x axis, right-handed; best first. The lattice
         fixes the tile's axes only up to a quarter turn and a mirror.
     """
-    out: list[tuple[float, np.ndarray]] = []
+    out: list[tuple[np.ndarray, float]] = []
     for factor in _LATTICE_FACTORS:
         small = y
         if factor > 1:
@@ -534,30 +505,42 @@ def estimate_lattices(y: np.ndarray, *, n_candidates: int = 2) -> list[np.ndarra
         # far lattice points, miss the sharp peaks by up to a pixel or two
         scores = _lattice_scores(cv2.dilate(isolated, np.ones((3, 3), np.uint8)), bases, ch, cw)
         order = np.argsort(scores)[::-1]
-        chosen: list[tuple[np.ndarray, float]] = []
-        for k in order:
-            b, s = bases[k], float(scores[k])
-            if s <= 0:
-                break
-            replaced = False
-            for n, (kept, ks) in enumerate(chosen):
-                if _same_or_coarser(kept, b):
-                    replaced = True  # b is kept's lattice or a coarser one: nothing new
-                    break
-                if _same_or_coarser(b, kept) and s >= _FINER_SCORE * ks:
-                    chosen[n] = (b, max(s, ks))  # a finer lattice that scores as well
-                    replaced = True
-                    break
-            if not replaced:
-                chosen.append((b, s))
-            if len(chosen) >= 4 * n_candidates:
-                break
-        chosen.sort(key=lambda c: c[1], reverse=True)
+        chosen = _merge_lattices(
+            [(bases[k], float(scores[k])) for k in order[: 4 * _PER_FACTOR] if scores[k] > 0],
+            _PER_FACTOR,
+        )
         for b, score in chosen[:2]:
             refined = _polish_basis(ac, _canonical(b), ch, cw)
-            out.append((score, _canonical(refined) * factor))
-    out.sort(key=lambda c: c[0], reverse=True)
-    return [b for _, b in out[:n_candidates]]
+            out.append((_canonical(refined) * factor, score))
+    # a lattice seen at two resolutions, or a coarser copy of one: once, the finest
+    out.sort(key=lambda c: c[1], reverse=True)
+    return [b for b, _ in _merge_lattices(out, n_candidates)]
+
+
+def _merge_lattices(
+    scored: list[tuple[np.ndarray, float]], limit: int
+) -> list[tuple[np.ndarray, float]]:
+    """Distinct lattices from (basis, score) pairs sorted by score, best first.
+
+    A lattice whose points are all points of one already kept (the same lattice, or a
+    coarser one such as twice the period) adds nothing; a finer one that scores at least
+    _FINER_SCORE as well replaces the coarser one kept.
+    """
+    chosen: list[tuple[np.ndarray, float]] = []
+    for b, s in scored:
+        merged = False
+        for n, (kept, ks) in enumerate(chosen):
+            if _same_or_coarser(kept, b):
+                merged = True
+                break
+            if _same_or_coarser(b, kept) and s >= _FINER_SCORE * ks:
+                chosen[n] = (b, max(s, ks))
+                merged = True
+                break
+        if not merged:
+            chosen.append((b, s))
+    chosen.sort(key=lambda c: c[1], reverse=True)
+    return chosen[:limit]
 
 
 def _canonical(basis: np.ndarray) -> np.ndarray:

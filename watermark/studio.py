@@ -23,6 +23,7 @@ from types import TracebackType
 
 import numpy as np
 
+from ._carrier import chip_level
 from ._color import luma
 from ._detect import Detection, detect_frame, leak_scale
 from ._embed import WEAK_MARGIN, embed_frame
@@ -37,7 +38,7 @@ from ._informed import (
 )
 from ._params import CODEC_VERSION, DEFAULT_PARAMS
 from ._phash import perceptual_hash
-from ._register import Geometry, describe_homography
+from ._register import Geometry, describe_homography, describe_tile_axes
 from .errors import LeaktraceError, MediaError, StudioError
 from .media import (
     LoadedImage,
@@ -201,7 +202,9 @@ class TraceRecord:
         The original the leak was registered to (informed mode), found in the asset index
         or given with ``original=``; set even when no mark was found in it.
     geometry : Geometry or None
-        How the leak sits on that original (rotation, scale per axis, flip, offset).
+        How the leak sits on that original (rotation, scale per axis, flip, offset). From
+        the registration in informed mode; from the mark's tile grid after a blind verdict
+        (the offset then known only modulo the tile, 32 chips).
     coverage : float or None
         Fraction of that original the leak shows.
     n_tests : float or None
@@ -807,7 +810,9 @@ class Studio:
             informed = self._locate_source(
                 luma(pixels), detection, informed, candidates, threshold, notes
             )
-        return self._record(name, detection, modes, informed, notes, blind=True)
+        return self._record(
+            name, detection, modes, informed, notes, blind=True, leak_shape=pixels.shape[:2]
+        )
 
     def _locate_source(
         self,
@@ -881,8 +886,10 @@ class Studio:
         notes: list[str],
         *,
         blind: bool = False,
+        leak_shape: tuple[int, ...] = (),
     ) -> TraceRecord:
-        """The record of a decision; p-values are corrected for the `modes` tried."""
+        """The record of a decision; p-values are corrected for the `modes` tried. A blind
+        verdict without a registration reports the geometry of the mark's tile grid."""
         p = min(1.0, modes * float(detection.p_value))
         p_mark = min(1.0, modes * float(detection.p_mark))
         context = {
@@ -911,7 +918,15 @@ class Studio:
             )
         if blind:
             # the codec finds the chip size in the leak; the original's size gives the scale
-            scale = leak_scale(detection.chip_px, (match.asset.height, match.asset.width))
+            original_shape = (match.asset.height, match.asset.width)
+            scale = leak_scale(detection.chip_px, original_shape)
+            if context["geometry"] is None and detection.axes is not None and leak_shape:
+                context["geometry"] = describe_tile_axes(
+                    detection.axes,
+                    detection.offset,
+                    float(2 ** chip_level(original_shape)),
+                    leak_shape,
+                )
         else:
             scale = None if informed is None else informed.geometry.scale_x
         return TraceRecord(
