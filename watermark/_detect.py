@@ -162,7 +162,7 @@ def accusation_threshold(
     >>> round(accusation_threshold(n_candidates=3), 2)
     7.53
     """
-    n_sizes = len(DEFAULT_CHIP_SIZES) + _ESTIMATES + _LATTICES * (len(_ORIENTATIONS) + 1)
+    n_sizes = len(DEFAULT_CHIP_SIZES) + _ESTIMATES + (_LATTICES + 1) * (len(_ORIENTATIONS) + 1)
     n_tests = n_sizes * WORK_PX * WORK_PX * TILE_CHIPS * TILE_CHIPS * max(n_candidates, 1)
     return z_threshold(p_threshold, float(n_tests))
 
@@ -192,7 +192,7 @@ def self_score(leak: np.ndarray, key: bytes, payload: int, *, chip_px: float) ->
     """
     arr = check_image(leak)
     layout = tile_layout(check_key(key))
-    hyps = _search(luma(arr), layout, (float(chip_px),))
+    hyps, _ = _search(luma(arr), layout, (float(chip_px),))
     if not hyps:
         return 0.0
     chips = hyps[0].chips
@@ -201,15 +201,27 @@ def self_score(leak: np.ndarray, key: bytes, payload: int, *, chip_px: float) ->
     return float(np.sum(chips * pattern) / norm) if norm > 0 else 0.0
 
 
-def _search(y: np.ndarray, layout: TileLayout, chip_sizes: tuple[float, ...]) -> list[_Hypothesis]:
+def _search(
+    y: np.ndarray,
+    layout: TileLayout,
+    chip_sizes: tuple[float, ...],
+    steer: np.ndarray | None = None,
+) -> tuple[list[_Hypothesis], float | None]:
+    """Best alignments over square chip sizes; with a `steer` pilot (pilot A), also the
+    chip size where it scores highest (chosen without the chips that decide)."""
     pilot = layout.pilot_chips
     found: list[_Hypothesis] = []
+    steered, best = None, -np.inf
     for chip_px in chip_sizes:
         yw = working_luma(y, chip_px)
         if min(yw.shape) < 2 * WORK_PX:
             continue
         v = chip_estimates(*fold_tiles(whiten(yw)))  # (q, q, T, T)
         z = pilot_scores(v, pilot)
+        if steer is not None:
+            z_steer = float(pilot_scores(v, steer).max())
+            if z_steer > best:
+                steered, best = chip_px, z_steer
         flat = np.argsort(z, axis=None)[::-1][:_TOP_HYPOTHESES]
         for idx in flat:
             a, b, i, j = np.unravel_index(idx, z.shape)
@@ -220,7 +232,7 @@ def _search(y: np.ndarray, layout: TileLayout, chip_sizes: tuple[float, ...]) ->
                 )
             )
     found.sort(key=lambda h: h.pilot_z, reverse=True)
-    return found[:_TOP_HYPOTHESES]
+    return found[:_TOP_HYPOTHESES], steered
 
 
 def _orient(v: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -588,11 +600,16 @@ def detect_frame(
         for c in proposed[:_ESTIMATES]:
             if 1.5 <= c <= 64.0 and all(abs(c / s - 1.0) > _SAME_SIZE for s in sizes):
                 sizes.append(c)
-    hyps = _search(y, layout, tuple(sizes))
+    pilot_a = _pilot_halves(layout)[0] if estimate_geometry else None
+    hyps, steered = _search(y, layout, tuple(sizes), pilot_a)
     if estimate_geometry:
-        # every orientation of every lattice, and one refined hypothesis per lattice
-        n_sizes += _LATTICES * (len(_ORIENTATIONS) + 1)
+        # every orientation of every lattice, and one refined hypothesis per lattice; the
+        # square lattice of the chip size pilot A likes best is one more lattice
+        # (perspective can hide a lattice from the autocorrelation, not from the pilot)
+        n_sizes += (_LATTICES + 1) * (len(_ORIENTATIONS) + 1)
         bases = estimate_lattices(y, n_candidates=_LATTICES)
+        if steered is not None:
+            bases.append(np.eye(2) * (steered * TILE_CHIPS))
         hyps = sorted(
             hyps + _search_lattices(y, layout, bases), key=lambda h: h.pilot_z, reverse=True
         )[:_TOP_HYPOTHESES]

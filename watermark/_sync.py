@@ -429,7 +429,7 @@ def _lattice_scores(ac: np.ndarray, bases: np.ndarray, ch: int, cw: int) -> np.n
 def _same_or_coarser(fine: np.ndarray, coarse: np.ndarray) -> bool:
     """True when every point of the lattice `coarse` is a point of the lattice `fine`."""
     t = np.linalg.solve(fine, coarse)
-    return bool(np.all(np.abs(t - np.rint(t)) < 0.15))
+    return bool(np.all(np.abs(t - np.rint(t)) < 0.06))
 
 
 def _polish_basis(ac: np.ndarray, basis: np.ndarray, ch: int, cw: int) -> np.ndarray:
