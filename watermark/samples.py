@@ -26,9 +26,9 @@ def sample_frames() -> list[tuple[str, np.ndarray]]:
     Returns
     -------
     list of (str, ndarray)
-        ``(file name, pixels)`` pairs; pixels are ``(360, 640, 3)`` uint8 RGB,
-        read-only: a cel-style render (flat colours), a 3D open-movie frame and an
-        inked illustration.
+        ``(file name, pixels)`` pairs; pixels are uint8 RGB, read-only: a 1920x1080
+        cel-style render (flat colours), then a 640x360 3D open-movie frame and a
+        640x360 inked illustration.
 
     Raises
     ------
@@ -38,7 +38,7 @@ def sample_frames() -> list[tuple[str, np.ndarray]]:
     Examples
     --------
     >>> [pixels.shape for _, pixels in sample_frames()]
-    [(360, 640, 3), (360, 640, 3), (360, 640, 3)]
+    [(1080, 1920, 3), (360, 640, 3), (360, 640, 3)]
     """
     frames: list[tuple[str, np.ndarray]] = []
     folder = resources.files("watermark") / "data"
