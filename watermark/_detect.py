@@ -160,7 +160,7 @@ def accusation_threshold(
     Examples
     --------
     >>> round(accusation_threshold(n_candidates=3), 2)
-    6.8
+    6.99
     """
     n_sizes = len(DEFAULT_CHIP_SIZES) + _ESTIMATES + (_LATTICES + 1) * (len(_ORIENTATIONS) + 1)
     n_tests = n_sizes * WORK_PX * WORK_PX * TILE_CHIPS * TILE_CHIPS * max(n_candidates, 1)
