@@ -72,6 +72,7 @@ _REFINE_REGIONS = (2, 3, 3)
 _REFINE_REACH = 6  # working px (3 chips) around the whole leak's grid origin
 _REFINE_Z = 3.5  # a part's pilot A peak counts from this height
 _REFINE_START = 4.0  # pilot A score a lattice needs before it is refined
+_REFINE_STOP = 12.0  # ... and above which it is sharp enough already
 _DEBUG = False
 _REFINE_MAX_MOVE = 16.0  # working px: larger corrections are rejected
 # Lower confidence bound, in standard errors, on the mark amplitude the pilot measures.
@@ -385,9 +386,9 @@ def _search_lattices(
             if z_a > best_a:
                 best_a, steer = z_a, g
         refined = to_working
-        # only a lattice where pilot A already shows something is worth refining (fewer
-        # hypotheses than counted: conservative)
-        for regions in _REFINE_REGIONS if best_a >= _REFINE_START else ():
+        # only a lattice where pilot A already shows something, and not everything, is
+        # worth refining (fewer hypotheses than counted: conservative)
+        for regions in _REFINE_REGIONS if _REFINE_START <= best_a < _REFINE_STOP else ():
             step = _refine_map(y, refined, steer, pilot_a, regions)
             if step is not None:
                 refined = step

@@ -428,7 +428,12 @@ def _lattice_scores(ac: np.ndarray, bases: np.ndarray, ch: int, cw: int) -> np.n
 
 def _same_or_coarser(fine: np.ndarray, coarse: np.ndarray) -> bool:
     """True when every point of the lattice `coarse` is a point of the lattice `fine`."""
-    t = np.linalg.solve(fine, coarse)
+    (a, b), (c, d) = fine
+    det = a * d - b * c
+    if abs(det) < 1e-9:
+        return False
+    # fine^-1 @ coarse, written out: this runs for every pair of candidate lattices
+    t = np.array([[d, -b], [-c, a]]) @ coarse / det
     return bool(np.all(np.abs(t - np.rint(t)) < 0.06))
 
 
@@ -506,7 +511,7 @@ def estimate_lattices(y: np.ndarray, *, n_candidates: int = 2) -> list[np.ndarra
         scores = _lattice_scores(cv2.dilate(isolated, np.ones((3, 3), np.uint8)), bases, ch, cw)
         order = np.argsort(scores)[::-1]
         chosen = _merge_lattices(
-            [(bases[k], float(scores[k])) for k in order[: 4 * _PER_FACTOR] if scores[k] > 0],
+            [(bases[k], float(scores[k])) for k in order[: 2 * _PER_FACTOR] if scores[k] > 0],
             _PER_FACTOR,
         )
         for b, score in chosen[:2]:
