@@ -71,8 +71,11 @@ _SWAP = np.array([[0.0, 1.0], [1.0, 0.0]])  # (row, col) <-> (x, y)
 _REFINE_REGIONS = (2, 3, 3)
 _REFINE_REACH = 6  # working px (3 chips) around the whole leak's grid origin
 _REFINE_Z = 3.5  # a part's pilot A peak counts from this height
-_REFINE_START = 4.0  # pilot A score a lattice needs before it is refined
+# pilot A score a lattice needs before it is refined (the best of its 8 x 4096 alignments
+# reaches about 4.5 on noise alone)
+_REFINE_START = 5.0
 _REFINE_STOP = 12.0  # ... and above which it is sharp enough already
+_PLAIN_Z = 20.0  # pilot score of a square-lattice alignment that makes refinement pointless
 _DEBUG = False
 _REFINE_MAX_MOVE = 16.0  # working px: larger corrections are rejected
 # Lower confidence bound, in standard errors, on the mark amplitude the pilot measures.
@@ -363,7 +366,7 @@ def _refine_map(
 
 
 def _search_lattices(
-    y: np.ndarray, layout: TileLayout, bases: list[np.ndarray]
+    y: np.ndarray, layout: TileLayout, bases: list[np.ndarray], *, refine: bool = True
 ) -> list[_Hypothesis]:
     """Pilot-scored alignments on resampled tile lattices, in all 8 orientations, plus one
     refined hypothesis per lattice (see :func:`_refine_map`), scored on pilot B."""
@@ -388,7 +391,8 @@ def _search_lattices(
         refined = to_working
         # only a lattice where pilot A already shows something, and not everything, is
         # worth refining (fewer hypotheses than counted: conservative)
-        for regions in _REFINE_REGIONS if _REFINE_START <= best_a < _REFINE_STOP else ():
+        worth = refine and _REFINE_START <= best_a < _REFINE_STOP
+        for regions in _REFINE_REGIONS if worth else ():
             step = _refine_map(y, refined, steer, pilot_a, regions)
             if step is not None:
                 refined = step
@@ -611,8 +615,12 @@ def detect_frame(
         bases = estimate_lattices(y, n_candidates=_LATTICES)
         if steered is not None:
             bases.append(np.eye(2) * (steered * TILE_CHIPS))
+        # a leak the square search already reads plainly needs no refinement
+        plain = bool(hyps) and hyps[0].pilot_z >= _PLAIN_Z
         hyps = sorted(
-            hyps + _search_lattices(y, layout, bases), key=lambda h: h.pilot_z, reverse=True
+            hyps + _search_lattices(y, layout, bases, refine=not plain),
+            key=lambda h: h.pilot_z,
+            reverse=True,
         )[:_TOP_HYPOTHESES]
     n_geometry = float(n_sizes * WORK_PX * WORK_PX * TILE_CHIPS * TILE_CHIPS)
     return _decide(hyps, layout, cand, n_geometry, p_threshold)
