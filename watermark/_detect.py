@@ -612,6 +612,12 @@ def detect_frame(
         # square lattice of the chip size pilot A likes best is one more lattice
         # (perspective can hide a lattice from the autocorrelation, not from the pilot)
         n_sizes += (_LATTICES + 1) * (len(_ORIENTATIONS) + 1)
+        n_geometry = float(n_sizes * WORK_PX * WORK_PX * TILE_CHIPS * TILE_CHIPS)
+        # The p-value already counts every lattice hypothesis, searched or not (a union
+        # bound over a superset), so a leak the square search convicts needs no lattices.
+        early = _decide(hyps, layout, cand, n_geometry, p_threshold)
+        if early.found:
+            return early
         bases = estimate_lattices(y, n_candidates=_LATTICES)
         if steered is not None:
             bases.append(np.eye(2) * (steered * TILE_CHIPS))
