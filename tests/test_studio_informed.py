@@ -161,6 +161,21 @@ def test_moved_original_is_noted_and_blind_answers(tmp_path: Path) -> None:
     assert any("unavailable" in note for note in rec.notes)
 
 
+def test_unavailable_original_is_read_once_per_trace(tmp_path: Path) -> None:
+    # the index step and the blind verdict's source location both want the original:
+    # it is read (and noted missing) once
+    src = tmp_path / "orig" / "frame.png"
+    save(src, textured_frame(360, 480, seed=8))
+    with Studio.create(tmp_path / "home") as studio:
+        studio.add_vendor("Acme")
+        studio.embed_files([src], "Acme", tmp_path / "out")
+        leak = read_image(tmp_path / "out" / "frame.png").pixels
+        src.rename(tmp_path / "moved.png")
+        rec = studio.trace_image(leak)
+    assert rec.found and rec.source is None
+    assert sum("unavailable" in note for note in rec.notes) == 1
+
+
 def test_changed_original_is_not_used(tmp_path: Path) -> None:
     src = tmp_path / "frame.png"
     save(src, textured_frame(360, 480, seed=9))

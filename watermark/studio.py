@@ -796,9 +796,12 @@ class Studio:
         modes = 2 if (reference is not None or len(index)) else 1
         threshold = p_threshold / modes
         informed = None
-        if modes == 2:
+        leak_y = luma(pixels) if modes == 2 else None
+        # originals read in this trace, by asset id (None: unavailable, already noted)
+        originals: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
+        if leak_y is not None:
             informed = self._trace_informed(
-                luma(pixels), index, reference, candidates, threshold, notes
+                leak_y, index, reference, candidates, threshold, notes, originals
             )
             if informed is not None and informed.detection.found:
                 return self._record(name, informed.detection, modes, informed, notes)
@@ -806,9 +809,9 @@ class Studio:
         if not detection.found and informed is not None:
             # the leak is a known original without a mark of ours: that is the answer
             return self._record(name, informed.detection, modes, informed, notes)
-        if detection.found and modes == 2 and reference is None:
+        if detection.found and leak_y is not None and reference is None:
             informed = self._locate_source(
-                luma(pixels), detection, informed, candidates, threshold, notes
+                leak_y, detection, informed, candidates, threshold, notes, originals
             )
         return self._record(
             name, detection, modes, informed, notes, blind=True, leak_shape=pixels.shape[:2]
@@ -822,6 +825,7 @@ class Studio:
         candidates: np.ndarray,
         p_threshold: float,
         notes: list[str],
+        originals: dict[int, tuple[np.ndarray, np.ndarray] | None],
     ) -> _Informed | None:
         """Where in its original a leak lies that only the blind decoder traced.
 
@@ -840,7 +844,9 @@ class Studio:
             return informed
         if not asset.original_path:
             return None
-        loaded = self._load_original(asset, notes)
+        if asset.id not in originals:
+            originals[asset.id] = self._load_original(asset, notes)
+        loaded = originals[asset.id]
         if loaded is None:
             return None
         orig_y, orig_pixels = loaded
@@ -950,6 +956,7 @@ class Studio:
         candidates: np.ndarray,
         p_threshold: float,
         notes: list[str],
+        originals: dict[int, tuple[np.ndarray, np.ndarray] | None],
     ) -> _Informed | None:
         """Register the leak to its original(s) and decide from the residual.
 
@@ -958,7 +965,6 @@ class Studio:
         """
         best: _Informed | None = None
         n_tests = _ORIGINAL_REGISTRATIONS if reference is not None else _INDEX_REGISTRATIONS
-        originals: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
         ref_features = ref_dense = None
         if reference is not None:
             ref_y = reference.luma
