@@ -95,3 +95,19 @@ def test_pilot_halves_split_the_pilot() -> None:
     assert 0.4 < is_a.sum() / layout.pilot.sum() < 0.6
     assert np.array_equal(pilot_a != 0, is_a)
     assert np.array_equal(decide.bit_index, layout.bit_index)  # the data chips are unchanged
+
+
+def test_a_leak_convicted_by_the_square_search_counts_the_whole_search(
+    marked: np.ndarray,
+) -> None:
+    # the unrotated leak stops before the lattices are estimated; its p-value must still
+    # count every hypothesis the lattice search could have added
+    plain = detect_frame(marked, KEY, candidates=CANDIDATES)
+    turned = detect_frame(rotate(marked, 7.0), KEY, candidates=CANDIDATES)
+    assert plain.found and turned.found
+    assert plain.axes == (CHIP_PX, 0.0, 0.0, CHIP_PX)
+    assert plain.n_tests == turned.n_tests
+    assert (
+        plain.n_tests
+        > detect_frame(marked, KEY, candidates=CANDIDATES, estimate_geometry=False).n_tests
+    )
