@@ -2,7 +2,9 @@
 
 Each call runs in its own child process, so its peak resident set size (``ru_maxrss`` of
 the child) is the call's own, interpreter and libraries included. The frame is a seeded
-synthetic texture (cubic-upsampled noise), built in the child.
+synthetic texture (cubic-upsampled noise), built in the child. ``trace`` reads the marked
+frame (the square search convicts it); ``trace rotated`` reads it turned by 2 degrees, which
+takes the geometry search (lattices, resampling) to a verdict.
 
     python benchmarks/memory.py [--size 7680x4320] [--limit-mb 1536]
 
@@ -42,6 +44,10 @@ def _child(task: str, width: int, height: int, marked: str, queue: mp.Queue) -> 
 
     # trace loads the frame the embed child saved: its own peak never includes embedding
     frame = _frame(width, height) if task == "embed" else np.load(marked)
+    if task == "trace rotated":
+        from watermark._attacks import rotate
+
+        frame = rotate(frame, 2.0)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     if task == "embed":
@@ -81,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         marked = str(Path(tmp) / "marked.npy")
-        for task in ("embed", "trace"):
+        for task in ("embed", "trace", "trace rotated"):
             queue = ctx.Queue()
             proc = ctx.Process(target=_child, args=(task, width, height, marked, queue))
             proc.start()

@@ -76,7 +76,6 @@ _REFINE_Z = 3.5  # a part's pilot A peak counts from this height
 _REFINE_START = 5.0
 _REFINE_STOP = 12.0  # ... and above which it is sharp enough already
 _PLAIN_Z = 20.0  # pilot score of a square-lattice alignment that makes refinement pointless
-_DEBUG = False
 _REFINE_MAX_MOVE = 16.0  # working px: larger corrections are rejected
 # Lower confidence bound, in standard errors, on the mark amplitude the pilot measures.
 _AMPLITUDE_LCB = 3.0
@@ -333,8 +332,6 @@ def _refine_map(
             v = chip_estimates(*fold_tiles(r * part, part))
             zmap = _origin_map(pilot_scores(_orient(v, g), pilot_a), g)
             peak, height = _peak_near(zmap, centre, _REFINE_REACH)
-            if _DEBUG:
-                print("    part", r0, c0, round(height, 2))
             if height < _REFINE_Z:
                 continue
             moved = (peak - centre + p / 2) % p - p / 2  # (row, col), wrapped
@@ -495,9 +492,12 @@ def _confusion_probability(
     return float(np.sum(false_alarm_probability(z_pair, 1.0)))
 
 
+_Verdict = tuple[int, float, float, float]  # candidate index, score, p accuse, p mark
+
+
 def _registry_verdict(
     h: _Hypothesis, layout: TileLayout, candidates: np.ndarray, n_geometry: float
-) -> tuple[int, float, float, float]:
+) -> _Verdict:
     """Best candidate, its score, the p-value of accusing it, and the p-value of "a mark".
 
     The accusation p-value is the largest of three union bounds:
@@ -615,7 +615,8 @@ def detect_frame(
         n_geometry = float(n_sizes * WORK_PX * WORK_PX * TILE_CHIPS * TILE_CHIPS)
         # The p-value already counts every lattice hypothesis, searched or not (a union
         # bound over a superset), so a leak the square search convicts needs no lattices.
-        early = _decide(hyps, layout, cand, n_geometry, p_threshold)
+        verdicts: dict[int, tuple[_Hypothesis, _Verdict]] = {}
+        early = _decide(hyps, layout, cand, n_geometry, p_threshold, verdicts)
         if early.found:
             return early
         bases = estimate_lattices(y, n_candidates=_LATTICES)
@@ -628,6 +629,7 @@ def detect_frame(
             key=lambda h: h.pilot_z,
             reverse=True,
         )[:_TOP_HYPOTHESES]
+        return _decide(hyps, layout, cand, n_geometry, p_threshold, verdicts)
     n_geometry = float(n_sizes * WORK_PX * WORK_PX * TILE_CHIPS * TILE_CHIPS)
     return _decide(hyps, layout, cand, n_geometry, p_threshold)
 
@@ -638,13 +640,23 @@ def _decide(
     cand: np.ndarray | None,
     n_geometry: float,
     p_threshold: float,
+    known: dict[int, tuple[_Hypothesis, _Verdict]] | None = None,
 ) -> Detection:
-    """The verdict on the best hypotheses, corrected for `n_geometry` of them searched."""
+    """The verdict on the best hypotheses, corrected for `n_geometry` of them searched.
+
+    `known` holds the registry verdicts already computed for some of these hypotheses
+    (keyed by ``id``, each kept with its hypothesis so the id stays unique; the same
+    `n_geometry`), and receives the new ones.
+    """
     if not hyps:
         return Detection(False, None, 0.0, 1.0, 1.0, 0.0, (0.0, 0.0), n_geometry)
 
     if cand is not None and cand.size:
-        verdicts = [(_registry_verdict(h, h.layout or layout, cand, n_geometry), h) for h in hyps]
+        known = {} if known is None else known
+        for h in hyps:
+            if id(h) not in known:
+                known[id(h)] = (h, _registry_verdict(h, h.layout or layout, cand, n_geometry))
+        verdicts = [(known[id(h)][1], h) for h in hyps]
         (idx, z, p, _), h = min(verdicts, key=lambda v: (v[0][2], -v[0][1]))
         p_mark = min(v[0][3] for v in verdicts)
         found = p <= p_threshold

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ._carrier import TILE_CHIPS
 from ._features import Features, local_features, match_features, mirror_matrix
 
 __all__ = [
@@ -153,7 +154,7 @@ def describe_tile_axes(
     h[:2, :2] = linear
     h[:2, 2] = -linear @ top_left  # the original point `top_left` lands on leak (0, 0)
     g = describe_homography(h, leak_shape)
-    period = 32.0 * float(chip_px)
+    period = TILE_CHIPS * float(chip_px)
     return Geometry(
         g.rotation, g.scale_x, g.scale_y, g.flipped, (g.offset[0] % period, g.offset[1] % period)
     )
