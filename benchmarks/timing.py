@@ -6,7 +6,8 @@ The frame is the first corpus image (a 1920x1080 one if any) resized to --size. 
 runs once to warm up, then --runs times; the table gives median, min and max in ms beside
 the limits: embed <= 40 ms and trace <= 0.5 s (the blind robustness issue), and trace of
 the same frame rotated by 2 degrees, which needs the geometry search's lattices, <= 1 s
-(the blind geometry issue). Thread pools are capped at one thread:
+(the blind geometry issue); and trace of the unmarked frame, where every hypothesis is
+searched and none convicts (the slowest case, same limit). Thread pools are capped at one thread:
 OMP/OpenBLAS/MKL through the environment (set before numpy is imported) and
 cv2.setNumThreads(1). JSON in OUT/timing.json.
 """
@@ -111,6 +112,10 @@ def main() -> int:
         "detect_frame, blind": (lambda: detect_frame(marked, common.TEST_KEY), TRACE_LIMIT_MS),
         f"detect_frame, {args.vendors} candidates, rotated 2 deg": (
             lambda: detect_frame(rotated, common.TEST_KEY, candidates=payloads),
+            GEOMETRY_TRACE_LIMIT_MS,
+        ),
+        f"detect_frame, {args.vendors} candidates, unmarked frame": (
+            lambda: detect_frame(image, common.TEST_KEY, candidates=payloads),
             GEOMETRY_TRACE_LIMIT_MS,
         ),
     }
