@@ -163,11 +163,19 @@ def accusation_threshold(
     Examples
     --------
     >>> round(accusation_threshold(n_candidates=3), 2)
-    6.99
+    7.15
     """
-    n_sizes = len(DEFAULT_CHIP_SIZES) + _ESTIMATES + (_LATTICES + 1) * (len(_ORIENTATIONS) + 1)
+    n_square = len(DEFAULT_CHIP_SIZES) + _ESTIMATES
+    n_sizes = n_square + _steered_and_lattice_count(n_square)
     n_tests = n_sizes * WORK_PX * WORK_PX * TILE_CHIPS * TILE_CHIPS * max(n_candidates, 1)
     return z_threshold(p_threshold, float(n_tests))
+
+
+def _steered_and_lattice_count(n_square: int) -> int:
+    """Geometry hypotheses the lattice search adds to `n_square` square chip sizes: each
+    estimated lattice in every orientation plus its refined hypothesis, and the steered
+    square lattice (any of the sizes, in every orientation) plus its refined hypothesis."""
+    return _LATTICES * (len(_ORIENTATIONS) + 1) + n_square * len(_ORIENTATIONS) + 1
 
 
 def self_score(leak: np.ndarray, key: bytes, payload: int, *, chip_px: float) -> float:
@@ -610,8 +618,10 @@ def detect_frame(
     if estimate_geometry:
         # every orientation of every lattice, and one refined hypothesis per lattice; the
         # square lattice of the chip size pilot A likes best is one more lattice
-        # (perspective can hide a lattice from the autocorrelation, not from the pilot)
-        n_sizes += (_LATTICES + 1) * (len(_ORIENTATIONS) + 1)
+        # (perspective can hide a lattice from the autocorrelation, not from the pilot).
+        # Pilot A picks that lattice among the square sizes and the full pilot then scores
+        # it in every orientation, so every size it can be picked from is counted.
+        n_sizes += _steered_and_lattice_count(n_sizes)
         n_geometry = float(n_sizes * WORK_PX * WORK_PX * TILE_CHIPS * TILE_CHIPS)
         # The p-value already counts every lattice hypothesis, searched or not (a union
         # bound over a superset), so a leak the square search convicts needs no lattices.
