@@ -7,6 +7,7 @@ one JSON document built from the library's result records, with progress and col
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -17,17 +18,28 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperGroup
 
 from watermark._embed import WEAK_MARGIN
+from watermark._temporal import DEFAULT_MAX_FRAMES
 from watermark.errors import LeaktraceError
 from watermark.studio import (
     HOME_ENV,
     SECRET_NAME,
     AssetRecord,
     EmbedRecord,
+    FrameProgressCallback,
     ProgressCallback,
     Studio,
     TraceRecord,
@@ -117,7 +129,9 @@ JsonOption = Annotated[
 InputsArgument = Annotated[
     list[Path],
     typer.Argument(
-        metavar="INPUT...", help="Image files or folders (walked recursively).", show_default=False
+        metavar="INPUT...",
+        help="Image or video files, image sequences, or folders (walked recursively).",
+        show_default=False,
     ),
 ]
 
@@ -139,18 +153,50 @@ def _print_json(document: object) -> None:
 @contextmanager
 def _progress(label: str, *, enabled: bool) -> Iterator[ProgressCallback | None]:
     """A rich progress bar on stderr, or None when disabled or stderr is not a terminal."""
+    with _progress_bars(label, enabled=enabled) as (files, _):
+        yield files
+
+
+class _FpsColumn(ProgressColumn):
+    """Frames per second of a clip's task."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:5.1f} fps")
+
+
+@contextmanager
+def _progress_bars(
+    label: str, *, enabled: bool
+) -> Iterator[tuple[ProgressCallback | None, FrameProgressCallback | None]]:
+    """A files bar, and a frames bar (frames, fps, ETA) for each clip, on stderr; (None,
+    None) when disabled or stderr is not a terminal."""
     console = Console(stderr=True)
     if not enabled or not console.is_terminal:
-        yield None
+        yield None, None
         return
-    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _FpsColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task(label, total=None)
+        clips: dict[str, Any] = {}
 
         def update(done: int, total: int, path: Path) -> None:
             bar.update(task, completed=done, total=total)
 
-        yield update
+        def frames(done: int, total: int, name: str) -> None:
+            if name not in clips:
+                clips[name] = bar.add_task(f"  {Path(name).name}", total=total or None)
+            bar.update(clips[name], completed=done, total=total or None)
+            if total and done >= total:
+                bar.remove_task(clips.pop(name))
+
+        yield update, frames
 
 
 def _report_errors(messages: Sequence[str | None]) -> int:
@@ -225,17 +271,64 @@ def embed(
     out: Annotated[
         Path, typer.Option("--out", metavar="DIR", help="Output folder (created if missing).")
     ],
+    codec: Annotated[
+        str | None,
+        typer.Option(
+            "--codec",
+            help="Video: codec family to write (h264, hevc, prores, vp9, mjpeg; default: "
+            "the source's).",
+        ),
+    ] = None,
+    crf: Annotated[
+        int | None,
+        typer.Option(
+            "--crf",
+            min=0,
+            max=63,
+            help="Video: quality (x264/x265/VP9 crf, ProRes qscale, MJPEG q; default: "
+            "visually lossless).",
+        ),
+    ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option("--preset", help="Video: encoder speed preset (x264 names)."),
+    ] = None,
+    workers: Annotated[
+        int,
+        typer.Option("--workers", min=1, help="Processes marking the frames of a clip."),
+    ] = max(1, os.cpu_count() or 1),
+    stills: Annotated[
+        bool,
+        typer.Option("--stills", help="Numbered image files are stills, not an image sequence."),
+    ] = False,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Mark files for a vendor: one delivery per file, written under --out.
+    """Mark files for a vendor: one delivery per still, video file or image sequence.
 
-    Outputs keep their path relative to the input folder and their format (JPEG at
-    quality 95). Inputs are never modified; existing outputs are never overwritten
-    (a file already delivered to this vendor there is skipped, so a batch can resume).
+    Outputs keep their path relative to the input folder and their format (stills:
+    JPEG at quality 95). Videos (mp4, mov, mkv, webm) keep every stream, time stamp
+    and colour tag, re-encoded with the source's codec family at visually lossless
+    quality; numbered frames (shot_010.0001.png ...) are one sequence, one delivery.
+    Inputs are never modified; existing outputs are never overwritten (an input already
+    delivered to this vendor there is skipped, so a batch can resume).
     """
-    with Studio.open(_home(ctx, home)) as studio, _progress("marking", enabled=not as_json) as tick:
-        records = studio.embed_files(inputs, vendor, out, progress=tick)
+    with (
+        Studio.open(_home(ctx, home)) as studio,
+        _progress_bars("marking", enabled=not as_json) as (tick, frames),
+    ):
+        records = studio.embed_files(
+            inputs,
+            vendor,
+            out,
+            progress=tick,
+            codec=codec,
+            crf=crf,
+            preset=preset,
+            workers=workers,
+            sequences=not stills,
+            frame_progress=frames,
+        )
     if as_json:
         _print_json([r.to_json() for r in records])
     else:
@@ -251,11 +344,14 @@ def embed(
 
 
 def _embed_table(records: Sequence[EmbedRecord]) -> Table:
-    table = Table("input", "output", "delivery", "PSNR-Y (dB)", "margin", "status")
+    table = Table("input", "output", "delivery", "frames", "PSNR-Y (dB)", "margin", "status")
     for r in records:
         psnr = "-" if r.to_json()["psnr_y"] is None else f"{r.psnr_y:.1f}"
         margin = "-" if r.margin is None else f"{r.margin:.2f}" + (" weak" if r.weak else "")
-        table.add_row(r.input, r.output or "-", r.delivery_id or "-", psnr, margin, r.status)
+        frames = "-" if r.frames is None else str(r.frames)
+        table.add_row(
+            r.input, r.output or "-", r.delivery_id or "-", frames, psnr, margin, r.status
+        )
     return table
 
 
@@ -307,6 +403,10 @@ def trace(
     blind: Annotated[
         bool, typer.Option("--blind", help="Decode the leak alone; skip the asset index.")
     ] = False,
+    max_frames: Annotated[
+        int,
+        typer.Option("--max-frames", min=1, help="Clips: frames pooled at most (the work bound)."),
+    ] = DEFAULT_MAX_FRAMES,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -315,7 +415,9 @@ def trace(
     Each leak is matched against the index of delivered originals (or --original),
     registered to it, and compared with it (informed mode: survives crops, rotation,
     perspective, heavy scaling); when no original matches it is decoded blind. The
-    verdict says which mode answered.
+    verdict says which mode answered. A video or image sequence is traced blind by
+    pooling its frames, stopping as soon as the verdict is certain; the record lists the
+    frames used and the time ranges where the mark was seen.
 
     Exits 0 when every file was examined, whatever the verdicts; 1 when a file could
     not be read (the others are still traced).
@@ -323,11 +425,17 @@ def trace(
     if original is not None and blind:
         raise typer.BadParameter("--original and --blind exclude each other")
     with Studio.open(_home(ctx, home)) as studio, _progress("tracing", enabled=not as_json) as tick:
-        records = studio.trace_files(inputs, original=original, informed=not blind, progress=tick)
+        records = studio.trace_files(
+            inputs, original=original, informed=not blind, progress=tick, max_frames=max_frames
+        )
     if as_json:
         _print_json([r.to_json() for r in records])
     else:
         Console().print(_trace_table(records))
+        for r in records:
+            if r.frames is not None and not r.error:
+                seen = ", ".join(f"{a:.1f}-{b:.1f} s" for a, b in r.seen) or "-"
+                typer.echo(f"{r.file}: {r.frames} frame(s) pooled; mark seen at {seen}")
     raise typer.Exit(_report_errors([r.error for r in records]))
 
 

@@ -125,6 +125,7 @@ def embed_frame(
     *,
     strength: float = 1.0,
     params: CodecParams = DEFAULT_PARAMS,
+    estimate_margin: bool = True,
 ) -> EmbedResult:
     """Mark one frame with a delivery id.
 
@@ -146,6 +147,9 @@ def embed_frame(
         Multiplier on the mark amplitude, in [0, 4]; 0 returns the input unchanged.
     params : CodecParams
         Masking and strength table.
+    estimate_margin : bool
+        Compute :attr:`EmbedResult.margin` (a simulated leak and a trace; costly on every
+        frame of a clip); False leaves it NaN.
 
     Returns
     -------
@@ -200,6 +204,8 @@ def embed_frame(
         marked_luma = luma(marked)
     else:  # the luma change is the step wherever nothing saturated: close enough here
         marked_luma = cv2.add(grey, step, dtype=cv2.CV_32F) * np.float32(1.0 / unit)
+    if not estimate_margin:
+        return EmbedResult(image=out, psnr_y=psnr, margin=float("nan"))
     margin = _margin(marked_luma, 2 ** chip_level(arr.shape), key, payload)
     return EmbedResult(image=out, psnr_y=psnr, margin=margin)
 

@@ -12,11 +12,11 @@ the same delivery id) but never a delivered file without its delivery.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import secrets
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -39,6 +39,19 @@ from ._informed import (
 from ._params import CODEC_VERSION, DEFAULT_PARAMS
 from ._phash import perceptual_hash
 from ._register import Geometry, describe_homography, describe_tile_axes
+from ._temporal import DEFAULT_MAX_FRAMES, seen_windows, trace_frames, window_length
+from .clip import (
+    VIDEO_EXTENSIONS,
+    ClipFrame,
+    MediaItem,
+    find_media,
+    iter_clip_frames,
+    mark_sequence,
+    probe_clip,
+    sequence_digest,
+    stage_marked_video,
+    video_digest,
+)
 from .errors import LeaktraceError, MediaError, StudioError
 from .media import (
     LoadedImage,
@@ -67,6 +80,7 @@ __all__ = [
     "SECRET_NAME",
     "AssetRecord",
     "EmbedRecord",
+    "FrameProgressCallback",
     "ProgressCallback",
     "Studio",
     "TraceRecord",
@@ -87,6 +101,9 @@ JPEG_QUALITY = 95
 
 #: ``progress(done, total, path)``, called after each file of a batch.
 ProgressCallback = Callable[[int, int, Path], None]
+#: ``frame_progress(done, total, name)``, called every few frames of a clip (total 0 when
+#: unknown).
+FrameProgressCallback = Callable[[int, int, str], None]
 
 
 def asset_features(pixels: np.ndarray) -> Features:
@@ -136,6 +153,12 @@ class EmbedRecord:
         ``"embedded"``, ``"skipped"`` (already delivered by an earlier run) or ``"failed"``.
     error : str or None
         One-line reason when failed.
+    kind : str
+        ``"image"``, ``"video"`` or ``"sequence"``.
+    frames : int or None
+        Frames marked (clips); None for a still or when skipped or failed. For a clip,
+        `psnr_y` is the mean over its frames and `margin` the smallest of the frames
+        sampled (one a second).
     """
 
     input: str
@@ -146,6 +169,8 @@ class EmbedRecord:
     status: str
     error: str | None = None
     margin: float | None = None
+    kind: str = "image"
+    frames: int | None = None
 
     @property
     def weak(self) -> bool:
@@ -164,6 +189,8 @@ class EmbedRecord:
             "weak": self.weak,
             "status": self.status,
             "error": self.error,
+            "kind": self.kind,
+            "frames": self.frames,
         }
 
 
@@ -212,6 +239,12 @@ class TraceRecord:
         registered deliveries).
     notes : tuple of str
         What the trace could not use (an original that moved or changed, ...).
+    frames : int or None
+        Clips: frames pooled for the verdict (the trace stops at the first frame count
+        that names a delivery); None for a still.
+    seen : tuple of (float, float)
+        Clips with a verdict: time ranges, in seconds from the clip's start, whose own
+        frames show the verdict's mark (windows of a second or more, p <= 1e-3 each).
     """
 
     file: str
@@ -230,6 +263,8 @@ class TraceRecord:
     coverage: float | None = None
     n_tests: float | None = None
     notes: tuple[str, ...] = ()
+    frames: int | None = None
+    seen: tuple[tuple[float, float], ...] = ()
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready dict (non-finite floats become None)."""
@@ -250,6 +285,8 @@ class TraceRecord:
             "n_tests": _finite(self.n_tests),
             "notes": list(self.notes),
             "error": self.error,
+            "frames": self.frames,
+            "seen": [[round(a, 3), round(b, 3)] for a, b in self.seen],
         }
 
 
@@ -446,31 +483,47 @@ class Studio:
         *,
         strength: float = 1.0,
         progress: ProgressCallback | None = None,
+        codec: str | None = None,
+        crf: int | None = None,
+        preset: str | None = None,
+        workers: int = 1,
+        sequences: bool = True,
+        frame_progress: FrameProgressCallback | None = None,
     ) -> list[EmbedRecord]:
-        """Mark files for one vendor, one delivery per file.
+        """Mark files for one vendor: one delivery per still, video file or sequence.
 
         Parameters
         ----------
         inputs : iterable of path-like
-            Files and folders (walked recursively, see
-            :func:`~watermark.media.iter_image_files`). Never modified.
+            Files and folders (walked recursively, see :func:`watermark.clip.find_media`):
+            stills, video files, and numbered image sequences. Never modified.
         vendor : str
             A registered vendor.
         out_dir : path-like
             Output folder, created if missing. Each output is
             ``out_dir / <path relative to its input folder>`` (a file input:
-            ``out_dir / <name>``), in the input's format (JPEG at quality 95).
+            ``out_dir / <name>``), in the input's format (stills: JPEG at quality 95;
+            sequence frames keep their names, format and bit depth; videos their
+            container and codec family, see :func:`watermark.clip.mark_video`).
         strength : float, optional
             Mark strength passed to the codec.
         progress : callable, optional
-            ``progress(done, total, path)`` after each file.
+            ``progress(done, total, path)`` after each input.
+        codec, crf, preset : optional
+            Video re-encoding overrides (see :func:`watermark.clip.mark_video`).
+        workers : int, optional
+            Processes marking the frames of a clip.
+        sequences : bool, optional
+            Group numbered image files into sequences (False: every file is a still).
+        frame_progress : callable, optional
+            ``frame_progress(done, total, name)`` every few frames of a clip.
 
         Returns
         -------
         list of EmbedRecord
-            One per input file, in order. A file that fails gets ``status="failed"``
+            One per input, in order. An input that fails gets ``status="failed"``
             and leaves no output, temporary file or registry row; the others go on.
-            A file already delivered to this vendor at this output by an earlier run
+            An input already delivered to this vendor at this output by an earlier run
             is ``"skipped"``. An existing output that is not that delivery is never
             overwritten (``"failed"``).
 
@@ -484,33 +537,185 @@ class Studio:
         """
         vendor_row = self.registry.get_vendor(vendor)
         out_root = Path(out_dir)
-        pairs = iter_image_files(inputs, exclude=out_root)
-        if not pairs:
-            raise StudioError("no image files in the inputs")
-        outputs = [out_root / rel for _, rel in pairs]
-        input_keys = {path.resolve() for path, _ in pairs}
-        output_keys = [out.resolve() for out in outputs]
-        clashes = [key for key, count in Counter(output_keys).items() if count > 1]
-        if clashes:
-            sources = [
-                str(p) for (p, _), key in zip(pairs, output_keys, strict=True) if key == clashes[0]
-            ]
-            raise StudioError(
-                f"{clashes[0]}: several inputs map to this output ({', '.join(sources)})"
-            )
-        for (path, _), key in zip(pairs, output_keys, strict=True):
+        items = find_media(inputs, exclude=out_root, sequences=sequences)
+        if not items:
+            raise StudioError("no image, video or sequence files in the inputs")
+        outputs = [
+            item.output_frames(out_root) if item.kind == "sequence" else (out_root / item.rel,)
+            for item in items
+        ]
+        sources = [(p, item) for item in items for p in (item.frames or (item.path,))]
+        input_keys = {p.resolve() for p, _ in sources}
+        owners: dict[Path, list[str]] = {}
+        for item, outs in zip(items, outputs, strict=True):
+            for out in outs:
+                owners.setdefault(out.resolve(), []).append(item.name)
+        for key, names in owners.items():
+            if len(names) > 1:
+                raise StudioError(f"{key}: several inputs map to this output ({', '.join(names)})")
             if key in input_keys:
                 raise StudioError(
-                    f"{key}: output of {path} would overwrite an input file; choose another --out"
+                    f"{key}: output of {names[0]} would overwrite an input file; "
+                    "choose another --out"
                 )
         _prepare_out_dir(out_root)
 
         records: list[EmbedRecord] = []
-        for index, ((path, _), out) in enumerate(zip(pairs, outputs, strict=True)):
-            records.append(self._embed_one(path, out, vendor_row, strength))
+        options = {"codec": codec, "crf": crf, "preset": preset, "workers": workers}
+        for index, (item, outs) in enumerate(zip(items, outputs, strict=True)):
+            if item.kind == "image":
+                records.append(self._embed_one(item.path, outs[0], vendor_row, strength))
+            else:
+                tick = None
+                if frame_progress is not None:
+                    name = item.name
+
+                    def tick(done: int, total: int, name: str = name) -> None:
+                        frame_progress(done, total, name)
+
+                records.append(self._embed_clip(item, outs, vendor_row, strength, options, tick))
             if progress is not None:
-                progress(index + 1, len(pairs), path)
+                progress(index + 1, len(items), item.path)
         return records
+
+    def _embed_clip(
+        self,
+        item: MediaItem,
+        outs: tuple[Path, ...],
+        vendor: Vendor,
+        strength: float,
+        options: dict[str, object],
+        tick: Callable[[int, int], None] | None,
+    ) -> EmbedRecord:
+        """Mark one video or sequence; every expected failure becomes a ``"failed"`` record."""
+        if item.kind == "sequence":
+            out_name = str(outs[0].parent / Path(item.name).name)
+        else:
+            out_name = str(outs[0])
+
+        def failed(message: str) -> EmbedRecord:
+            return EmbedRecord(
+                item.name, out_name, vendor.name, None, None, "failed", message, kind=item.kind
+            )
+
+        try:
+            info = probe_clip(item)
+            if item.kind == "sequence":
+                sha = sequence_digest(video_digest(p) for p in item.frames)
+                output_key = str(Path(out_name).resolve())
+            else:
+                sha = video_digest(item.path)
+                output_key = str(outs[0].resolve())
+            previous = self.registry.find_delivery(sha, vendor.name, output_key)
+            present = [o for o in outs if o.exists()]
+            if present:
+                if previous is not None and len(present) == len(outs):
+                    return EmbedRecord(
+                        item.name,
+                        out_name,
+                        vendor.name,
+                        previous.delivery.delivery_id,
+                        None,
+                        "skipped",
+                        kind=item.kind,
+                    )
+                if previous is None:
+                    raise StudioError(
+                        _occupied_message(present[0], self.registry.deliveries_at(output_key))
+                    )
+            try:
+                outs[0].parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StudioError(
+                    f"{outs[0].parent}: cannot create folder ({exc.strerror or exc})"
+                ) from None
+            payload = previous.delivery.payload if previous else self.registry.new_payload()
+            if item.kind == "sequence":
+                report, staged, _ = mark_sequence(
+                    item,
+                    outs,
+                    self._key,
+                    payload,
+                    strength=strength,
+                    workers=int(options["workers"]),  # type: ignore[call-overload]
+                    jpeg_quality=JPEG_QUALITY,
+                    progress=tick,
+                )
+            else:
+                report, tmp = stage_marked_video(
+                    item.path,
+                    outs[0],
+                    self._key,
+                    payload,
+                    strength=strength,
+                    progress=tick,
+                    **options,  # type: ignore[arg-type]
+                )
+                staged = [tmp]
+            head = iter_clip_frames(item, max_frames=1)
+            try:
+                first = next(head).pixels
+            finally:
+                head.close()
+            asset = AssetInfo(
+                sha256=sha,
+                original_path=str(
+                    (item.path if item.kind == "video" else Path(item.name)).resolve()
+                ),
+                width=info.width,
+                height=info.height,
+                phash=perceptual_hash(first),
+                features=None,  # clips are traced blind (pooled); the index holds stills
+            )
+            try:
+                if previous is None:
+                    self.registry.add_delivery(
+                        payload,
+                        vendor=vendor.name,
+                        asset=asset,
+                        codec_version=CODEC_VERSION,
+                        codec_params={
+                            "strength": strength,
+                            "video_codec": report.codec,
+                            **DEFAULT_PARAMS.to_dict(),
+                        },
+                        output_path=output_key,
+                    )
+            except BaseException:
+                for tmp in staged:
+                    discard_file(tmp)
+                raise
+            published: list[Path] = []
+            try:
+                for n, (tmp, out) in enumerate(zip(staged, outs, strict=True)):
+                    try:
+                        publish_file(tmp, out)
+                    except BaseException:
+                        for rest in staged[n + 1 :]:
+                            discard_file(rest)
+                        raise
+                    published.append(out)
+            except MediaError:
+                if previous is None:  # a delivery that never was: no frame of it stays
+                    for out in published:
+                        out.unlink(missing_ok=True)
+                    self.registry.delete_delivery(payload)
+                raise
+        except LeaktraceError as exc:
+            return failed(str(exc))
+        except (ValueError, TypeError) as exc:
+            return failed(f"{item.name}: {exc}")
+        return EmbedRecord(
+            item.name,
+            out_name,
+            vendor.name,
+            format_delivery_id(payload),
+            report.psnr_y,
+            "embedded",
+            margin=report.margin,
+            kind=item.kind,
+            frames=report.frames,
+        )
 
     def _embed_one(self, path: Path, out: Path, vendor: Vendor, strength: float) -> EmbedRecord:
         """Mark one file; every expected failure becomes a ``"failed"`` record."""
@@ -666,8 +871,9 @@ class Studio:
         informed: bool = True,
         p_threshold: float = 1e-6,
         progress: ProgressCallback | None = None,
+        max_frames: int = DEFAULT_MAX_FRAMES,
     ) -> list[TraceRecord]:
-        """Look for registered marks in suspect files.
+        """Look for registered marks in suspect files, stills and clips.
 
         Each leak is first matched against the asset index (or against `original`),
         registered to the original it shows and compared with it (informed mode); when
@@ -686,12 +892,17 @@ class Studio:
             Accusation threshold on the false-alarm probability.
         progress : callable, optional
             ``progress(done, total, path)`` after each file.
+        max_frames : int, optional
+            Frames of a clip (video file or image sequence) pooled at most. A clip is
+            traced blind by pooling its frames (:func:`watermark._temporal.trace_frames`),
+            stopping at the first look that names a delivery; then the windows of the
+            clip that show that mark are listed (``seen``).
 
         Returns
         -------
         list of TraceRecord
-            One per file, in order; a file that cannot be read gets ``error`` set and
-            ``found=False``, and the others are still traced.
+            One per file or sequence, in order; one that cannot be read gets ``error``
+            set and ``found=False``, and the others are still traced.
 
         Raises
         ------
@@ -700,9 +911,11 @@ class Studio:
         MediaError
             `original` cannot be read.
         """
-        pairs = iter_image_files(inputs)
-        if not pairs:
-            raise StudioError("no image files in the inputs")
+        items = find_media(inputs)
+        if not items:
+            raise StudioError("no image, video or sequence files in the inputs")
+        if max_frames < 1:
+            raise StudioError(f"max_frames must be >= 1, got {max_frames}")
         reference = None
         if original is not None:
             loaded = read_image(original)
@@ -712,11 +925,73 @@ class Studio:
         index = self.load_index() if informed and reference is None else AssetIndex.build(())
         candidates = self.registry.all_payloads()
         records: list[TraceRecord] = []
-        for done, (path, _) in enumerate(pairs, start=1):
-            records.append(self._trace_one(path, candidates, p_threshold, index, reference))
+        for done, item in enumerate(items, start=1):
+            if item.kind == "image":
+                record = self._trace_one(item.path, candidates, p_threshold, index, reference)
+            else:
+                record = self._trace_clip(item, candidates, p_threshold, max_frames)
+            records.append(record)
             if progress is not None:
-                progress(done, len(pairs), path)
+                progress(done, len(items), item.path)
         return records
+
+    def _trace_clip(
+        self, item: MediaItem, candidates: np.ndarray, p_threshold: float, max_frames: int
+    ) -> TraceRecord:
+        """Trace a video or sequence by pooling its frames; errors become a record."""
+        shape: list[tuple[int, int]] = []
+
+        def pixels(frames: Iterable[ClipFrame], times: list[float] | None) -> Iterator[np.ndarray]:
+            for f in frames:
+                if not shape:
+                    shape.append(f.pixels.shape[:2])
+                if times is not None:
+                    times.append(f.time)
+                yield f.pixels
+
+        try:
+            info = probe_clip(item)
+            frames = iter_clip_frames(item, max_frames=max_frames)
+            try:
+                clip = trace_frames(
+                    pixels(frames, None),
+                    self._key,
+                    candidates=candidates,
+                    p_threshold=p_threshold,
+                    max_frames=max_frames,
+                )
+            finally:
+                frames.close()
+            detection = dataclasses.replace(
+                clip.detection, p_value=clip.p_value, p_mark=clip.p_mark, n_tests=clip.n_tests
+            )
+            notes = [
+                f"clip traced blind on the mean of its first {clip.frames_used} frame(s) "
+                f"({clip.looks} looks counted in the p-value)"
+            ]
+            seen: tuple[tuple[float, float], ...] = ()
+            if clip.found and clip.payload is not None:
+                span = min(info.frames or clip.frames_used, max_frames)
+                times: list[float] = []
+                ranges = seen_windows(
+                    pixels(iter_clip_frames(item, max_frames=max_frames), times),
+                    self._key,
+                    clip.payload,
+                    window=window_length(span, info.fps),
+                    max_frames=max_frames,
+                )
+                step = 1.0 / info.fps if info.fps > 0 else 0.0
+                seen = tuple((times[a], times[b] + step) for a, b in ranges)
+            record = self._record(
+                item.name, detection, 1, None, notes, blind=True, leak_shape=shape[0]
+            )
+            return dataclasses.replace(record, frames=clip.frames_used, seen=seen)
+        except LeaktraceError as exc:
+            return TraceRecord(item.name, False, None, None, None, None, None, None, str(exc))
+        except (ValueError, TypeError) as exc:
+            return TraceRecord(
+                item.name, False, None, None, None, None, None, None, f"{item.name}: {exc}"
+            )
 
     def trace_image(
         self,
@@ -842,8 +1117,8 @@ class Studio:
         asset = match.asset
         if informed is not None and informed.source is not None and informed.source.id == asset.id:
             return informed
-        if not asset.original_path:
-            return None
+        if not asset.original_path or _is_clip_path(asset.original_path):
+            return None  # a frame of a delivered clip: the verdict names the clip
         if asset.id not in originals:
             originals[asset.id] = self._load_original(asset, notes)
         loaded = originals[asset.id]
@@ -1051,6 +1326,11 @@ class Studio:
             notes.append(f"{asset.original_path}: changed since it was registered; not used")
             return None
         return luma(image.pixels), image.pixels
+
+
+def _is_clip_path(path: str) -> bool:
+    """True for the original path of a delivered video or sequence (``stem.####.ext``)."""
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS or "#" in Path(path).name
 
 
 def _occupied_message(out: Path, holders: list[DeliveryRecord]) -> str:
