@@ -145,7 +145,7 @@ _VP9_SPEED = {
 #: visually lossless for each encoder; presets are the fastest that keep 1080p at 24 fps
 #: or more on two cores with the mark.
 CODEC_FAMILIES: dict[str, CodecFamily] = {
-    "h264": CodecFamily("h264", "libx264", 12, "veryfast"),
+    "h264": CodecFamily("h264", "libx264", 12, "ultrafast"),
     "hevc": CodecFamily("hevc", "libx265", 12, "ultrafast", {"x265-params": "log-level=error"}),
     "prores": CodecFamily("prores", "prores_ks", None, None, {"profile": "3"}),
     "vp9": CodecFamily("vp9", "libvpx-vp9", 12, "veryfast", {"row-mt": "1"}),
