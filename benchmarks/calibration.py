@@ -312,7 +312,7 @@ def main() -> int:
     if bad:
         parser.error(f"--attacks: unknown attack(s) {bad}; choose from {list(known)}")
     if VIDEO_ATTACK in args.attacks and not has_av:
-        parser.error(f"--attacks: {VIDEO_ATTACK} needs PyAV (pip install 'leaktrace[video]')")
+        parser.error(f"--attacks: {VIDEO_ATTACK} needs PyAV (pip install av)")
     if args.trials < 1 or args.key_trials < 0:
         parser.error(
             f"--trials must be >= 1 and --key-trials >= 0; got {args.trials}, {args.key_trials}"

@@ -295,7 +295,7 @@ def embed(
     ] = None,
     workers: Annotated[
         int,
-        typer.Option("--workers", min=1, help="Processes marking the frames of a clip."),
+        typer.Option("--workers", min=1, help="Threads marking the frames of a clip."),
     ] = max(1, os.cpu_count() or 1),
     stills: Annotated[
         bool,

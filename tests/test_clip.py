@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -13,8 +14,6 @@ from watermark.errors import MediaError
 from watermark.media import write_image
 
 from .frames import cel_frame, textured_frame
-
-av = pytest.importorskip("av")
 
 KEY = b"clip-test-key-0123456789abcdefgh"
 PAYLOAD = 0x5EED1234
@@ -126,3 +125,94 @@ def test_bad_videos_fail_cleanly(tmp_path: Path, kind: str) -> None:
     with pytest.raises(MediaError, match=str(src)):
         mark_video(src, out_dir / "x.mp4", KEY, PAYLOAD)
     assert list(out_dir.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _bad_input(tmp_path: Path, kind: str) -> Path:
+    """A video or sequence input `leaktrace embed` must refuse."""
+    picture = textured_frame(240, 320, seed=5)
+    if kind == "truncated mp4":
+        data = _clip(tmp_path / "good.mp4").read_bytes()
+        (tmp_path / "good.mp4").unlink()
+        path = tmp_path / "cut.mp4"
+        path.write_bytes(data[: len(data) * 2 // 3])
+    elif kind == "no video stream":
+        path = tmp_path / "sound.mp4"
+        with av.open(str(path), "w") as out:
+            sound = out.add_stream("aac", rate=48000, layout="stereo")
+            frame = av.AudioFrame.from_ndarray(
+                np.zeros((2, 1024), np.float32), format="fltp", layout="stereo"
+            )
+            frame.sample_rate = 48000
+            out.mux(sound.encode(frame))
+            out.mux(sound.encode(None))
+    elif kind == "unsupported codec":
+        path = tmp_path / "part2.mp4"
+        with av.open(str(path), "w") as out:
+            stream = out.add_stream("mpeg4", rate=24)
+            stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+            for _ in range(4):
+                out.mux(stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
+            out.mux(stream.encode(None))
+    elif kind == "empty sequence folder":
+        path = tmp_path / "shot_020"
+        path.mkdir()
+    else:
+        path = tmp_path / "shot_030"
+        path.mkdir()
+        numbers = (1, 2, 4) if kind == "missing frame" else (1, 2, 3)
+        for n in numbers:
+            frame = picture[:200] if kind == "odd-sized frame" and n == 2 else picture
+            write_image(path / f"shot_030.{n:04d}.png", frame, format="png")
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "truncated mp4",
+        "no video stream",
+        "unsupported codec",
+        "empty sequence folder",
+        "missing frame",
+        "odd-sized frame",
+    ],
+)
+def test_embed_refuses_bad_clips_with_one_line_and_no_output(tmp_path: Path, kind: str) -> None:
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    runner = CliRunner()
+    home = str(tmp_path / "studio")
+    assert runner.invoke(app, ["init", "--home", home]).exit_code == 0
+    assert runner.invoke(app, ["vendor", "add", "Acme", "--home", home]).exit_code == 0
+    src = _bad_input(tmp_path, kind)
+    before = sorted(p.read_bytes() for p in ([src] if src.is_file() else src.iterdir()))
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["embed", str(src), "--vendor", "Acme", "--out", str(out), "--home", home]
+    )
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    expected = {
+        "truncated mp4": "truncated",
+        "no video stream": "no video stream",
+        "unsupported codec": "unsupported video codec mpeg4",
+        "empty sequence folder": "no image, video or sequence files",
+        "missing frame": "frame(s) 3 missing",
+        "odd-sized frame": "frame is 320x200",
+    }[kind]
+    assert expected in errors[0]
+    assert not out.exists() or list(out.rglob("*")) == []  # no partial output, no temp file
+    after = sorted(p.read_bytes() for p in ([src] if src.is_file() else src.iterdir()))
+    assert after == before  # inputs untouched
+    traced = runner.invoke(app, ["trace", str(src), "--home", home])
+    if kind == "unsupported codec":  # it cannot be re-encoded, but it can be read and traced
+        assert traced.exit_code == 0 and "no mark found" in traced.stdout
+    else:
+        assert traced.exit_code == 1
+        assert [line for line in traced.stderr.splitlines() if line.startswith("error: ")]

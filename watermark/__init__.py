@@ -10,6 +10,7 @@ from ._embed import EmbedResult, embed_frame, mark_pattern
 from ._metrics import luma, psnr_y, ssim_y
 from ._params import CODEC_VERSION, DEFAULT_PARAMS, CodecParams
 from ._stats import false_alarm_probability, z_threshold
+from ._temporal import ClipDetection, mark_frames, trace_frames
 from .errors import LeaktraceError, MediaError, RegistryError, StudioError
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "DEFAULT_PARAMS",
     "FOUNDATION_ATTACKS",
     "Attack",
+    "ClipDetection",
     "CodecParams",
     "Detection",
     "EmbedResult",
@@ -33,9 +35,11 @@ __all__ = [
     "false_alarm_probability",
     "leak_scale",
     "luma",
+    "mark_frames",
     "mark_pattern",
     "psnr_y",
     "ssim_y",
+    "trace_frames",
     "z_threshold",
 ]
 __version__ = "0.1.0"

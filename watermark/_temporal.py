@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import itertools
 import math
-import multiprocessing
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,12 +53,6 @@ def _mark_one(
     return embed_frame(frame, key, payload, strength=strength, estimate_margin=estimate_margin)
 
 
-def _init_worker() -> None:
-    import cv2  # one OpenCV thread per worker process: the processes are the parallelism
-
-    cv2.setNumThreads(1)
-
-
 def mark_frames(
     frames: Iterable[np.ndarray],
     key: bytes,
@@ -85,7 +78,9 @@ def mark_frames(
     strength : float
         Mark strength, in [0, 4].
     workers : int
-        Processes marking frames in parallel (1: in this process).
+        Threads marking frames in parallel (1: the calling thread). Marking is OpenCV and
+        numpy work that releases the GIL, so threads use the cores without worker
+        processes (no start-up cost, no copies, and no ``__main__`` guard needed).
     margin_every : int
         Frames between two :attr:`EmbedResult.margin` estimates (the first frame always
         has one; the others get NaN), >= 1.
@@ -108,8 +103,7 @@ def mark_frames(
         for n, frame in enumerate(frames):
             yield _mark_one(frame, key, payload, strength, n % margin_every == 0)
         return
-    context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+    with ThreadPoolExecutor(workers, thread_name_prefix="leaktrace-mark") as pool:
         pending: deque[Future[EmbedResult]] = deque()
         try:
             for n, frame in enumerate(frames):

@@ -432,8 +432,7 @@ def resolve_attacks(
         chosen = [n for n in chosen if n not in left]
         if left:
             notes.append(
-                f"skipped {', '.join(left)}: an optional package is missing "
-                "(PyAV: pip install 'leaktrace[video]')"
+                f"skipped {', '.join(left)}: an optional package is missing (PyAV: pip install av)"
             )
         return tuple(chosen), notes
     unknown = [n for n in names if n not in ATTACKS]

@@ -2,8 +2,8 @@
 copies.
 
 The edge module for moving pictures. Video is decoded and encoded with PyAV (FFmpeg,
-imported lazily: ``pip install 'leaktrace[video]'``); sequence frames go through
-:mod:`watermark.media`. Marking streams: decode -> mark (worker processes) -> encode,
+imported lazily); sequence frames go through
+:mod:`watermark.media`. Marking streams: decode -> mark (worker threads) -> encode,
 with a bounded number of frames in flight, so memory does not grow with the clip.
 
 What a marked video keeps from its source: the container format, every stream in the same
@@ -394,7 +394,7 @@ def _av() -> Any:
     try:
         import av
     except ImportError as exc:  # pragma: no cover - the video extra is a core dependency
-        raise MediaError(f"video needs PyAV: pip install 'leaktrace[video]' ({exc})") from None
+        raise MediaError(f"video needs PyAV: pip install av ({exc})") from None
     return av
 
 
@@ -701,7 +701,7 @@ def mark_video(
     preset : str, optional
         Encoder speed preset override (x264 names; mapped to libvpx-vp9's cpu-used).
     workers : int
-        Processes marking frames (decoding and encoding run in this one).
+        Threads marking frames (decoding and encoding run beside them).
     progress : callable, optional
         ``progress(frames_done, frames_total)`` every few frames (total 0 when unknown).
 
@@ -771,7 +771,7 @@ def stage_marked_video(
     preset : str, optional
         Encoder speed preset override (x264 names; mapped to libvpx-vp9's cpu-used).
     workers : int
-        Processes marking frames (decoding and encoding run in this one).
+        Threads marking frames (decoding and encoding run beside them).
     progress : callable, optional
         ``progress(frames_done, frames_total)`` every few frames (total 0 when unknown).
 

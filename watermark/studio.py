@@ -512,7 +512,7 @@ class Studio:
         codec, crf, preset : optional
             Video re-encoding overrides (see :func:`watermark.clip.mark_video`).
         workers : int, optional
-            Processes marking the frames of a clip.
+            Threads marking the frames of a clip.
         sequences : bool, optional
             Group numbered image files into sequences (False: every file is a still).
         frame_progress : callable, optional

@@ -6,7 +6,7 @@ inside the functions, so ``import watermark`` stays light and the pure modules
 file (the clip lives in an ``io.BytesIO``); :func:`attack_clip` and
 :func:`synthetic_clip` write the files they are asked to.
 
-Install with ``pip install 'leaktrace[video]'`` (PyAV wheels bundle FFmpeg with libx264).
+PyAV is a core dependency (its wheels bundle FFmpeg with libx264).
 """
 
 from __future__ import annotations
@@ -97,9 +97,7 @@ def video_roundtrip(
     try:
         import av
     except ImportError as exc:
-        raise ImportError(
-            "H.264 round trips need PyAV: pip install 'leaktrace[video]' (or pip install av)"
-        ) from exc
+        raise ImportError("H.264 round trips need PyAV: pip install av") from exc
     if encoder not in av.codecs_available:
         raise ImportError(
             f"this PyAV ({av.__version__}) was built without the {encoder} encoder; "
