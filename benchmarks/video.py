@@ -154,6 +154,12 @@ def psnr_y(source: Path, marked: Path) -> tuple[int, int, float, float]:
     return na, nb, float(np.mean(values)), float(np.min(values))
 
 
+def _mbit_s(path: Path, frames: int) -> float:
+    from fractions import Fraction
+
+    return path.stat().st_size * 8 / 1e6 / (frames / float(Fraction(_rate(path))))
+
+
 def fidelity(clip: Path, marked: Path, mark_seconds: float, frames: int) -> dict:
     n_src, n_out, mean, worst = psnr_y(clip, marked)
     src_packets, out_packets = _packet_digests(clip), _packet_digests(marked)
@@ -169,6 +175,7 @@ def fidelity(clip: Path, marked: Path, mark_seconds: float, frames: int) -> dict
         "psnr_y_mean": mean,
         "psnr_y_worst": worst,
         "mark_fps": frames / mark_seconds,
+        "mbit_s": f"{_mbit_s(clip, n_src):.1f} / {_mbit_s(marked, n_out):.1f}",
     }
     row["ok"] = bool(
         row["same_frames"]
@@ -200,9 +207,12 @@ def attack_rows(
     for name in attacks:
         row: dict = {"clip": clip.name, "attack": name}
         for which, src in (("marked", marked), ("unmarked", clip)):
-            suffix = ".jpg" if name == "frame_jpeg70" else ".mp4"
-            leak = work / f"{which}_{clip.stem}_{name}{suffix}"
-            attack_clip(src, leak, name, seed=common.stable_seed(f"{seed}/{clip.name}/{name}"))
+            if name == "none":  # the file itself: marked must trace, the source must not
+                leak = src
+            else:
+                suffix = ".jpg" if name == "frame_jpeg70" else ".mp4"
+                leak = work / f"{which}_{clip.stem}_{name}{suffix}"
+                attack_clip(src, leak, name, seed=common.stable_seed(seed, clip.name, name))
             start = time.perf_counter()
             found, payload, p, used = trace_leak(leak, payloads)
             row[which] = {
@@ -212,7 +222,8 @@ def attack_rows(
                 "frames_used": used,
                 "seconds": time.perf_counter() - start,
             }
-            leak.unlink()
+            if leak != src:
+                leak.unlink()
         m, u = row["marked"], row["unmarked"]
         row["correct"] = bool(m["found"] and m["payload"] == int(payloads[0]))
         row["wrong"] = bool(m["found"] and m["payload"] != int(payloads[0]))
@@ -286,6 +297,7 @@ def mark_speed(src: Path, dst: Path, workers: int) -> dict:
         raise common.BenchError(f"marking {src.name} failed (exit {proc.returncode})")
     result = json.loads(out.strip().splitlines()[-1])
     return {
+        "mbit_s": dst.stat().st_size * 8 / 1e6 / (result["frames"] / 24.0),
         "frames": result["frames"],
         "seconds": result["seconds"],
         "fps": result["frames"] / result["seconds"],
@@ -324,7 +336,13 @@ def main() -> int:
         default=["fidelity", "attacks", "speed"],
         choices=["fidelity", "attacks", "speed"],
     )
-    parser.add_argument("--attacks", nargs="+", default=list(CLIP_ATTACKS), choices=CLIP_ATTACKS)
+    parser.add_argument(
+        "--attacks",
+        nargs="+",
+        default=["none", *CLIP_ATTACKS],
+        choices=["none", *CLIP_ATTACKS],
+        help="clip attacks (default: none, i.e. the file itself, and every clip attack)",
+    )
     parser.add_argument("--speed-seconds", nargs="+", type=float, default=[10.0, 60.0])
     parser.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1))
     parser.add_argument("--seed", type=int, default=0)
@@ -378,6 +396,7 @@ def main() -> int:
                         "PSNR-Y mean",
                         "PSNR-Y worst",
                         "mark fps",
+                        "Mbit/s src / marked",
                     ],
                     [
                         [
@@ -390,6 +409,7 @@ def main() -> int:
                             f"{r['psnr_y_mean']:.2f}",
                             f"{r['psnr_y_worst']:.2f}",
                             f"{r['mark_fps']:.1f}",
+                            r["mbit_s"],
                         ]
                         for r in fid_rows
                     ],
@@ -442,7 +462,7 @@ def main() -> int:
                 f"## Speed (mark end to end, {args.workers} workers)",
                 "",
                 common.markdown_table(
-                    ["clip", "frames", "seconds", "fps", "peak MiB (tree)"],
+                    ["clip", "frames", "seconds", "fps", "peak MiB (tree)", "output Mbit/s"],
                     [
                         [
                             r["clip"],
@@ -450,6 +470,7 @@ def main() -> int:
                             f"{r['seconds']:.1f}",
                             f"{r['fps']:.1f}",
                             f"{r['peak_mib']:.0f}",
+                            f"{r['mbit_s']:.1f}",
                         ]
                         for r in speed_rows
                     ],

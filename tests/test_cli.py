@@ -345,7 +345,8 @@ def test_trace_bad_input(runner: CliRunner, home: Path, tmp_path: Path, kind: st
 def test_trace_empty_folder(runner: CliRunner, home: Path, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     result = runner.invoke(app, ["trace", str(tmp_path / "empty"), "--home", str(home)])
-    assert result.exit_code == 1 and "no image files" in one_error_line(result.stderr)
+    assert result.exit_code == 1
+    assert "no image, video or sequence files" in one_error_line(result.stderr)
 
 
 # --------------------------------------------------------------------------- demo

@@ -19,6 +19,17 @@ def test_readme_python_example_runs() -> None:
     assert lines[1].startswith("True 0x5ec2e7a1 p=")
 
 
+def test_readme_clip_example_runs() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert len(blocks) >= 2, "README has no clip example"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(blocks[1], "README.md", "exec"), {})
+    found, payload, frames, p_value = out.getvalue().split()
+    assert (found, payload) == ("True", "0x5ec2e7a1")
+    assert 1 <= int(frames) <= 24 and float(p_value.removeprefix("p=")) <= 1e-6
+
+
 def test_readme_quick_start_is_two_commands_and_ci_runs_the_test_command() -> None:
     text = README.read_text()
     quick = text.split("## Quick start", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]

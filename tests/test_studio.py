@@ -223,7 +223,7 @@ def test_embed_refusals_before_work(studio: Studio, tmp_path: Path) -> None:
     src = shots(tmp_path / "shots")
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(StudioError, match="no image files"):
+    with pytest.raises(StudioError, match="no image, video or sequence files"):
         studio.embed_files([empty], "Acme", tmp_path / "o")
     with pytest.raises(StudioError, match="would overwrite an input"):
         studio.embed_files([src / "a.png"], "Acme", src)
@@ -399,7 +399,7 @@ def test_trace_unreadable_files(studio: Studio, tmp_path: Path) -> None:
 def test_trace_refusals(studio: Studio, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(StudioError, match="no image files"):
+    with pytest.raises(StudioError, match="no image, video or sequence files"):
         studio.trace_files([empty])
     src = write_encoded(tmp_path / "a.png", texture((64, 64, 3)))
 
@@ -446,8 +446,11 @@ def test_records_to_json() -> None:
         "weak": False,
         "status": "embedded",
         "error": None,
+        "kind": "image",
+        "frames": None,
     }
     weak = EmbedRecord("in.png", "out.png", "Acme", "0000beef", 44.0, "embedded", margin=0.5)
     assert weak.weak and weak.to_json()["margin"] == 0.5
     t = TraceRecord("x.png", True, "Acme", "0000beef", "/a.png", 1e-9, 7.5, float("nan"))
     assert t.to_json()["scale"] is None and t.to_json()["p_value"] == 1e-9
+    assert t.to_json()["frames"] is None and t.to_json()["seen"] == []
