@@ -27,6 +27,18 @@ def _clip(path: Path, frames: int = 12, size: tuple[int, int] = (240, 320)) -> P
     return path
 
 
+def _audio_only(path: Path) -> None:
+    """An mp4 holding one AAC frame and no video stream."""
+    with av.open(str(path), "w") as out:
+        sound = out.add_stream("aac", rate=48000, layout="stereo")
+        frame = av.AudioFrame.from_ndarray(
+            np.zeros((2, 1024), np.float32), format="fltp", layout="stereo"
+        )
+        frame.sample_rate = 48000
+        out.mux(sound.encode(frame))
+        out.mux(sound.encode(None))
+
+
 def test_look_schedule_counts_every_look() -> None:
     assert look_schedule(1) == (1,)
     assert look_schedule(16) == (1, 2, 4, 8, 16)
@@ -110,14 +122,7 @@ def test_bad_videos_fail_cleanly(tmp_path: Path, kind: str) -> None:
         data = _clip(tmp_path / "good.mp4").read_bytes()
         src.write_bytes(data[: len(data) // 2])
     elif kind == "no video":
-        with av.open(str(src), "w") as out:
-            sound = out.add_stream("aac", rate=48000, layout="stereo")
-            frame = av.AudioFrame.from_ndarray(
-                np.zeros((2, 1024), np.float32), format="fltp", layout="stereo"
-            )
-            frame.sample_rate = 48000
-            out.mux(sound.encode(frame))
-            out.mux(sound.encode(None))
+        _audio_only(src)
     else:
         src.write_bytes(b"")
     out_dir = tmp_path / "out"
@@ -140,14 +145,7 @@ def _bad_input(tmp_path: Path, kind: str) -> Path:
         path.write_bytes(data[: len(data) * 2 // 3])
     elif kind == "no video stream":
         path = tmp_path / "sound.mp4"
-        with av.open(str(path), "w") as out:
-            sound = out.add_stream("aac", rate=48000, layout="stereo")
-            frame = av.AudioFrame.from_ndarray(
-                np.zeros((2, 1024), np.float32), format="fltp", layout="stereo"
-            )
-            frame.sample_rate = 48000
-            out.mux(sound.encode(frame))
-            out.mux(sound.encode(None))
+        _audio_only(path)
     elif kind == "unsupported codec":
         path = tmp_path / "part2.mp4"
         with av.open(str(path), "w") as out:

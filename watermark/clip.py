@@ -45,6 +45,7 @@ from .media import (
     publish_file,
     read_image,
     stage_file,
+    walk_folders,
 )
 
 __all__ = [
@@ -243,22 +244,13 @@ def find_media(
     list of MediaItem
         In input order; each folder's items sorted by path; an item found twice once.
     """
-    excluded = Path(exclude).resolve() if exclude is not None else None
     items: list[MediaItem] = []
     seen: set[Path] = set()
     for item in inputs:
         root = Path(item)
         if root.is_dir():
             found: list[MediaItem] = []
-            for dirpath, dirnames, filenames in os.walk(root):
-                here = Path(dirpath)
-                dirnames[:] = sorted(
-                    d
-                    for d in dirnames
-                    if not d.startswith(".")
-                    and (excluded is None or (here / d).resolve() != excluded)
-                )
-                names = sorted(n for n in filenames if not n.startswith("."))
+            for here, names in walk_folders(root, exclude=exclude):
                 found.extend(_folder_items(root, here, names, sequences))
             found.sort(key=lambda m: m.rel.as_posix())
         elif root.suffix.lower() in VIDEO_EXTENSIONS:
@@ -680,40 +672,13 @@ def mark_video(
 ) -> MarkReport:
     """Mark every frame of a video file with one delivery and write the marked copy.
 
-    Parameters
-    ----------
-    src : path-like
-        The source video; never modified.
-    dst : path-like
-        The marked copy, written atomically (a hidden temporary file in its folder,
-        renamed when complete; nothing is left behind on failure). Its extension picks the
-        container (``.mp4``, ``.mov``, ``.mkv``, ``.webm``, ``.avi``); it must not exist.
-    key : bytes
-        Studio secret.
-    payload : int
-        Delivery id.
-    strength : float
-        Mark strength.
-    codec : str, optional
-        Codec family to write (a key of :data:`CODEC_FAMILIES`; default: the source's).
-    crf : int, optional
-        Quality override (libx264/libx265/libvpx-vp9 crf; prores_ks qscale; mjpeg q).
-    preset : str, optional
-        Encoder speed preset override (x264 names; mapped to libvpx-vp9's cpu-used).
-    workers : int
-        Threads marking frames (decoding and encoding run beside them).
-    progress : callable, optional
-        ``progress(frames_done, frames_total)`` every few frames (total 0 when unknown).
+    The marked copy is written atomically (a hidden temporary file in `dst`'s folder,
+    renamed when complete; nothing is left behind on failure). The parameters, the
+    result and the errors are those of :func:`stage_marked_video`, which this wraps.
 
     Returns
     -------
     MarkReport
-
-    Raises
-    ------
-    MediaError
-        Unreadable, truncated or corrupt source, no video stream, unsupported codec or
-        container, or a write failure.
     """
     report, tmp = stage_marked_video(
         src,

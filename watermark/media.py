@@ -18,7 +18,7 @@ import os
 import secrets
 import struct
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +39,7 @@ __all__ = [
     "publish_file",
     "read_image",
     "stage_file",
+    "walk_folders",
     "write_image",
 ]
 
@@ -390,6 +391,25 @@ def _to_rgb(decoded: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- listing
 
 
+def walk_folders(
+    root: str | os.PathLike[str], *, exclude: str | os.PathLike[str] | None = None
+) -> Iterator[tuple[Path, list[str]]]:
+    """Every folder under `root` (itself first) with its visible file names, sorted.
+
+    Hidden files and folders (a leading dot) are skipped, and so is the folder `exclude`
+    (e.g. the output folder inside an input folder).
+    """
+    excluded = Path(exclude).resolve() if exclude is not None else None
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if not d.startswith(".") and (excluded is None or (here / d).resolve() != excluded)
+        )
+        yield here, sorted(n for n in filenames if not n.startswith("."))
+
+
 def iter_image_files(
     inputs: Iterable[str | os.PathLike[str]], *, exclude: str | os.PathLike[str] | None = None
 ) -> list[tuple[Path, Path]]:
@@ -417,25 +437,17 @@ def iter_image_files(
     >>> iter_image_files(["missing.png"])
     [(PosixPath('missing.png'), PosixPath('missing.png'))]
     """
-    excluded = Path(exclude).resolve() if exclude is not None else None
     result: list[tuple[Path, Path]] = []
     seen: set[Path] = set()
     for item in inputs:
         root = Path(item)
         if root.is_dir():
             found: list[tuple[Path, Path]] = []
-            for dirpath, dirnames, filenames in os.walk(root):
-                here = Path(dirpath)
-                dirnames[:] = sorted(
-                    d
-                    for d in dirnames
-                    if not d.startswith(".")
-                    and (excluded is None or (here / d).resolve() != excluded)
-                )
+            for here, names in walk_folders(root, exclude=exclude):
                 found.extend(
                     (here / name, (here / name).relative_to(root))
-                    for name in filenames
-                    if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+                    for name in names
+                    if Path(name).suffix.lower() in IMAGE_EXTENSIONS
                 )
             pairs = sorted(found, key=lambda pair: pair[1].as_posix())
         else:
