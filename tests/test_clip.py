@@ -11,7 +11,7 @@ import pytest
 from watermark._temporal import FramePool, look_schedule, mark_frames, trace_frames
 from watermark.clip import MediaItem, find_media, iter_clip_frames, mark_video, probe_clip
 from watermark.errors import MediaError
-from watermark.media import write_image
+from watermark.media import read_image, write_image
 
 from .frames import cel_frame, textured_frame
 
@@ -214,3 +214,132 @@ def test_embed_refuses_bad_clips_with_one_line_and_no_output(tmp_path: Path, kin
     else:
         assert traced.exit_code == 1
         assert [line for line in traced.stderr.splitlines() if line.startswith("error: ")]
+
+
+# --------------------------------------------------------------------------- codecs, depth, tags
+
+
+def _coded_clip(
+    path: Path, codec: str, pix_fmt: str, *, frames: int = 8, options: dict | None = None
+) -> Path:
+    """A short clip of a still textured picture in one codec and pixel format."""
+    picture = textured_frame(240, 320, seed=6)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=24, options=options or {})
+        stream.width, stream.height, stream.pix_fmt = 320, 240, pix_fmt
+        cc = stream.codec_context
+        cc.color_primaries, cc.color_trc, cc.colorspace, cc.color_range = 1, 1, 1, 1  # BT.709, tv
+        for _ in range(frames):
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format=pix_fmt)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("codec", "pix_fmt", "suffix", "options"),
+    [
+        ("libx265", "yuv420p10le", ".mkv", {"x265-params": "log-level=error"}),
+        ("prores_ks", "yuv422p10le", ".mov", {}),
+        ("libvpx-vp9", "yuv420p", ".webm", {"deadline": "realtime", "cpu-used": "8"}),
+        ("mjpeg", "yuvj420p", ".avi", {}),
+    ],
+)
+def test_each_codec_family_keeps_its_codec_depth_and_colour_tags(
+    tmp_path: Path, codec: str, pix_fmt: str, suffix: str, options: dict
+) -> None:
+    src = _coded_clip(tmp_path / f"src{suffix}", codec, pix_fmt, options=options)
+    dst = tmp_path / f"marked{suffix}"
+    report = mark_video(src, dst, KEY, PAYLOAD, workers=2)
+    with av.open(str(src)) as a, av.open(str(dst)) as b:
+        va, vb = a.streams.video[0].codec_context, b.streams.video[0].codec_context
+        assert vb.name == va.name and vb.format.name == va.format.name
+        for tag in ("color_primaries", "color_trc", "colorspace", "color_range"):
+            assert getattr(vb, tag) == getattr(va, tag), tag
+        assert b.streams.video[0].frames in (0, 8)
+    item = MediaItem("video", dst, Path(dst.name))
+    frames = [f.pixels for f in iter_clip_frames(item)]
+    assert len(frames) == 8 == report.frames
+    assert frames[0].dtype == (np.uint16 if "10" in pix_fmt else np.uint8)
+    d = trace_frames(frames, KEY, candidates=CANDIDATES)
+    assert d.found and d.payload == PAYLOAD
+
+
+def test_display_rotation_is_kept(tmp_path: Path) -> None:
+    src = _clip(tmp_path / "src.mp4", frames=6)
+    rotated = tmp_path / "rotated.mp4"
+    with av.open(str(src)) as inp, av.open(str(rotated), "w") as out:
+        vin = inp.streams.video[0]
+        vout = out.add_stream_from_template(vin)
+        vout.set_display_rotation(90)
+        for packet in inp.demux(vin):
+            if packet.dts is not None:
+                packet.stream = vout
+                out.mux(packet)
+    dst = tmp_path / "marked.mp4"
+    mark_video(rotated, dst, KEY, PAYLOAD)
+    with av.open(str(dst)) as b:
+        frame = next(b.decode(video=0))
+        assert frame.rotation in (90, -270)
+
+
+def test_threads_mark_exactly_what_one_thread_marks() -> None:
+    frames = [cel_frame(160, 224, seed=n) for n in range(7)]
+    one = [r.image for r in mark_frames(frames, KEY, PAYLOAD, workers=1)]
+    two = [r.image for r in mark_frames(iter(frames), KEY, PAYLOAD, workers=2)]
+    assert all(np.array_equal(a, b) for a, b in zip(one, two, strict=True))
+    assert not np.array_equal(one[0], frames[0])
+
+
+# --------------------------------------------------------------------------- studio path
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+def test_studio_marks_a_sequence_and_traces_it_as_one_clip(tmp_path: Path, depth: int) -> None:
+    from watermark.studio import Studio
+
+    shot = tmp_path / "in" / "shot_010"
+    shot.mkdir(parents=True)
+    base = textured_frame(240, 320, seed=8)
+    for n in range(1, 7):
+        frame = np.roll(base, 3 * n, axis=1)
+        if depth == 16:
+            frame = frame.astype(np.uint16) * 257
+        write_image(shot / f"shot_010.{n:04d}.png", frame, format="png")
+    studio = Studio.create(tmp_path / "studio")
+    studio.add_vendor("Acme")
+    (record,) = studio.embed_files([tmp_path / "in"], "Acme", tmp_path / "out", workers=2)
+    assert record.status == "embedded" and record.kind == "sequence" and record.frames == 6
+    out = sorted((tmp_path / "out" / "shot_010").iterdir())
+    assert [p.name for p in out] == [f"shot_010.{n:04d}.png" for n in range(1, 7)]
+    assert read_image(out[0]).pixels.dtype == (np.uint16 if depth == 16 else np.uint8)
+    (traced,) = studio.trace_files([tmp_path / "out"])
+    assert traced.found and traced.vendor == "Acme"
+    assert traced.delivery_id == record.delivery_id and 1 <= traced.frames <= 6
+    # one frame of the sequence alone traces like any still
+    (single,) = studio.trace_files([out[3]])
+    assert single.found and single.delivery_id == record.delivery_id
+    # a rerun skips the delivered sequence; nothing is marked twice
+    (again,) = studio.embed_files([tmp_path / "in"], "Acme", tmp_path / "out")
+    assert again.status == "skipped" and again.delivery_id == record.delivery_id
+    studio.close()
+
+
+def test_studio_traces_a_video_with_the_time_ranges_it_shows_the_mark(tmp_path: Path) -> None:
+    from watermark.studio import Studio
+
+    (tmp_path / "in").mkdir()
+    src = _clip(tmp_path / "in" / "shot.mp4", frames=48)
+    studio = Studio.create(tmp_path / "studio")
+    studio.add_vendor("Acme")
+    studio.add_vendor("Bluebird")
+    (acme,) = studio.embed_files([src], "Acme", tmp_path / "acme", workers=2)
+    (blue,) = studio.embed_files([src], "Bluebird", tmp_path / "blue", workers=2)
+    assert acme.kind == "video" and acme.frames == 48 and acme.delivery_id != blue.delivery_id
+    (traced,) = studio.trace_files([tmp_path / "blue" / "shot.mp4"])
+    assert traced.found and traced.vendor == "Bluebird" and traced.delivery_id == blue.delivery_id
+    assert traced.seen and traced.seen[0][0] == pytest.approx(0.0)
+    assert traced.seen[-1][1] == pytest.approx(2.0, abs=0.05)  # 48 frames at 24 fps
+    (source,) = studio.trace_files([src])  # the unmarked source: no verdict
+    assert not source.found and source.error is None
+    studio.close()
