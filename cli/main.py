@@ -424,9 +424,17 @@ def trace(
     """
     if original is not None and blind:
         raise typer.BadParameter("--original and --blind exclude each other")
-    with Studio.open(_home(ctx, home)) as studio, _progress("tracing", enabled=not as_json) as tick:
+    with (
+        Studio.open(_home(ctx, home)) as studio,
+        _progress_bars("tracing", enabled=not as_json) as (tick, frames),
+    ):
         records = studio.trace_files(
-            inputs, original=original, informed=not blind, progress=tick, max_frames=max_frames
+            inputs,
+            original=original,
+            informed=not blind,
+            progress=tick,
+            max_frames=max_frames,
+            frame_progress=frames,
         )
     if as_json:
         _print_json([r.to_json() for r in records])

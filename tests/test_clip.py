@@ -336,7 +336,12 @@ def test_studio_traces_a_video_with_the_time_ranges_it_shows_the_mark(tmp_path: 
     (acme,) = studio.embed_files([src], "Acme", tmp_path / "acme", workers=2)
     (blue,) = studio.embed_files([src], "Bluebird", tmp_path / "blue", workers=2)
     assert acme.kind == "video" and acme.frames == 48 and acme.delivery_id != blue.delivery_id
-    (traced,) = studio.trace_files([tmp_path / "blue" / "shot.mp4"])
+    ticks: list[tuple[int, int, str]] = []
+    (traced,) = studio.trace_files(
+        [tmp_path / "blue" / "shot.mp4"], frame_progress=lambda *t: ticks.append(t)
+    )
+    assert ticks and all(name.endswith("shot.mp4") for _, _, name in ticks)
+    assert ticks[-1][0] == ticks[-1][1] == 48  # the seen pass reads the whole clip
     assert traced.found and traced.vendor == "Bluebird" and traced.delivery_id == blue.delivery_id
     assert traced.seen and traced.seen[0][0] == pytest.approx(0.0)
     assert traced.seen[-1][1] == pytest.approx(2.0, abs=0.05)  # 48 frames at 24 fps

@@ -104,6 +104,16 @@ ProgressCallback = Callable[[int, int, Path], None]
 #: ``frame_progress(done, total, name)``, called every few frames of a clip (total 0 when
 #: unknown).
 FrameProgressCallback = Callable[[int, int, str], None]
+_FRAME_TICK = 8  # frames between two frame-progress calls while tracing a clip
+
+
+def _clip_tick(
+    frame_progress: FrameProgressCallback | None, name: str
+) -> Callable[[int, int], None] | None:
+    """`frame_progress` bound to one clip's name (None stays None)."""
+    if frame_progress is None:
+        return None
+    return lambda done, total: frame_progress(done, total, name)
 
 
 def asset_features(pixels: np.ndarray) -> Features:
@@ -566,13 +576,7 @@ class Studio:
             if item.kind == "image":
                 records.append(self._embed_one(item.path, outs[0], vendor_row, strength))
             else:
-                tick = None
-                if frame_progress is not None:
-                    name = item.name
-
-                    def tick(done: int, total: int, name: str = name) -> None:
-                        frame_progress(done, total, name)
-
+                tick = _clip_tick(frame_progress, item.name)
                 records.append(self._embed_clip(item, outs, vendor_row, strength, options, tick))
             if progress is not None:
                 progress(index + 1, len(items), item.path)
@@ -872,6 +876,7 @@ class Studio:
         p_threshold: float = 1e-6,
         progress: ProgressCallback | None = None,
         max_frames: int = DEFAULT_MAX_FRAMES,
+        frame_progress: FrameProgressCallback | None = None,
     ) -> list[TraceRecord]:
         """Look for registered marks in suspect files, stills and clips.
 
@@ -897,6 +902,9 @@ class Studio:
             traced blind by pooling its frames (:func:`watermark._temporal.trace_frames`),
             stopping at the first look that names a delivery; then the windows of the
             clip that show that mark are listed (``seen``).
+        frame_progress : callable, optional
+            ``frame_progress(done, total, name)`` every few frames a clip's trace has
+            read (both passes: pooling, then the windows of ``seen``).
 
         Returns
         -------
@@ -929,28 +937,41 @@ class Studio:
             if item.kind == "image":
                 record = self._trace_one(item.path, candidates, p_threshold, index, reference)
             else:
-                record = self._trace_clip(item, candidates, p_threshold, max_frames)
+                tick = _clip_tick(frame_progress, item.name)
+                record = self._trace_clip(item, candidates, p_threshold, max_frames, tick)
             records.append(record)
             if progress is not None:
                 progress(done, len(items), item.path)
         return records
 
     def _trace_clip(
-        self, item: MediaItem, candidates: np.ndarray, p_threshold: float, max_frames: int
+        self,
+        item: MediaItem,
+        candidates: np.ndarray,
+        p_threshold: float,
+        max_frames: int,
+        tick: Callable[[int, int], None] | None = None,
     ) -> TraceRecord:
         """Trace a video or sequence by pooling its frames; errors become a record."""
         shape: list[tuple[int, int]] = []
+        total = [0]
 
         def pixels(frames: Iterable[ClipFrame], times: list[float] | None) -> Iterator[np.ndarray]:
-            for f in frames:
+            n = 0
+            for n, f in enumerate(frames, start=1):
                 if not shape:
                     shape.append(f.pixels.shape[:2])
                 if times is not None:
                     times.append(f.time)
+                if tick is not None and n % _FRAME_TICK == 0:
+                    tick(n, total[0])
                 yield f.pixels
+            if tick is not None:
+                tick(n, n)
 
         try:
             info = probe_clip(item)
+            total[0] = min(info.frames or max_frames, max_frames)
             frames = iter_clip_frames(item, max_frames=max_frames)
             try:
                 clip = trace_frames(
