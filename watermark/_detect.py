@@ -174,7 +174,7 @@ def accusation_threshold(
 def _steered_and_lattice_count(n_square: int) -> int:
     """Geometry hypotheses the lattice search adds to `n_square` square chip sizes: each
     estimated lattice in every orientation plus its refined hypothesis, and the steered
-    square lattice (any of the sizes, in every orientation) plus its refined hypothesis."""
+    square lattice (any of the sizes, any orientation) plus its refined hypothesis."""
     return _LATTICES * (len(_ORIENTATIONS) + 1) + n_square * len(_ORIENTATIONS) + 1
 
 
@@ -213,26 +213,19 @@ def self_score(leak: np.ndarray, key: bytes, payload: int, *, chip_px: float) ->
 
 
 def _search(
-    y: np.ndarray,
-    layout: TileLayout,
-    chip_sizes: tuple[float, ...],
-    steer: np.ndarray | None = None,
-) -> tuple[list[_Hypothesis], float | None]:
-    """Best alignments over square chip sizes; with a `steer` pilot (pilot A), also the
-    chip size where it scores highest (chosen without the chips that decide)."""
+    y: np.ndarray, layout: TileLayout, chip_sizes: tuple[float, ...]
+) -> tuple[list[_Hypothesis], list[tuple[float, np.ndarray]]]:
+    """Best alignments over square chip sizes, and each size's folded chip estimates."""
     pilot = layout.pilot_chips
     found: list[_Hypothesis] = []
-    steered, best = None, -np.inf
+    folded: list[tuple[float, np.ndarray]] = []
     for chip_px in chip_sizes:
         yw = working_luma(y, chip_px)
         if min(yw.shape) < 2 * WORK_PX:
             continue
         v = chip_estimates(*fold_tiles(whiten(yw)))  # (q, q, T, T)
+        folded.append((chip_px, v))
         z = pilot_scores(v, pilot)
-        if steer is not None:
-            z_steer = float(pilot_scores(v, steer).max())
-            if z_steer > best:
-                steered, best = chip_px, z_steer
         flat = np.argsort(z, axis=None)[::-1][:_TOP_HYPOTHESES]
         for idx in flat:
             a, b, i, j = np.unravel_index(idx, z.shape)
@@ -243,7 +236,18 @@ def _search(
                 )
             )
     found.sort(key=lambda h: h.pilot_z, reverse=True)
-    return found[:_TOP_HYPOTHESES], steered
+    return found[:_TOP_HYPOTHESES], folded
+
+
+def _steered_size(folded: list[tuple[float, np.ndarray]], pilot_a: np.ndarray) -> float | None:
+    """The square chip size where pilot A scores highest in any of the 8 orientations (a
+    mirrored or turned leak shows it only there); chosen without the chips that decide."""
+    best, steered = -np.inf, None
+    for chip_px, v in folded:
+        z = max(float(pilot_scores(_orient(v, g), pilot_a).max()) for g in _ORIENTATIONS)
+        if z > best:
+            best, steered = z, chip_px
+    return steered
 
 
 def _orient(v: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -613,14 +617,13 @@ def detect_frame(
         for c in proposed[:_ESTIMATES]:
             if 1.5 <= c <= 64.0 and all(abs(c / s - 1.0) > _SAME_SIZE for s in sizes):
                 sizes.append(c)
-    pilot_a = _pilot_halves(layout)[0] if estimate_geometry else None
-    hyps, steered = _search(y, layout, tuple(sizes), pilot_a)
+    hyps, folded = _search(y, layout, tuple(sizes))
     if estimate_geometry:
         # every orientation of every lattice, and one refined hypothesis per lattice; the
         # square lattice of the chip size pilot A likes best is one more lattice
         # (perspective can hide a lattice from the autocorrelation, not from the pilot).
-        # Pilot A picks that lattice among the square sizes and the full pilot then scores
-        # it in every orientation, so every size it can be picked from is counted.
+        # Pilot A picks that lattice among all square sizes and orientations and the full
+        # pilot then scores it, so every one of those choices is counted.
         n_sizes += _steered_and_lattice_count(n_sizes)
         n_geometry = float(n_sizes * WORK_PX * WORK_PX * TILE_CHIPS * TILE_CHIPS)
         # The p-value already counts every lattice hypothesis, searched or not (a union
@@ -630,6 +633,7 @@ def detect_frame(
         if early.found:
             return early
         bases = estimate_lattices(y, n_candidates=_LATTICES)
+        steered = _steered_size(folded, _pilot_halves(layout)[0])
         if steered is not None:
             bases.append(np.eye(2) * (steered * TILE_CHIPS))
         # a leak the square search already reads plainly needs no refinement
