@@ -242,9 +242,14 @@ def _search(
 def _steered_size(folded: list[tuple[float, np.ndarray]], pilot_a: np.ndarray) -> float | None:
     """The square chip size where pilot A scores highest in any of the 8 orientations (a
     mirrored or turned leak shows it only there); chosen without the chips that decide."""
+    # Orienting the chips is a permutation P of the torus of chips, so scoring the oriented
+    # chips against the pilot at shift s is scoring the chips against the pilot permuted
+    # by P^-1 at shift P s: the best shift scores the same. Permuting the (tiny) pilot
+    # instead lets one forward FFT of the chips serve all 8 orientations.
+    pilots = np.stack([_orient(pilot_a, g.T) for g in _ORIENTATIONS])  # (8, T, T)
     best, steered = -np.inf, None
-    for chip_px, v in folded:
-        z = max(float(pilot_scores(_orient(v, g), pilot_a).max()) for g in _ORIENTATIONS)
+    for chip_px, v in folded:  # v: (q, q, T, T)
+        z = float(pilot_scores(v[None], pilots[:, None, None]).max())
         if z > best:
             best, steered = z, chip_px
     return steered
