@@ -348,3 +348,12 @@ def test_studio_traces_a_video_with_the_time_ranges_it_shows_the_mark(tmp_path: 
     (source,) = studio.trace_files([src])  # the unmarked source: no verdict
     assert not source.found and source.error is None
     studio.close()
+
+
+def test_an_unknown_preset_is_refused_before_any_output(tmp_path: Path) -> None:
+    src = _clip(tmp_path / "src.mp4", frames=4)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(MediaError, match="--preset superslow is not one of ultrafast"):
+        mark_video(src, out / "x.mp4", KEY, PAYLOAD, preset="superslow")
+    assert list(out.iterdir()) == []

@@ -643,7 +643,11 @@ class _Tally:
         return MarkReport(self.frames, psnr, margin, codec, seconds)
 
 
-def _family_for(path: Path, source_codec: str, codec: str | None) -> CodecFamily:
+def _family_for(
+    path: Path, source_codec: str, codec: str | None, preset: str | None = None
+) -> CodecFamily:
+    if preset is not None and preset not in _VP9_SPEED:
+        raise MediaError(f"{path}: --preset {preset} is not one of {', '.join(_VP9_SPEED)}")
     name = source_codec if codec is None else codec
     family = CODEC_FAMILIES.get(name)
     if family is None:
@@ -761,7 +765,7 @@ def stage_marked_video(
     inp, vin = _open_video(src)
     tmp = dst.parent / f".{dst.name}.{secrets.token_hex(6)}.tmp"
     try:
-        family = _family_for(src, str(vin.codec_context.name), codec)
+        family = _family_for(src, str(vin.codec_context.name), codec, preset)
         total = int(vin.frames or 0) or _estimated_frames(inp, vin)
         try:
             out = av.open(str(tmp), "w", format=muxer)
