@@ -12,7 +12,7 @@ from ._color import LUMA_WEIGHTS, check_image, luma, storage_scale, to_storage
 from ._detect import accusation_threshold, self_score
 from ._ecc import encode_payloads
 from ._keys import check_key, keyed_generator
-from ._mask import masking_map
+from ._mask import activity_map, masking_table
 from ._params import DEFAULT_PARAMS, CodecParams
 
 __all__ = ["WEAK_MARGIN", "EmbedResult", "amplitude_map", "embed_frame", "mark_pattern"]
@@ -108,13 +108,18 @@ def amplitude_map(grey: np.ndarray, params: CodecParams, *, unit: float = 1.0) -
     -------
     (H, W) float32 ndarray
     """
-    return masking_map(
-        grey,
+    act = activity_map(grey, unit=unit)
+    return cv2.LUT(act, _amplitude_table(act, params))
+
+
+def _amplitude_table(activity: np.ndarray, params: CodecParams) -> np.ndarray:
+    """(256,) float32 amplitude per activity level, see :func:`watermark._mask.masking_table`."""
+    return masking_table(
+        activity,
         flat=params.flat_rms,
         knee=params.knee,
         ceiling=params.ceiling_rms,
         target_rms=255.0 * 10.0 ** (-params.target_psnr / 20.0),
-        unit=unit,
     )
 
 
@@ -179,54 +184,159 @@ def embed_frame(
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if colour else rgb
     if grey.dtype == np.float64:
         grey = grey.astype(np.float32)
-    mask = amplitude_map(grey, params, unit=unit)
-    pattern = _tiled(tile, grey.shape)
+    activity = activity_map(grey, unit=unit)
+    table = _amplitude_table(activity, params)
     gain = float(strength) * unit
     if rgb.dtype.kind == "f":
-        marked = _add_float(rgb, cv2.multiply(pattern, mask, scale=gain))
+        mask = cv2.LUT(activity, table)
+        marked = _add_float(rgb, cv2.multiply(_tiled(tile, grey.shape), mask, scale=gain))
         psnr = _psnr_y(rgb, marked, unit)
+        half_luma = _half_size(luma(marked)) if estimate_margin else None
     else:
-        # pattern x mask x gain, rounded with a keyed dither: flat fills get fine grain
-        # instead of +-1 blobs with hard contours, and sub-level marks are kept on average
-        depth = cv2.CV_32S if rgb.dtype == np.uint16 else cv2.CV_16S
-        exact = cv2.multiply(pattern, mask, dst=pattern, scale=gain)  # in place: 8K frames
-        del mask
-        step = cv2.add(exact, _tiled(_dither_tile(key), grey.shape), dtype=depth)
-        del exact, pattern
-        marked = _add_integer(rgb, step)
-        psnr = _psnr_y_integer(rgb, marked, step, unit)
+        marked, psnr, half_luma = _mark_integer(
+            rgb, grey, activity, table, tile, _dither_tile(key), gain, want_half=estimate_margin
+        )
     out = marked
     if colour and arr.shape[2] == 4:
         out = np.dstack([marked, arr[..., 3:]])
     elif arr.ndim == 3 and not colour:
         out = marked.reshape(arr.shape)
-    if rgb.dtype.kind == "f":
-        marked_luma = luma(marked)
-    else:  # the luma change is the step wherever nothing saturated: close enough here
-        marked_luma = cv2.add(grey, step, dtype=cv2.CV_32F) * np.float32(1.0 / unit)
-    if not estimate_margin:
+    if half_luma is None:
         return EmbedResult(image=out, psnr_y=psnr, margin=float("nan"))
-    margin = _margin(marked_luma, 2 ** chip_level(arr.shape), key, payload)
+    leak_chip = 2 ** chip_level(arr.shape) * half_luma.shape[1] / arr.shape[1]
+    margin = _margin(half_luma, leak_chip, key, payload)
     return EmbedResult(image=out, psnr_y=psnr, margin=margin)
 
 
-def _margin(y: np.ndarray, chip_px: int, key: bytes, payload: int) -> float:
+# Rows per strip are chosen so that one float32 strip is about this many bytes: the
+# strip's pattern, mask, step and marked rows then stay in the CPU cache between steps.
+_STRIP_BYTES = 1 << 19
+
+
+def _mark_integer(
+    rgb: np.ndarray,
+    grey: np.ndarray,
+    activity: np.ndarray,
+    table: np.ndarray,
+    tile: np.ndarray,
+    dither: np.ndarray,
+    gain: float,
+    *,
+    want_half: bool,
+) -> tuple[np.ndarray, float, np.ndarray | None]:
+    """Add the masked, dithered mark to an integer image, strip by strip.
+
+    Every step is per pixel, so strips give exactly the whole-frame result; they keep
+    the working set in cache and the temporaries small (8K frames).
+
+    Parameters
+    ----------
+    rgb : (H, W, 3) or (H, W) uint8 or uint16 ndarray
+    grey : (H, W) ndarray
+        Its luma, same dtype.
+    activity : (H, W) uint8 ndarray
+        :func:`watermark._mask.activity_map` of `grey`.
+    table : (256,) float32 ndarray
+        Amplitude per activity level, grey levels.
+    tile, dither : 2-D float32 ndarray
+        Carrier tile and keyed dither tile, both repeated from the top-left corner.
+    gain : float
+        Strength times storage units per grey level.
+    want_half : bool
+        Also return the marked luma at half size (see :func:`_half_size`).
+
+    Returns
+    -------
+    marked : ndarray, like `rgb`
+    psnr_y : float
+        Exact luma PSNR of `marked` against `rgb`, dB.
+    half_luma : float32 ndarray or None
+        ``grey + step`` (0..255 scale) at half size: the luma change is the step wherever
+        nothing saturated, which is close enough for the margin estimate.
+    """
+    h, w = grey.shape
+    unit = storage_scale(rgb.dtype)
+    depth = cv2.CV_16U if rgb.dtype == np.uint16 else cv2.CV_8U
+    colour = rgb.ndim == 3
+    rows = int(np.clip(_STRIP_BYTES // (4 * w), 8, 512)) & ~1  # even: 2x2 blocks stay whole
+    marked = np.empty_like(rgb)
+    # the half-size luma is made strip by strip when it is an exact 2x2 reduction
+    # (each output pixel then depends on its own block only); else from the whole frame
+    by_strip = h % 2 == 0 and w % 2 == 0 and _half_shape((h, w)) == (h // 2, w // 2)
+    marked_luma = np.empty((h, w), np.float32) if want_half and not by_strip else None
+    half = np.empty((h // 2, w // 2), np.float32) if want_half and by_strip else None
+    squared = 0.0
+    for top in range(0, h, rows):
+        band = slice(top, min(h, top + rows))
+        n = band.stop - top
+        index = np.arange(top, top + n)  # the tiles' rows under this strip
+        pattern = _tiled(tile[index % tile.shape[0]], (n, w))
+        dither_rows = _tiled(dither[index % dither.shape[0]], (n, w))
+        mask = cv2.LUT(activity[band], table)
+        # pattern x mask x gain, rounded with a keyed dither: flat fills get fine grain
+        # instead of +-1 blobs with hard contours, and sub-level marks are kept on average
+        exact = cv2.multiply(pattern, mask, dst=mask, scale=gain)
+        # the rounded step split into its positive and negative parts (one is 0), so that
+        # x + step saturates with two same-type integer ops: round(-v) == -round(v), and
+        # (-v) + (-d) == -(v + d) exactly in floating point
+        up = cv2.add(exact, dither_rows, dtype=depth)
+        down = cv2.addWeighted(exact, -1.0, dither_rows, -1.0, 0.0, dtype=depth)
+        src, out = rgb[band], marked[band]
+        up_c, down_c = (up, down)
+        if colour:
+            up_c, down_c = cv2.merge((up, up, up)), cv2.merge((down, down, down))
+        cv2.add(src, up_c, dst=out)
+        cv2.subtract(out, down_c, dst=out)
+        flat = (n, -1)  # countNonZero takes one channel
+        clipped = cv2.countNonZero(cv2.subtract(up_c, cv2.bitwise_not(src)).reshape(flat)) or (
+            cv2.countNonZero(cv2.subtract(down_c, src).reshape(flat))
+        )
+        if clipped:
+            squared += _luma_change_squared(src, out)
+        else:  # every channel moved by the step, and so did the luma (weights sum to 1)
+            squared += cv2.norm(up, cv2.NORM_L2SQR) + cv2.norm(down, cv2.NORM_L2SQR)
+        if want_half:
+            lum = grey[band].astype(np.float32)  # integers: exact in any order
+            lum += up
+            lum -= down
+            if unit != 1.0:
+                lum *= np.float32(1.0 / unit)
+            if half is not None:
+                reduced = cv2.resize(lum, (w // 2, n // 2), interpolation=cv2.INTER_AREA)
+                half[top // 2 : (top + n) // 2] = reduced
+            else:
+                marked_luma[band] = lum
+    mse = squared / (unit * unit) / (h * w)
+    psnr = float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
+    return marked, psnr, _half_size(marked_luma) if marked_luma is not None else half
+
+
+def _half_shape(shape: tuple[int, int]) -> tuple[int, int]:
+    """(H, W) of the reference leak: half of each side, at least 16 px."""
+    return max(16, shape[0] // 2), max(16, shape[1] // 2)
+
+
+def _half_size(y: np.ndarray) -> np.ndarray:
+    """`y` resized to :func:`_half_shape` by area averaging."""
+    h, w = _half_shape(y.shape[:2])
+    return cv2.resize(y, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def _margin(half: np.ndarray, leak_chip: float, key: bytes, payload: int) -> float:
     """Trace score after the reference leak (1/2 size, JPEG 70) over the verdict threshold.
 
     Parameters
     ----------
-    y : (H, W) float32 ndarray
-        Luma of the marked frame, 0..255 scale.
-    chip_px : int
-        Its chip size, in pixels.
+    half : (H, W) float32 ndarray
+        Luma of the marked frame at half size (:func:`_half_size`), 0..255 scale.
+    leak_chip : float
+        Chip size in `half`, in pixels.
     """
-    size = (max(16, y.shape[1] // 2), max(16, y.shape[0] // 2))
-    half = cv2.resize(y, size, interpolation=cv2.INTER_AREA)
     small = np.clip(np.rint(half), 0, 255).astype(np.uint8)
     ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, _REFERENCE_JPEG])
     leak = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE) if ok else small
-    leak_chip = max(1.5, chip_px * size[0] / y.shape[1])
-    return max(0.0, self_score(leak, key, payload, chip_px=leak_chip)) / accusation_threshold()
+    score = self_score(leak, key, payload, chip_px=max(1.5, leak_chip))
+    return max(0.0, score) / accusation_threshold()
 
 
 def _add_float(rgb: np.ndarray, delta: np.ndarray) -> np.ndarray:
@@ -235,45 +345,12 @@ def _add_float(rgb: np.ndarray, delta: np.ndarray) -> np.ndarray:
     return to_storage(rgb.astype(np.float32) + d, rgb.dtype)
 
 
-def _add_integer(rgb: np.ndarray, step: np.ndarray) -> np.ndarray:
-    """Add the integer `step` to every colour channel, saturating.
-
-    For integer images ``round(x + d) == x + round(d)``, so the delta is rounded once and
-    added with OpenCV's saturating integer add.
-    """
-    d = cv2.merge((step, step, step)) if rgb.ndim == 3 else step
-    depth = cv2.CV_16U if rgb.dtype == np.uint16 else cv2.CV_8U
-    return cv2.add(rgb, d, dtype=depth)
-
-
-_SPARSE_EDGE = 0.02  # fraction of saturated pixels below which they are handled one by one
-
-
-def _psnr_y_integer(before: np.ndarray, after: np.ndarray, step: np.ndarray, unit: float) -> float:
-    """Exact luma PSNR (0..255 scale) of an integer image marked with `step` on R, G and B.
-
-    Where no channel saturated, the luma change is exactly `step` (the BT.601 weights sum
-    to 1), so only saturated pixels need the full computation; when they are many (white
-    paper, black bars) the whole frame is computed at once.
-    """
-    top = float(np.iinfo(before.dtype).max)
-    if before.ndim == 3:
-        inside = cv2.inRange(after, (1.0, 1.0, 1.0), (top - 1.0,) * 3)
-    else:
-        inside = cv2.inRange(after, 1.0, top - 1.0)
-    n_edge = inside.size - cv2.countNonZero(inside)
-    if n_edge > _SPARSE_EDGE * inside.size:
-        return _psnr_y(before, after, unit)
-    total = cv2.norm(step, cv2.NORM_L2SQR, mask=inside)
-    if n_edge:
-        points = np.asarray(cv2.findNonZero(cv2.bitwise_not(inside))).reshape(-1, 2)
-        cols, rows = points[:, 0], points[:, 1]
-        b = before[rows, cols].astype(np.float64)
-        a = after[rows, cols].astype(np.float64)
-        diff = (a - b) @ LUMA_WEIGHTS.astype(np.float64) if before.ndim == 3 else a - b
-        total += float(np.sum(diff**2))
-    mse = total / (unit * unit) / step.size
-    return float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
+def _luma_change_squared(before: np.ndarray, after: np.ndarray) -> float:
+    """Sum of squared BT.601 luma changes between two images (storage units squared)."""
+    diff = cv2.subtract(after, before, dtype=cv2.CV_32F)
+    if diff.ndim == 3:
+        diff = cv2.transform(diff, LUMA_WEIGHTS.reshape(1, 3))
+    return float(cv2.norm(diff, cv2.NORM_L2SQR))
 
 
 _STRIP_ROWS = 512  # rows per strip: bounds the float copies of 8K frames
@@ -284,9 +361,6 @@ def _psnr_y(before: np.ndarray, after: np.ndarray, unit: float) -> float:
     total = 0.0
     for top in range(0, before.shape[0], _STRIP_ROWS):  # strips, not pixels: bounded memory
         rows = slice(top, top + _STRIP_ROWS)
-        diff = cv2.subtract(after[rows], before[rows], dtype=cv2.CV_32F)
-        if diff.ndim == 3:
-            diff = cv2.transform(diff, LUMA_WEIGHTS.reshape(1, 3))
-        total += cv2.norm(diff, cv2.NORM_L2SQR)
+        total += _luma_change_squared(before[rows], after[rows])
     mse = total / (unit * unit) / (before.shape[0] * before.shape[1])
     return float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))

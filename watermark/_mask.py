@@ -10,10 +10,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["ACTIVITY_STEPS", "activity_map", "masking_map"]
+__all__ = ["ACTIVITY_STEPS", "activity_map", "masking_map", "masking_table"]
 
 ACTIVITY_STEPS = 4  # fixed point: activity is stored in quarter grey levels per pixel
 _WINDOW = 5  # px
+_STRIP_PIXELS = 1 << 18  # pixels per strip of the activity map
 
 
 def activity_map(grey: np.ndarray, *, unit: float = 1.0) -> np.ndarray:
@@ -36,12 +37,27 @@ def activity_map(grey: np.ndarray, *, unit: float = 1.0) -> np.ndarray:
     g = grey
     if g.dtype != np.uint8:
         g = cv2.convertScaleAbs(grey.astype(np.float32), alpha=1.0 / unit)
-    gx = cv2.absdiff(g[:, 1:], g[:, :-1])
-    gy = cv2.absdiff(g[1:, :], g[:-1, :])
-    gx = cv2.copyMakeBorder(gx, 0, 0, 0, 1, cv2.BORDER_REPLICATE)
-    gy = cv2.copyMakeBorder(gy, 0, 1, 0, 0, cv2.BORDER_REPLICATE)
-    s = cv2.addWeighted(gx, float(ACTIVITY_STEPS), gy, float(ACTIVITY_STEPS), 0.0)
-    return cv2.blur(s, (_WINDOW, _WINDOW))
+    h, w = g.shape
+    out = np.empty((h, w), np.uint8)
+    # strips with a halo of half a window: every output pixel sees the rows the whole
+    # frame would give it (and the frame's own border at its top and bottom), while the
+    # temporaries stay small enough for the CPU cache
+    rows = max(8, _STRIP_PIXELS // w)
+    halo = _WINDOW // 2
+    for top in range(0, h, rows):
+        lo, hi = max(0, top - halo), min(h, top + rows + halo)
+        part = g[lo:hi]
+        gx = cv2.copyMakeBorder(
+            cv2.absdiff(part[:, 1:], part[:, :-1]), 0, 0, 0, 1, cv2.BORDER_REPLICATE
+        )
+        below = min(h, hi + 1)  # |dY/dy| of row r needs row r + 1; the last row repeats
+        gy = cv2.absdiff(g[lo + 1 : below], g[lo : below - 1])
+        if below - 1 < hi:
+            gy = cv2.copyMakeBorder(gy, 0, 1, 0, 0, cv2.BORDER_REPLICATE)
+        s = cv2.addWeighted(gx, float(ACTIVITY_STEPS), gy, float(ACTIVITY_STEPS), 0.0)
+        n = min(rows, h - top)
+        out[top : top + n] = cv2.blur(s, (_WINDOW, _WINDOW))[top - lo : top - lo + n]
+    return out
 
 
 def masking_map(
@@ -80,7 +96,28 @@ def masking_map(
     (H, W) float32 ndarray in [flat, ceiling].
     """
     act = activity_map(grey, unit=unit)
-    hist = cv2.calcHist([act], [0], None, [256], [0, 256]).ravel().astype(np.float64) / act.size
+    table = masking_table(act, flat=flat, knee=knee, ceiling=ceiling, target_rms=target_rms)
+    return cv2.LUT(act, table)
+
+
+def masking_table(
+    activity: np.ndarray, *, flat: float, knee: float, ceiling: float, target_rms: float
+) -> np.ndarray:
+    """Amplitude for each activity level of one frame: ``masking_map == LUT(activity, table)``.
+
+    Parameters
+    ----------
+    activity : (H, W) uint8 ndarray
+        The frame's :func:`activity_map`.
+    flat, knee, ceiling, target_rms : float
+        As in :func:`masking_map`.
+
+    Returns
+    -------
+    (256,) float32 ndarray in [flat, ceiling], grey levels per activity step.
+    """
+    hist = cv2.calcHist([activity], [0], None, [256], [0, 256]).ravel().astype(np.float64)
+    hist /= activity.size
     levels = np.arange(256, dtype=np.float64) / ACTIVITY_STEPS
 
     def table(gain: float) -> np.ndarray:
@@ -95,4 +132,4 @@ def masking_map(
             lo = mid
         else:
             hi = mid
-    return cv2.LUT(act, table(lo).astype(np.float32))
+    return table(lo).astype(np.float32)
