@@ -20,6 +20,7 @@ from ._sync import (
     estimate_lattices,
     fold_tiles,
     lattice_map,
+    leak_autocorrelation,
     pilot_scores,
     warp_luma,
     whiten,
@@ -618,7 +619,10 @@ def detect_frame(
     n_sizes = len(sizes)
     if estimate_geometry:
         n_sizes += _ESTIMATES
-        proposed = estimate_chip_sizes(y, n_candidates=_ESTIMATES_PER_RESOLUTION)
+        full_ac = leak_autocorrelation(y)  # shared by chip sizes and lattices
+        proposed = estimate_chip_sizes(
+            y, n_candidates=_ESTIMATES_PER_RESOLUTION, autocorrelation=full_ac
+        )
         for c in proposed[:_ESTIMATES]:
             if 1.5 <= c <= 64.0 and all(abs(c / s - 1.0) > _SAME_SIZE for s in sizes):
                 sizes.append(c)
@@ -637,7 +641,7 @@ def detect_frame(
         early = _decide(hyps, layout, cand, n_geometry, p_threshold, verdicts)
         if early.found:
             return early
-        bases = estimate_lattices(y, n_candidates=_LATTICES)
+        bases = estimate_lattices(y, n_candidates=_LATTICES, autocorrelation=full_ac)
         steered = _steered_size(folded, _pilot_halves(layout)[0])
         if steered is not None:
             bases.append(np.eye(2) * (steered * TILE_CHIPS))

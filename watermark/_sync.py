@@ -16,6 +16,7 @@ __all__ = [
     "estimate_lattices",
     "fold_tiles",
     "lattice_map",
+    "leak_autocorrelation",
     "pilot_scores",
     "warp_luma",
     "whiten",
@@ -275,7 +276,32 @@ def _lattice_score(ac: np.ndarray, ch: int, cw: int) -> tuple[np.ndarray, np.nda
     return periods, total / np.maximum(count, 1.0)
 
 
-def estimate_chip_sizes(y: np.ndarray, *, n_candidates: int = 4) -> list[float]:
+def leak_autocorrelation(y: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """The full-resolution autocorrelation both estimators below start from.
+
+    Computed once by a caller that runs both (see their `autocorrelation` argument).
+
+    Parameters
+    ----------
+    y : (H, W) float32 ndarray
+        Luma of the leak, 0..255 scale.
+
+    Returns
+    -------
+    ac : (h2, w2) float32 ndarray
+        Baseline-free autocorrelation of the whitened centre crop (lags wrap around).
+    ch, cw : int
+        Side lengths of that crop, pixels.
+    """
+    return _autocorrelation(y, _ANALYSIS_PX)
+
+
+def estimate_chip_sizes(
+    y: np.ndarray,
+    *,
+    n_candidates: int = 4,
+    autocorrelation: tuple[np.ndarray, int, int] | None = None,
+) -> list[float]:
     """Candidate chip sizes of a tiled mark, from the lattice of its autocorrelation.
 
     The mark repeats every 32 chips, so the autocorrelation of the whitened luma peaks on
@@ -290,6 +316,8 @@ def estimate_chip_sizes(y: np.ndarray, *, n_candidates: int = 4) -> list[float]:
         Luma of the leak, 0..255 scale.
     n_candidates : int
         Peaks kept per analysis resolution.
+    autocorrelation : tuple, optional
+        ``leak_autocorrelation(y)``, when the caller already has it.
 
     Returns
     -------
@@ -302,7 +330,11 @@ def estimate_chip_sizes(y: np.ndarray, *, n_candidates: int = 4) -> list[float]:
         if factor > 1:
             size = (max(1, y.shape[1] // factor), max(1, y.shape[0] // factor))
             small = cv2.resize(y, size, interpolation=cv2.INTER_AREA)
-        periods, score = _lattice_score(*_autocorrelation(small))
+        if factor == 1:
+            full = autocorrelation if autocorrelation is not None else leak_autocorrelation(y)
+            periods, score = _lattice_score(*full)
+        else:
+            periods, score = _lattice_score(*_autocorrelation(small))
         if score.size < 3:
             continue
         inner = score[1:-1]
@@ -460,7 +492,12 @@ def _polish_basis(ac: np.ndarray, basis: np.ndarray, ch: int, cw: int) -> np.nda
     return b
 
 
-def estimate_lattices(y: np.ndarray, *, n_candidates: int = 2) -> list[np.ndarray]:
+def estimate_lattices(
+    y: np.ndarray,
+    *,
+    n_candidates: int = 2,
+    autocorrelation: tuple[np.ndarray, int, int] | None = None,
+) -> list[np.ndarray]:
     """Candidate tile lattices of a rotated, sheared or rescaled mark, from the 2-D
     autocorrelation of the leak.
 
@@ -476,6 +513,8 @@ def estimate_lattices(y: np.ndarray, *, n_candidates: int = 2) -> list[np.ndarra
         Luma of the leak, 0..255 scale.
     n_candidates : int
         Lattices kept (the best two of each analysis resolution compete).
+    autocorrelation : tuple, optional
+        ``leak_autocorrelation(y)``, when the caller already has it.
 
     Returns
     -------
@@ -490,7 +529,12 @@ def estimate_lattices(y: np.ndarray, *, n_candidates: int = 2) -> list[np.ndarra
         if factor > 1:
             size = (max(1, y.shape[1] // factor), max(1, y.shape[0] // factor))
             small = cv2.resize(y, size, interpolation=cv2.INTER_AREA)
-        ac, ch, cw = _autocorrelation(small, _LATTICE_CROP if factor > 1 else _ANALYSIS_PX)
+        if factor > 1:
+            ac, ch, cw = _autocorrelation(small, _LATTICE_CROP)
+        elif autocorrelation is not None:
+            ac, ch, cw = autocorrelation
+        else:
+            ac, ch, cw = leak_autocorrelation(y)
         if _PEAK_RANGE * min(ch, cw) <= _MIN_PERIOD:
             continue
         isolated = _isolated(ac, ch, cw)
