@@ -47,6 +47,7 @@ from .media import (
     stage_file,
     walk_folders,
 )
+from .metadata import ImageMetadata
 
 __all__ = [
     "CODEC_FAMILIES",
@@ -977,7 +978,7 @@ def mark_sequence(
     check_sequence(item)
     staged: list[Path] = []
     digests: list[str] = []
-    formats: list[tuple[str, tuple[int, ...]]] = []
+    formats: list[tuple[str, ImageMetadata]] = []
 
     def frames() -> Iterator[np.ndarray]:
         shape = None
@@ -985,7 +986,7 @@ def mark_sequence(
             loaded = read_image(path)
             shape = _same_size(item, path, loaded.shape, shape)
             digests.append(loaded.sha256)
-            formats.append((loaded.format, loaded.pixels.shape))
+            formats.append((loaded.format, loaded.metadata))
             yield loaded.pixels
 
     tally = _Tally()
@@ -993,7 +994,10 @@ def mark_sequence(
         for n, result in enumerate(
             mark_frames(frames(), key, payload, strength=strength, workers=workers)
         ):
-            data = encode_image(result.image, format=formats[n][0], jpeg_quality=jpeg_quality)
+            fmt, metadata = formats[n]
+            data = encode_image(
+                result.image, format=fmt, jpeg_quality=jpeg_quality, metadata=metadata
+            )
             staged.append(stage_file(out_frames[n], data))
             tally.add(result)
             if progress is not None:

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from .errors import MediaError
+from .metadata import NO_METADATA, ImageMetadata, read_metadata, write_metadata
 
 __all__ = [
     "FORMATS",
@@ -104,6 +105,9 @@ class LoadedImage:
         The file read.
     sha256 : str
         Hex SHA-256 of the file's bytes (64 lowercase hex digits).
+    metadata : ImageMetadata
+        The ICC profile, EXIF, XMP and the like that a marked copy carries over (see
+        :mod:`watermark.metadata`).
     """
 
     pixels: np.ndarray
@@ -111,6 +115,7 @@ class LoadedImage:
     bit_depth: int
     path: Path
     sha256: str
+    metadata: ImageMetadata = NO_METADATA
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -201,6 +206,7 @@ def read_image(path: str | os.PathLike[str], *, limits: MediaLimits = LIMITS) ->
         bit_depth=8 * pixels.dtype.itemsize,
         path=path,
         sha256=hashlib.sha256(data).hexdigest(),
+        metadata=read_metadata(data, fmt),
     )
 
 
@@ -294,7 +300,9 @@ def _jpeg_size(data: bytes, limits: MediaLimits) -> tuple[int, int]:
 
 
 def _tiff_size(data: bytes, limits: MediaLimits) -> tuple[int, int]:
-    """(H, W) from the first IFD's ImageWidth (256) and ImageLength (257) tags."""
+    """(H, W) as decoded, from the first IFD's ImageWidth (256), ImageLength (257) and
+    Orientation (274) tags: OpenCV's TIFF decoder applies the orientation, so a quarter
+    turn (orientations 5 to 8) swaps the sides."""
     order = "<" if data[:2] == b"II" else ">"
     big = struct.unpack_from(order + "H", data, 2)[0] == 43
     if big:
@@ -311,6 +319,8 @@ def _tiff_size(data: bytes, limits: MediaLimits) -> tuple[int, int]:
     for i in range(count):  # directory entries, not pixels
         entry = first + i * step
         tag, typ = struct.unpack_from(order + "HH", data, entry)
+        if tag == 274 and typ == 3:
+            (found[tag],) = struct.unpack_from(order + "H", data, entry + value_at)
         if tag in (256, 257):
             code = {3: "H", 4: "I", 16: "Q"}.get(typ)
             if code is None:
@@ -319,6 +329,8 @@ def _tiff_size(data: bytes, limits: MediaLimits) -> tuple[int, int]:
     if 256 not in found or 257 not in found:
         raise _HeaderError("corrupt TIFF (no image size tags)")
     _check_size(found[257], found[256], limits)
+    if 5 <= found.get(274, 1) <= 8:
+        return found[256], found[257]
     return found[257], found[256]
 
 
@@ -463,7 +475,13 @@ def iter_image_files(
 # --------------------------------------------------------------------------- writing
 
 
-def encode_image(pixels: np.ndarray, *, format: str, jpeg_quality: int = 95) -> bytes:
+def encode_image(
+    pixels: np.ndarray,
+    *,
+    format: str,
+    jpeg_quality: int = 95,
+    metadata: ImageMetadata | None = None,
+) -> bytes:
     """Encode pixels into the bytes of an image file.
 
     Parameters
@@ -475,6 +493,9 @@ def encode_image(pixels: np.ndarray, *, format: str, jpeg_quality: int = 95) -> 
         cannot go to ``"jpeg"``. PNG, TIFF, BMP and WebP are written losslessly.
     jpeg_quality : int, optional
         JPEG quality, 1 to 100.
+    metadata : ImageMetadata, optional
+        Metadata of the source file (:attr:`LoadedImage.metadata`) to carry into this
+        one; it must come from a file of the same `format`.
 
     Returns
     -------
@@ -486,8 +507,8 @@ def encode_image(pixels: np.ndarray, *, format: str, jpeg_quality: int = 95) -> 
     TypeError
         ``pixels`` is not uint8 / uint16.
     ValueError
-        Unknown format, bad shape, quality out of range, or a format that cannot hold
-        the samples (16-bit JPEG/WebP/BMP, alpha in JPEG).
+        Unknown format, bad shape, quality out of range, a format that cannot hold
+        the samples (16-bit JPEG/WebP/BMP, alpha in JPEG), or metadata of another format.
     MediaError
         The encoder failed.
 
@@ -511,6 +532,8 @@ def encode_image(pixels: np.ndarray, *, format: str, jpeg_quality: int = 95) -> 
         raise ValueError("jpeg cannot store alpha; use png, tiff, webp or bmp")
     if not 1 <= jpeg_quality <= 100:
         raise ValueError(f"jpeg_quality must be in 1..100; got {jpeg_quality}")
+    if metadata and metadata.format != format:
+        raise ValueError(f"metadata of a {metadata.format} file cannot go into a {format} file")
     if pixels.ndim == 3:
         code = cv2.COLOR_RGB2BGR if pixels.shape[2] == 3 else cv2.COLOR_RGBA2BGRA
         pixels = cv2.cvtColor(pixels, code)
@@ -522,7 +545,12 @@ def encode_image(pixels: np.ndarray, *, format: str, jpeg_quality: int = 95) -> 
     ok, encoded = cv2.imencode(_ENCODE_EXTENSION[format], pixels, params)
     if not ok:
         raise MediaError(f"cannot encode a {pixels.shape} {pixels.dtype} image as {format}")
-    return encoded.tobytes()
+    if not metadata:
+        return encoded.tobytes()
+    try:
+        return write_metadata(encoded.tobytes(), metadata, format)
+    except ValueError as exc:  # the encoder's own output did not parse: a bug, not input
+        raise MediaError(f"cannot add metadata to the encoded {format}: {exc}") from None
 
 
 def stage_file(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -604,6 +632,7 @@ def write_image(
     *,
     format: str,
     jpeg_quality: int = 95,
+    metadata: ImageMetadata | None = None,
 ) -> None:
     """Encode and write an image atomically (temp file, fsync, ``os.replace``).
 
@@ -618,6 +647,8 @@ def write_image(
         One of :data:`FORMATS` (the extension of ``path`` is not consulted).
     jpeg_quality : int, optional
         JPEG quality, 1 to 100.
+    metadata : ImageMetadata, optional
+        Source metadata to carry, see :func:`encode_image`.
 
     Raises
     ------
@@ -626,5 +657,5 @@ def write_image(
     MediaError
         The file could not be written; nothing is left behind.
     """
-    data = encode_image(pixels, format=format, jpeg_quality=jpeg_quality)
+    data = encode_image(pixels, format=format, jpeg_quality=jpeg_quality, metadata=metadata)
     publish_file(stage_file(path, data), path)

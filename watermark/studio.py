@@ -747,7 +747,12 @@ class Studio:
             # A delivery committed by a run that crashed before the rename keeps its id.
             payload = previous.delivery.payload if previous else self.registry.new_payload()
             result = embed_frame(image.pixels, self._key, payload, strength=strength)
-            data = encode_image(result.image, format=image.format, jpeg_quality=JPEG_QUALITY)
+            data = encode_image(
+                result.image,
+                format=image.format,
+                jpeg_quality=JPEG_QUALITY,
+                metadata=image.metadata,
+            )
             tmp = stage_file(out, data)
             try:
                 if previous is None:
