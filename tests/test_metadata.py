@@ -142,6 +142,17 @@ def test_jpeg_exif_orientation_icc_xmp_and_comment_are_carried(tmp_path: Path) -
     assert with_meta[2:4] == b"\xff\xe0"  # JFIF still first
 
 
+def test_jpeg_mpf_segment_is_not_carried() -> None:
+    # an APP2 "MPF" segment points at preview images after the main one's EOI
+    plain = encode_image(texture((24, 24, 3), seed=6), format="jpeg")
+    mpf = b"MPF\x00" + b"MM\x00\x2a" + b"\x00" * 8
+    icc = b"ICC_PROFILE\x00\x01\x01" + b"profile"
+    segments = b"".join(b"\xff\xe2" + struct.pack(">H", len(p) + 2) + p for p in (mpf, icc))
+    meta = read_metadata(plain[:20] + segments + plain[20:], "jpeg")
+    assert meta.names == ("APP2",)
+    assert b"ICC_PROFILE" in meta.items[0][1]
+
+
 def test_jpeg_large_icc_profile_in_several_segments() -> None:
     big = icc_profile() + b"\x00" * 150_000  # Pillow splits it into 3 APP2 segments
     source = pil_bytes(texture((24, 24, 3), seed=6), "JPEG", icc_profile=big)

@@ -9,7 +9,8 @@ same container format, the metadata of its source, copied byte for byte:
 - PNG: ``iCCP sRGB gAMA cHRM cICP mDCv cLLi pHYs eXIf tEXt zTXt iTXt tIME`` chunks (with a
   valid CRC), inserted after ``IHDR``;
 - JPEG: APP1 (EXIF, XMP, extended XMP), APP2 (ICC profile, any number of parts), APP13
-  (IPTC) and COM segments, in their order, after the encoder's JFIF segment;
+  (IPTC) and COM segments, in their order, after the encoder's JFIF segment (not MPF,
+  whose preview images follow the main one and are not carried);
 - WebP: ``ICCP``, ``EXIF`` and ``XMP `` chunks (the file becomes an extended ``VP8X`` one);
 - TIFF: the ICC profile (tag 34675) and XMP (700) of the first image.
 
@@ -208,9 +209,24 @@ def _jpeg_segments(data: bytes):
         pos = end
 
 
+# APP1 and APP2 segments are carried only with these identifiers: an APP2 "MPF" segment,
+# for one, points at preview images stored after the main image, which are not carried
+_JPEG_IDENTIFIERS = {
+    0xE1: (
+        b"Exif\x00\x00",
+        b"http://ns.adobe.com/xap/1.0/\x00",
+        b"http://ns.adobe.com/xmp/extension/\x00",
+    ),
+    0xE2: (b"ICC_PROFILE\x00",),
+}
+
+
 def _read_jpeg(data: bytes):
     for marker, start, end in _jpeg_segments(data):
-        if marker in _JPEG_CARRIED:
+        if marker not in _JPEG_CARRIED:
+            continue
+        payload = data[start + 4 : end]
+        if any(payload.startswith(i) for i in _JPEG_IDENTIFIERS.get(marker, (b"",))):
             yield _JPEG_CARRIED[marker], data[start:end]
 
 

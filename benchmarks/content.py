@@ -1,0 +1,305 @@
+"""Content and size: does the mark hold on kinds of frames the corpus lacks, 300 px to 4K?
+
+    python benchmarks/content.py [--sizes 300x300 640x360 ...] [--attacks NAME...]
+                                 [--vendors 3] [--workers 2] [--out DIR] [--seed 0]
+
+The corpus is a few dozen real frames; a studio's own are other content at other sizes.
+This script generates seeded frames of seven kinds at each size: flat cel fills with
+outlines, a photo-like texture, a fine periodic weave (fabric, screen-door), a smooth
+render (soft shading, no texture), a dark night frame, a sparse line drawing on pure
+white paper, and a corpus photo resized. Each is marked for the first of --vendors random
+payloads and attacked; the marked leak is traced against all payloads (correct, WRONG or
+missed) and so is the unmarked frame after the same attack (any verdict is a false
+accusation). Table per kind x size: accuracy, wrong, unmarked verdicts, PSNR-Y and the
+margin embed reports (under 1.25 embed warns that the frame is weak). JSON in
+OUT/content.json. Exit 1 on any wrong verdict or any verdict on an unmarked frame.
+"""
+
+from __future__ import annotations
+
+import os
+
+# One BLAS/OpenMP thread per worker process, set before numpy and cv2 are imported.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import argparse
+import dataclasses
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import _common as common
+import cv2
+import numpy as np
+
+from watermark import detect_frame, embed_frame
+from watermark._attacks import apply_attack, attack_names
+
+DEFAULT_SIZES = ("300x300", "640x360", "1280x720", "1920x1080", "3840x2160")
+DEFAULT_ATTACKS = ("none", "jpeg50", "scale0.5", "crop50", "screenshot", "social", "rotate2")
+PHOTO = common.ROOT.parent / "shared/corpus/photos/kodak_kodim23_768x512.png"
+
+
+# ------------------------------------------------------------------------------ content
+
+
+def cel(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """Flat background, a dozen flat-filled ellipses with dark anti-aliased outlines."""
+    img = np.empty((h, w, 3), np.uint8)
+    img[:] = rng.integers(150, 250, 3, dtype=np.uint8)
+    for _ in range(12):
+        colour = tuple(int(c) for c in rng.integers(30, 250, 3))
+        centre = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        axes = (int(rng.integers(w // 16, w // 4)), int(rng.integers(h // 16, h // 4)))
+        angle = float(rng.uniform(0, 180))
+        cv2.ellipse(img, centre, axes, angle, 0, 360, colour, -1, cv2.LINE_AA)
+        cv2.ellipse(img, centre, axes, angle, 0, 360, (20, 20, 30), 2, cv2.LINE_AA)
+    return img
+
+
+def textured(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """Photo-like: smooth ramps plus 1/f-ish colour texture."""
+    noise = rng.normal(0.0, 1.0, (h, w, 3)).astype(np.float32)
+    tex = cv2.GaussianBlur(noise, (0, 0), 1.5) * 25 + cv2.GaussianBlur(noise, (0, 0), 6.0) * 60
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    ramp = (yy / h * 80 + xx / w * 40)[..., None]
+    return np.clip(np.rint(90 + ramp + tex), 0, 255).astype(np.uint8)
+
+
+def weave(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """Fine periodic texture (3.7 x 4.3 px weave) with fine noise: fabric, screen-door."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    grid = 40 * np.sin(2 * np.pi * xx / 3.7) * np.sin(2 * np.pi * yy / 4.3)
+    fine = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 0.7) * 30
+    g = 128 + grid + fine
+    return np.clip(np.dstack([g, 0.9 * g + 10, 0.7 * g + 30]), 0, 255).astype(np.uint8)
+
+
+def render(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """3D-render-like: very smooth shading and soft-edged discs, no texture."""
+    base = rng.normal(0, 1, (h, w, 3)).astype(np.float32)
+    base = cv2.GaussianBlur(base, (0, 0), max(h, w) / 20)
+    img = 40 + (base - base.min()) / (np.ptp(base) + 1e-6) * 170
+    for _ in range(6):
+        centre = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        colour = tuple(float(v) for v in rng.uniform(30, 220, 3))
+        cv2.circle(img, centre, int(rng.integers(h // 12, h // 4)), colour, -1, cv2.LINE_AA)
+    return np.clip(np.rint(cv2.GaussianBlur(img, (0, 0), 2.0)), 0, 255).astype(np.uint8)
+
+
+def night(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """The photo-like texture at 15 % brightness: a dark frame near black."""
+    return (textured(h, w, rng).astype(np.float32) * 0.15).astype(np.uint8)
+
+
+def white_page(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """Forty thin black strokes on pure white (255): little host, and only the darker half
+    of the mark fits on white."""
+    img = np.full((h, w, 3), 255, np.uint8)
+    for _ in range(40):
+        p1 = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        p2 = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        cv2.line(img, p1, p2, (0, 0, 0), 2, cv2.LINE_AA)
+    return img
+
+
+def photo(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """A corpus photo (Kodak 23) resized to the size, aspect not kept."""
+    del rng
+    src = common.read_image(PHOTO, alpha=False)
+    interp = cv2.INTER_AREA if w * h < src.shape[0] * src.shape[1] else cv2.INTER_CUBIC
+    return cv2.resize(src, (w, h), interpolation=interp)
+
+
+KINDS: dict[str, Callable[[int, int, np.random.Generator], np.ndarray]] = {
+    "cel": cel,
+    "textured": textured,
+    "weave": weave,
+    "render": render,
+    "night": night,
+    "white page": white_page,
+    "photo": photo,
+}
+
+
+# ------------------------------------------------------------------------------ trials
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Task:
+    """One kind at one size: the unit of work of a worker process."""
+
+    name: str  # "<kind> <W>x<H>"
+    kind: str
+    shape: tuple[int, int]
+    payloads: tuple[int, ...]
+    attacks: tuple[str, ...]
+    seed: int
+
+
+def run_task(task: Task) -> dict:
+    """Generate, mark, attack, trace the marked and the unmarked leak of every attack."""
+    h, w = task.shape
+    rng = np.random.default_rng(common.stable_seed(task.seed, task.kind, h, w))
+    frame = KINDS[task.kind](h, w, rng)
+    truth = task.payloads[0]
+    candidates = np.array(task.payloads, dtype=np.uint64)
+    marked = embed_frame(frame, common.TEST_KEY, truth)
+    trials = []
+    for attack in task.attacks:
+        seed = common.stable_seed(task.seed, task.name, attack)
+        for source, image in (("marked", marked.image), ("unmarked", frame)):
+            leak = apply_attack(attack, image, seed=seed)
+            t0 = time.perf_counter()
+            det = detect_frame(leak, common.TEST_KEY, candidates=candidates)
+            ms = (time.perf_counter() - t0) * 1e3
+            if not det.found:
+                verdict = "missed" if source == "marked" else "none"
+            elif source == "marked" and det.payload == truth:
+                verdict = "correct"
+            else:
+                verdict = "wrong"
+            trials.append(
+                {
+                    "attack": attack,
+                    "source": source,
+                    "verdict": verdict,
+                    "score": det.score,
+                    "p_value": det.p_value,
+                    "detect_ms": ms,
+                }
+            )
+    return {
+        "name": task.name,
+        "kind": task.kind,
+        "width": w,
+        "height": h,
+        "psnr_y": marked.psnr_y,
+        "margin": marked.margin,
+        "weak": marked.weak,
+        "trials": trials,
+    }
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'WxH' -> (H, W)."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not m or int(m[1]) < 64 or int(m[2]) < 64 or int(m[1]) * int(m[2]) > 8192 * 8192:
+        raise argparse.ArgumentTypeError(f"size must be WxH, 64 to 8192 px a side; got {text!r}")
+    return int(m[2]), int(m[1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        type=parse_size,
+        default=[parse_size(s) for s in DEFAULT_SIZES],
+        metavar="WxH",
+        help=f"frame sizes (default: {' '.join(DEFAULT_SIZES)})",
+    )
+    parser.add_argument(
+        "--attacks",
+        nargs="+",
+        default=list(DEFAULT_ATTACKS),
+        metavar="NAME",
+        help="attack names (default: %(default)s)",
+    )
+    parser.add_argument("--vendors", type=int, default=3, help="registry size (3)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (2)")
+    parser.add_argument("--out", type=Path, default=common.DEFAULT_OUT, help="output folder")
+    parser.add_argument("--seed", type=int, default=0, help="run seed (0)")
+    args = parser.parse_args()
+    unknown = [a for a in args.attacks if a not in attack_names()]
+    if unknown:
+        parser.error(f"unknown attack(s) {unknown}; choose from {list(attack_names())}")
+    if not 1 <= args.vendors <= 1000:
+        parser.error(f"--vendors must be in 1..1000; got {args.vendors}")
+    if args.workers < 1:
+        parser.error(f"--workers must be >= 1; got {args.workers}")
+    if not PHOTO.is_file():
+        parser.error(f"{PHOTO} is missing (../shared/corpus beside the repository)")
+
+    payloads = tuple(
+        int(p) for p in common.distinct_payloads(np.random.default_rng(args.seed), args.vendors)
+    )
+    attacks = tuple(dict.fromkeys(args.attacks))
+    sizes = sorted(set(args.sizes), key=lambda s: -s[0] * s[1])  # big first: even load
+    tasks = [
+        Task(f"{kind} {w}x{h}", kind, (h, w), payloads, attacks, args.seed)
+        for h, w in sizes
+        for kind in KINDS
+    ]
+    t0 = time.perf_counter()
+    results = common.run_tasks(run_task, tasks, workers=args.workers, label="content")
+    wall = time.perf_counter() - t0
+    results.sort(key=lambda r: (list(KINDS).index(r["kind"]), r["width"] * r["height"]))
+
+    rows, wrong, unmarked_verdicts = [], 0, 0
+    for r in results:
+        marked = [t for t in r["trials"] if t["source"] == "marked"]
+        unmarked = [t for t in r["trials"] if t["source"] == "unmarked"]
+        correct = sum(t["verdict"] == "correct" for t in marked)
+        n_wrong = sum(t["verdict"] == "wrong" for t in marked)
+        n_false = sum(t["verdict"] != "none" for t in unmarked)
+        wrong += n_wrong
+        unmarked_verdicts += n_false
+        missed = [t["attack"] for t in marked if t["verdict"] == "missed"]
+        r["summary"] = {"correct": correct, "trials": len(marked), "wrong": n_wrong}
+        r["summary"].update({"unmarked_verdicts": n_false, "missed": missed})
+        rows.append(
+            [
+                r["kind"],
+                f"{r['width']}x{r['height']}",
+                f"{correct}/{len(marked)}",
+                str(n_wrong),
+                f"{n_false}/{len(unmarked)}",
+                common.fmt(r["psnr_y"], ".1f"),
+                common.fmt(r["margin"], ".2f") + (" (weak)" if r["weak"] else ""),
+                ", ".join(missed) or "-",
+            ]
+        )
+    doc = {
+        "benchmark": "content",
+        "key": "sha256('leaktrace benchmark key A')",
+        "payloads": list(payloads),
+        "attacks": list(attacks),
+        "sizes": [f"{w}x{h}" for h, w in sizes],
+        "seed": args.seed,
+        "workers": args.workers,
+        "wall_s": wall,
+        "results": results,
+        "machine": common.machine_info(),
+    }
+    json_path = common.write_json(args.out, "content.json", doc)
+
+    print(
+        f"## Content and size: {len(KINDS)} kinds x {len(sizes)} sizes x {len(attacks)} attacks "
+        f"({', '.join(attacks)}), marked and unmarked\n"
+    )
+    headers = ["content", "size", "correct", "WRONG", "unmarked verdicts", "PSNR-Y dB"]
+    headers += ["margin", "missed after"]
+    print(common.markdown_table(headers, rows))
+    trials = sum(len(r["trials"]) for r in results) // 2
+    correct = sum(r["summary"]["correct"] for r in results)
+    print(
+        f"\nMarked trials {trials}: correct {correct}, WRONG {wrong}; unmarked trials {trials}: "
+        f"verdicts {unmarked_verdicts}; wall {wall:.0f} s with {args.workers} worker(s)"
+    )
+    print(f"JSON: {json_path}")
+    if wrong or unmarked_verdicts:
+        print(
+            f"error: {wrong} wrong verdict(s), {unmarked_verdicts} on unmarked frames",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(common.main_wrapper(main))
