@@ -291,8 +291,11 @@ def _mark_integer(
         clipped = cv2.countNonZero(cv2.subtract(up_c, cv2.bitwise_not(src)).reshape(flat)) or (
             cv2.countNonZero(cv2.subtract(down_c, src).reshape(flat))
         )
-        if clipped:
-            squared += _luma_change_squared(src, out)
+        if clipped:  # each channel moved by at most the step and in its direction
+            change = cv2.absdiff(out, src).astype(np.float32)
+            if colour:
+                change = cv2.transform(change, LUMA_WEIGHTS.reshape(1, 3))
+            squared += cv2.norm(change, cv2.NORM_L2SQR)
         else:  # every channel moved by the step, and so did the luma (weights sum to 1)
             squared += cv2.norm(up, cv2.NORM_L2SQR) + cv2.norm(down, cv2.NORM_L2SQR)
         if want_half:
