@@ -210,7 +210,7 @@ def embed_frame(
 
 # Rows per strip are chosen so that one float32 strip is about this many bytes: the
 # strip's pattern, mask, step and marked rows then stay in the CPU cache between steps.
-_STRIP_BYTES = 1 << 19
+_STRIP_BYTES = 1 << 18
 
 
 def _mark_integer(
