@@ -4,10 +4,11 @@
                                  [--vendors 3] [--workers 2] [--out DIR] [--seed 0]
 
 The corpus is a few dozen real frames; a studio's own are other content at other sizes.
-This script generates seeded frames of seven kinds at each size: flat cel fills with
+This script makes seeded frames of eight kinds at each size: flat cel fills with
 outlines, a photo-like texture, a fine periodic weave (fabric, screen-door), a smooth
 render (soft shading, no texture), a dark night frame, a sparse line drawing on pure
-white paper, and a corpus photo resized. Each is marked for the first of --vendors random
+white paper, a corpus line-art page levelled to pure white paper (a model sheet), and a
+corpus photo resized. Each is marked for the first of --vendors random
 payloads and attacked; the marked leak is traced against all payloads (correct, WRONG or
 missed) and so is the unmarked frame after the same attack (any verdict is a false
 accusation). Table per kind x size: accuracy, wrong, unmarked verdicts, PSNR-Y and the
@@ -42,6 +43,10 @@ from watermark._attacks import apply_attack, attack_names
 DEFAULT_SIZES = ("300x300", "640x360", "1280x720", "1920x1080", "3840x2160")
 DEFAULT_ATTACKS = ("none", "jpeg50", "scale0.5", "crop50", "screenshot", "social", "rotate2")
 PHOTO = common.ROOT.parent / "shared/corpus/photos/kodak_kodim23_768x512.png"
+INKED = (
+    common.ROOT.parent
+    / "shared/corpus/frames/peppercarrot_fixing-the-project_lineart_revoy_2361x1427.jpg"
+)
 
 
 # ------------------------------------------------------------------------------ content
@@ -107,12 +112,24 @@ def white_page(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     return img
 
 
+def _resized(path: Path, h: int, w: int) -> np.ndarray:
+    src = common.read_image(path, alpha=False)
+    interp = cv2.INTER_AREA if w * h < src.shape[0] * src.shape[1] else cv2.INTER_CUBIC
+    return cv2.resize(src, (w, h), interpolation=interp)
+
+
+def inked_page(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """A model-sheet-like page: the corpus line-art page with every level above 200 pushed
+    to pure white (a scanned drawing levelled to white paper), resized, aspect not kept."""
+    del rng
+    page = _resized(INKED, h, w).astype(np.float32)
+    return np.clip(np.rint(page * (255.0 / 200.0)), 0, 255).astype(np.uint8)
+
+
 def photo(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     """A corpus photo (Kodak 23) resized to the size, aspect not kept."""
     del rng
-    src = common.read_image(PHOTO, alpha=False)
-    interp = cv2.INTER_AREA if w * h < src.shape[0] * src.shape[1] else cv2.INTER_CUBIC
-    return cv2.resize(src, (w, h), interpolation=interp)
+    return _resized(PHOTO, h, w)
 
 
 KINDS: dict[str, Callable[[int, int, np.random.Generator], np.ndarray]] = {
@@ -122,6 +139,7 @@ KINDS: dict[str, Callable[[int, int, np.random.Generator], np.ndarray]] = {
     "render": render,
     "night": night,
     "white page": white_page,
+    "inked page": inked_page,
     "photo": photo,
 }
 
@@ -222,8 +240,9 @@ def main() -> int:
         parser.error(f"--vendors must be in 1..1000; got {args.vendors}")
     if args.workers < 1:
         parser.error(f"--workers must be >= 1; got {args.workers}")
-    if not PHOTO.is_file():
-        parser.error(f"{PHOTO} is missing (../shared/corpus beside the repository)")
+    for path in (PHOTO, INKED):
+        if not path.is_file():
+            parser.error(f"{path} is missing (../shared/corpus beside the repository)")
 
     payloads = tuple(
         int(p) for p in common.distinct_payloads(np.random.default_rng(args.seed), args.vendors)
