@@ -31,9 +31,14 @@ XMP = (
 )
 
 
+# A real ICC profile that is not sRGB (LAB identity). Made once: its header holds the
+# creation time to the second, so two calls can differ.
+PROFILE = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+
+
 def icc_profile() -> bytes:
-    """A real ICC profile that is not sRGB (LAB identity), as bytes."""
-    return ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    """The test ICC profile, as bytes."""
+    return PROFILE
 
 
 def exif_with_orientation(orientation: int) -> bytes:
