@@ -97,3 +97,13 @@ def make_bad_file(kind: str, folder: Path) -> Path:
 def sha256_of(path: Path) -> str | None:
     """SHA-256 of a file's bytes, or None when it does not exist."""
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    """One PNG chunk: length, type, payload and a valid CRC."""
+    return (
+        struct.pack(">I", len(payload))
+        + kind
+        + payload
+        + struct.pack(">I", zlib.crc32(kind + payload))
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import struct
-import zlib
 from pathlib import Path
 
 import cv2
@@ -24,7 +23,15 @@ from watermark.media import (
     write_image,
 )
 
-from ._factories import BAD_FILES, CORPUS, make_bad_file, sha256_of, texture, write_encoded
+from ._factories import (
+    BAD_FILES,
+    CORPUS,
+    make_bad_file,
+    png_chunk,
+    sha256_of,
+    texture,
+    write_encoded,
+)
 
 _STD_LUMA_Q = np.array(
     [
@@ -197,29 +204,20 @@ def test_pixel_limits(tmp_path: Path) -> None:
     assert LIMITS.max_side == 16384 and LIMITS.max_pixels == 2**28 and LIMITS.min_side == 16
 
 
-def _png_chunk(ctype: bytes, payload: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(payload))
-        + ctype
-        + payload
-        + struct.pack(">I", zlib.crc32(ctype + payload))
-    )
-
-
-_IHDR_16 = _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 16, 8, 0, 0, 0, 0))
+_IHDR_16 = png_chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 16, 8, 0, 0, 0, 0))
 
 
 @pytest.mark.parametrize(
     ("data", "fragment"),
     [
         (media._PNG_SIGNATURE + b"\x00\x00", "corrupt or truncated PNG header"),
-        (media._PNG_SIGNATURE + _png_chunk(b"tEXt", b"x" * 13), "first chunk is not IHDR"),
+        (media._PNG_SIGNATURE + png_chunk(b"tEXt", b"x" * 13), "first chunk is not IHDR"),
         (media._PNG_SIGNATURE + _IHDR_16[:-1] + b"\x00", "bad CRC in chunk 'IHDR'"),
         (
             media._PNG_SIGNATURE
             + _IHDR_16
-            + _png_chunk(b"IDAT", b"garbage")
-            + _png_chunk(b"IEND", b""),
+            + png_chunk(b"IDAT", b"garbage")
+            + png_chunk(b"IEND", b""),
             "decoder failed",
         ),
     ],

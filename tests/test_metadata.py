@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import struct
-import zlib
 from pathlib import Path
 
 import cv2
@@ -20,7 +19,7 @@ from watermark.media import encode_image, read_image
 from watermark.metadata import NO_METADATA, ImageMetadata, read_metadata, write_metadata
 from watermark.studio import Studio
 
-from ._factories import texture
+from ._factories import png_chunk, texture
 
 XMP = (
     b'<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?>'
@@ -97,8 +96,8 @@ def test_png_colour_text_exif_and_xmp_are_carried() -> None:
 
 def test_png_gamma_chromaticity_and_16_bit() -> None:
     # a PNG with gAMA + cHRM (as Synfig writes them) into a 16-bit encode
-    gama = _png_chunk(b"gAMA", struct.pack(">I", 45455))
-    chrm = _png_chunk(
+    gama = png_chunk(b"gAMA", struct.pack(">I", 45455))
+    chrm = png_chunk(
         b"cHRM", struct.pack(">8I", 31270, 32900, 64000, 33000, 30000, 60000, 15000, 6000)
     )
     plain = encode_image(texture((20, 24, 3), seed=3), format="png")
@@ -114,9 +113,9 @@ def test_png_gamma_chromaticity_and_16_bit() -> None:
 
 def test_damaged_png_chunk_is_not_carried() -> None:
     plain = encode_image(texture((20, 24, 3), seed=3), format="png")
-    bad = bytearray(_png_chunk(b"tEXt", b"Title\x00shot"))
+    bad = bytearray(png_chunk(b"tEXt", b"Title\x00shot"))
     bad[-1] ^= 0xFF  # wrong CRC
-    good = _png_chunk(b"tEXt", b"Author\x00studio")
+    good = png_chunk(b"tEXt", b"Author\x00studio")
     meta = read_metadata(plain[:33] + bytes(bad) + good + plain[33:], "png")
     assert meta.names == ("tEXt",)
     assert b"Author" in meta.items[0][1]
@@ -309,12 +308,3 @@ def test_studio_sequence_frames_keep_their_profile(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(payload))
-        + kind
-        + payload
-        + struct.pack(">I", zlib.crc32(kind + payload))
-    )
