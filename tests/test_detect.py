@@ -135,6 +135,24 @@ def test_other_scales_are_found_by_the_lattice_search(scale):
     assert not detect_frame(leak, KEY, candidates=CANDIDATES, estimate_geometry=False).found
 
 
+@pytest.mark.parametrize("make", [cel_frame, textured_frame], ids=["cel", "textured"])
+def test_quarter_size_leak_of_a_small_frame_is_traced(make):
+    # a frame under 1000 px carries 4-px chips: a quarter-size copy has 1-px chips
+    img = make(480, 960, seed=8)
+    marked = embed_frame(img, KEY, int(CANDIDATES[3])).image
+    leak = cv2.resize(marked, (240, 120), interpolation=cv2.INTER_AREA)
+    det = detect_frame(leak, KEY, candidates=CANDIDATES)
+    assert det.found and det.payload == int(CANDIDATES[3])
+    assert det.chip_px == 1.0
+    assert leak_scale(det.chip_px, img.shape) == 0.25
+    assert not detect_frame(
+        cv2.resize(img, (240, 120), interpolation=cv2.INTER_AREA), KEY, candidates=CANDIDATES
+    ).found
+    # without the 1-px hypothesis, the chips are too small for any other search
+    sizes = (8.0, 4.0, 16.0, 2.0)
+    assert not detect_frame(leak, KEY, candidates=CANDIDATES, chip_sizes=sizes).found
+
+
 def test_estimated_chip_size_is_precise():
     img = textured_frame(600, 800, seed=6)
     marked = embed_frame(img, KEY, 9).image

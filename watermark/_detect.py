@@ -39,8 +39,16 @@ __all__ = [
 ]
 
 # Chip sizes (leak pixels) always searched: the native 4/8/16-px chips and their halves, i.e.
-# every frame size at scale 1 and 0.5. The autocorrelation adds up to _ESTIMATES more.
-DEFAULT_CHIP_SIZES: tuple[float, ...] = (8.0, 4.0, 16.0, 2.0)
+# every frame size at scale 1 and 0.5, and 1 px: a quarter-size copy of a frame with 4-px
+# chips (any frame under 1000 px on its short side), which the autocorrelation cannot
+# propose (its shortest tile period is 40 px). It adds up to _ESTIMATES more.
+DEFAULT_CHIP_SIZES: tuple[float, ...] = (8.0, 4.0, 16.0, 2.0, 1.0)
+_SMALLEST_CHIP = 1.0  # px: under it a chip is less than a leak pixel
+# Chips smaller than WORK_PX are searched on an upsampled leak, kept to this many pixels
+# (or the leak's own count): chips that small come from shrinking a frame several times
+# (1-px chips: 8K at 1/16 is 480x270), so a large leak cannot hold them and its upsampled
+# copy would cost time and memory for nothing. Skipped sizes still count in the p-value.
+_UPSAMPLED_MAX_PX = 4_000_000
 _ESTIMATES_PER_RESOLUTION = 6
 _ESTIMATES = 2 * _ESTIMATES_PER_RESOLUTION
 _SAME_SIZE = 0.005  # relative: closer chip sizes score the same (measured), one hypothesis
@@ -221,6 +229,8 @@ def _search(
     found: list[_Hypothesis] = []
     folded: list[tuple[float, np.ndarray]] = []
     for chip_px in chip_sizes:
+        if y.size * (WORK_PX / chip_px) ** 2 > max(y.size, _UPSAMPLED_MAX_PX):
+            continue
         yw = working_luma(y, chip_px)
         if min(yw.shape) < 2 * WORK_PX:
             continue
@@ -611,8 +621,10 @@ def detect_frame(
     layout = tile_layout(check_key(key))
     if not 0.0 < p_threshold < 1.0:
         raise ValueError(f"p_threshold must be in (0, 1), got {p_threshold}")
-    if not chip_sizes or any(not 1.5 <= s <= 64.0 for s in chip_sizes):
-        raise ValueError(f"chip_sizes must be values in [1.5, 64] px, got {chip_sizes}")
+    if not chip_sizes or any(not _SMALLEST_CHIP <= s <= 64.0 for s in chip_sizes):
+        raise ValueError(
+            f"chip_sizes must be values in [{_SMALLEST_CHIP:g}, 64] px, got {chip_sizes}"
+        )
     cand = _check_candidates(candidates)
     y = luma(arr)
     sizes = list(chip_sizes)
@@ -624,7 +636,7 @@ def detect_frame(
             y, n_candidates=_ESTIMATES_PER_RESOLUTION, autocorrelation=full_ac
         )
         for c in proposed[:_ESTIMATES]:
-            if 1.5 <= c <= 64.0 and all(abs(c / s - 1.0) > _SAME_SIZE for s in sizes):
+            if _SMALLEST_CHIP <= c <= 64.0 and all(abs(c / s - 1.0) > _SAME_SIZE for s in sizes):
                 sizes.append(c)
     hyps, folded = _search(y, layout, tuple(sizes))
     if estimate_geometry:
