@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from watermark._detect import detect_frame, leak_scale
+from watermark._detect import _plausible_chip, detect_frame, leak_scale
 from watermark._embed import embed_frame
 from watermark._sync import estimate_chip_sizes
 
@@ -151,6 +151,13 @@ def test_quarter_size_leak_of_a_small_frame_is_traced(make):
     # without the 1-px hypothesis, the chips are too small for any other search
     sizes = (8.0, 4.0, 16.0, 2.0)
     assert not detect_frame(leak, KEY, candidates=CANDIDATES, chip_sizes=sizes).found
+
+
+def test_chip_sizes_no_delivered_frame_can_show_are_not_searched():
+    # an 8K frame has 16-px chips, 270 across its short side, at any scale
+    assert _plausible_chip(16.0, (4320, 7680)) and _plausible_chip(1.0, (270, 480))
+    assert _plausible_chip(2.0, (1080, 1920)) and not _plausible_chip(1.0, (1080, 1920))
+    assert not _plausible_chip(2.0, (2160, 3840)) and _plausible_chip(4.0, (2160, 3840))
 
 
 def test_estimated_chip_size_is_precise():

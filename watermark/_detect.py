@@ -44,11 +44,11 @@ __all__ = [
 # propose (its shortest tile period is 40 px). It adds up to _ESTIMATES more.
 DEFAULT_CHIP_SIZES: tuple[float, ...] = (8.0, 4.0, 16.0, 2.0, 1.0)
 _SMALLEST_CHIP = 1.0  # px: under it a chip is less than a leak pixel
-# Chips smaller than WORK_PX are searched on an upsampled leak, kept to this many pixels
-# (or the leak's own count): chips that small come from shrinking a frame several times
-# (1-px chips: 8K at 1/16 is 480x270), so a large leak cannot hold them and its upsampled
-# copy would cost time and memory for nothing. Skipped sizes still count in the p-value.
-_UPSAMPLED_MAX_PX = 4_000_000
+# Chips across a leak's short side, at most: a delivered frame has at most 270 (8K at 16-px
+# chips; under 250 at 4 and 8 px) and no scaling changes the count, so a chip size that
+# puts more than twice that across the leak cannot be the mark's (a 4K leak with 2-px
+# chips, a 1080p one with 1-px chips). Not searched; still counted in the p-value.
+_MAX_CHIPS_ACROSS = 540
 _ESTIMATES_PER_RESOLUTION = 6
 _ESTIMATES = 2 * _ESTIMATES_PER_RESOLUTION
 _SAME_SIZE = 0.005  # relative: closer chip sizes score the same (measured), one hypothesis
@@ -229,8 +229,6 @@ def _search(
     found: list[_Hypothesis] = []
     folded: list[tuple[float, np.ndarray]] = []
     for chip_px in chip_sizes:
-        if y.size * (WORK_PX / chip_px) ** 2 > max(y.size, _UPSAMPLED_MAX_PX):
-            continue
         yw = working_luma(y, chip_px)
         if min(yw.shape) < 2 * WORK_PX:
             continue
@@ -627,8 +625,8 @@ def detect_frame(
         )
     cand = _check_candidates(candidates)
     y = luma(arr)
-    sizes = list(chip_sizes)
-    n_sizes = len(sizes)
+    n_sizes = len(chip_sizes)
+    sizes = [c for c in chip_sizes if _plausible_chip(c, y.shape)]
     if estimate_geometry:
         n_sizes += _ESTIMATES
         full_ac = leak_autocorrelation(y)  # shared by chip sizes and lattices
@@ -636,7 +634,11 @@ def detect_frame(
             y, n_candidates=_ESTIMATES_PER_RESOLUTION, autocorrelation=full_ac
         )
         for c in proposed[:_ESTIMATES]:
-            if _SMALLEST_CHIP <= c <= 64.0 and all(abs(c / s - 1.0) > _SAME_SIZE for s in sizes):
+            if (
+                _SMALLEST_CHIP <= c <= 64.0
+                and _plausible_chip(c, y.shape)
+                and all(abs(c / s - 1.0) > _SAME_SIZE for s in sizes)
+            ):
                 sizes.append(c)
     hyps, folded = _search(y, layout, tuple(sizes))
     if estimate_geometry:
@@ -667,6 +669,11 @@ def detect_frame(
         return _decide(hyps, layout, cand, n_geometry, p_threshold, verdicts)
     n_geometry = float(n_sizes * WORK_PX * WORK_PX * TILE_CHIPS * TILE_CHIPS)
     return _decide(hyps, layout, cand, n_geometry, p_threshold)
+
+
+def _plausible_chip(chip_px: float, shape: tuple[int, ...]) -> bool:
+    """True when a leak of `shape` (H, W) can hold chips of `chip_px` pixels."""
+    return min(shape[0], shape[1]) <= _MAX_CHIPS_ACROSS * chip_px
 
 
 def _decide(
