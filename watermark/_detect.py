@@ -41,7 +41,7 @@ __all__ = [
 # Chip sizes (leak pixels) always searched: the native 4/8/16-px chips and their halves, i.e.
 # every frame size at scale 1 and 0.5, and 1 px: a quarter-size copy of a frame with 4-px
 # chips (any frame under 1000 px on its short side), which the autocorrelation cannot
-# propose (its shortest tile period is 40 px). It adds up to _ESTIMATES more.
+# propose (its shortest tile period is 40 px). The autocorrelation adds up to _ESTIMATES more.
 DEFAULT_CHIP_SIZES: tuple[float, ...] = (8.0, 4.0, 16.0, 2.0, 1.0)
 _SMALLEST_CHIP = 1.0  # px: under it a chip is less than a leak pixel
 # Chips across a leak's short side, at most: a delivered frame has at most 270 (8K at 16-px
@@ -600,7 +600,9 @@ def detect_frame(
     p_threshold : float
         Accusation threshold on the false-alarm probability, in (0, 1).
     chip_sizes : tuple of float
-        Chip sizes in the leak always searched, in pixels; each is one geometry hypothesis.
+        Chip sizes in the leak searched, in pixels, in [1, 64]; each is one geometry
+        hypothesis, counted in the p-value even where it is skipped (a size that would put
+        more than 540 chips across the leak's short side, which no delivered frame shows).
     estimate_geometry : bool
         Also search the chip sizes that the autocorrelation of the leak proposes (any
         scale, see :func:`watermark._sync.estimate_chip_sizes`). The p-value counts the
