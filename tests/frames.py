@@ -1,11 +1,12 @@
-"""Synthetic test frames: flat-fill cel frames with outlines, and textured photos-like frames."""
+"""Synthetic test frames: flat-fill cel frames with outlines, hatched line art, and
+textured photo-like frames."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-__all__ = ["cel_frame", "textured_frame"]
+__all__ = ["cel_frame", "hatched_frame", "textured_frame"]
 
 
 def cel_frame(height: int, width: int, *, seed: int) -> np.ndarray:
@@ -34,3 +35,21 @@ def textured_frame(height: int, width: int, *, seed: int) -> np.ndarray:
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     ramp = (yy / height * 80 + xx / width * 40)[..., None]
     return np.clip(np.rint(90 + ramp + tex), 0, 255).astype(np.uint8)
+
+
+def hatched_frame(height: int, width: int, *, seed: int) -> np.ndarray:
+    """A line-art RGB uint8 frame: dense diagonal hatching (a line every 5 px, one
+    direction per half) under a few thick outlines; its own period hides a tiled mark's
+    lattice from the autocorrelation."""
+    rng = np.random.default_rng(seed)
+    img = np.full((height, width), 250, np.uint8)
+    half = width // 2
+    for slope, (x0, x1) in ((1, (0, half)), (-1, (half, width))):
+        part = np.full((height, x1 - x0), 250, np.uint8)
+        for c in range(-height, x1 - x0 + height, 5):
+            cv2.line(part, (c, 0), (c + slope * height, height), 40, 1, cv2.LINE_AA)
+        img[:, x0:x1] = part
+    for _ in range(12):
+        pts = rng.integers(0, [width, height], size=(5, 2)).astype(np.int32)
+        cv2.polylines(img, [pts], True, 0, 3, cv2.LINE_AA)
+    return np.dstack([img] * 3)

@@ -2,7 +2,16 @@ import cv2
 import numpy as np
 import pytest
 
-from watermark._detect import _plausible_chip, detect_frame, leak_scale
+from watermark._carrier import chip_values, tile_layout
+from watermark._detect import (
+    _confusion_probability,
+    _Hypothesis,
+    _plausible_chip,
+    _soft_bits,
+    detect_frame,
+    leak_scale,
+)
+from watermark._ecc import CODED_BITS, encode_payloads
 from watermark._embed import embed_frame
 from watermark._sync import estimate_chip_sizes
 
@@ -148,9 +157,11 @@ def test_quarter_size_leak_of_a_small_frame_is_traced(make):
     assert not detect_frame(
         cv2.resize(img, (240, 120), interpolation=cv2.INTER_AREA), KEY, candidates=CANDIDATES
     ).found
-    # without the 1-px hypothesis, the chips are too small for any other search
+    # without the 1-px hypothesis, no other square size reads it
     sizes = (8.0, 4.0, 16.0, 2.0)
-    assert not detect_frame(leak, KEY, candidates=CANDIDATES, chip_sizes=sizes).found
+    assert not detect_frame(
+        leak, KEY, candidates=CANDIDATES, chip_sizes=sizes, estimate_geometry=False
+    ).found
 
 
 def test_chip_sizes_no_delivered_frame_can_show_are_not_searched():
@@ -173,3 +184,45 @@ def test_estimator_on_flat_or_tiny_input_proposes_nothing_or_few():
     assert estimate_chip_sizes(np.full((32, 32), 100, np.float32)) == []
     flat = estimate_chip_sizes(np.full((300, 400), 100, np.float32))
     assert len(flat) <= 12
+
+
+@pytest.mark.parametrize("amplitude", [0.05, 0.15, 0.4])
+def test_pair_bound_holds_when_a_rival_is_the_mark(amplitude):
+    # chips carry delivery `rival`'s pattern at this amplitude (noise sigma 1); the bound on
+    # accusing `accused` instead must be a valid p-value whatever the amplitude
+    layout = tile_layout(KEY)
+    rival, accused = encode_payloads(CANDIDATES[:2]).astype(np.float64) * 2.0 - 1.0
+    pattern = chip_values(layout, encode_payloads(int(CANDIDATES[0])))
+    n_pilot = float(np.count_nonzero(layout.pilot))
+    per_bit = np.bincount(layout.bit_index[layout.bit_index >= 0], minlength=CODED_BITS)
+    rng = np.random.default_rng(17)
+    trials = 3000
+    p = np.empty(trials)
+    for n in range(trials):
+        chips = amplitude * pattern + rng.standard_normal(pattern.shape)
+        pilot_z = float(np.sum(chips * layout.pilot_chips)) / np.sqrt(
+            float(np.sum(chips**2 * layout.pilot))
+        )
+        soft, energy = _soft_bits(_Hypothesis(pilot_z, 1.0, (0, 0), (0, 0), chips), layout)
+        p[n] = _confusion_probability(
+            soft, energy, accused, rival[None], pilot_z, n_pilot, per_bit.astype(np.float64)
+        )
+    for alpha in (0.01, 0.1):
+        assert np.mean(p <= alpha) <= alpha + 3.0 * np.sqrt(alpha * (1 - alpha) / trials)
+
+
+def test_pair_bound_clears_the_delivery_that_is_the_mark():
+    layout = tile_layout(KEY)
+    rival, accused = encode_payloads(CANDIDATES[:2]).astype(np.float64) * 2.0 - 1.0
+    pattern = chip_values(layout, encode_payloads(int(CANDIDATES[1])))  # accused is the mark
+    per_bit = np.bincount(layout.bit_index[layout.bit_index >= 0], minlength=CODED_BITS)
+    chips = 0.3 * pattern + np.random.default_rng(3).standard_normal(pattern.shape)
+    pilot_z = float(np.sum(chips * layout.pilot_chips)) / np.sqrt(
+        float(np.sum(chips**2 * layout.pilot))
+    )
+    soft, energy = _soft_bits(_Hypothesis(pilot_z, 1.0, (0, 0), (0, 0), chips), layout)
+    n_pilot = float(np.count_nonzero(layout.pilot))
+    p = _confusion_probability(
+        soft, energy, accused, rival[None], pilot_z, n_pilot, per_bit.astype(np.float64)
+    )
+    assert p < 1e-6

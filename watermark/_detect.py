@@ -12,6 +12,7 @@ from ._carrier import TILE_CHIPS, TileLayout, chip_level, chip_values, tile_layo
 from ._color import check_image, luma
 from ._ecc import CODED_BITS, decode_payload, encode_payloads, list_decode
 from ._keys import check_key
+from ._scan import scan_chip_size
 from ._stats import false_alarm_probability, z_threshold
 from ._sync import (
     WORK_PX,
@@ -49,6 +50,13 @@ _SMALLEST_CHIP = 1.0  # px: under it a chip is less than a leak pixel
 # puts more than twice that across the leak cannot be the mark's (a 4K leak with 2-px
 # chips, a 1080p one with 1-px chips). Not searched; still counted in the p-value.
 _MAX_CHIPS_ACROSS = 540
+# The keyed scan looks for chips down to this many across the leak's short side (an 8K
+# delivery carries 270 chips across its 4320 rows; smaller frames fewer).
+_SCAN_CHIPS_ACROSS = 300
+_SCANNED = 1  # geometry hypotheses the keyed scan adds: its lattice, decided on pilot B
+# scan score below which its lattice is not worth folding (the best of a scan over an
+# unmarked frame is typically 4.5 to 5.2; a mark the fold can read scores 6 and more)
+_SCAN_GATE = 5.5
 _ESTIMATES_PER_RESOLUTION = 6
 _ESTIMATES = 2 * _ESTIMATES_PER_RESOLUTION
 _SAME_SIZE = 0.005  # relative: closer chip sizes score the same (measured), one hypothesis
@@ -86,8 +94,8 @@ _REFINE_START = 5.0
 _REFINE_STOP = 12.0  # ... and above which it is sharp enough already
 _PLAIN_Z = 20.0  # pilot score of a square-lattice alignment that makes refinement pointless
 _REFINE_MAX_MOVE = 16.0  # working px: larger corrections are rejected
-# Lower confidence bound, in standard errors, on the mark amplitude the pilot measures.
-_AMPLITUDE_LCB = 3.0
+# Upper confidence bound, in standard errors, on the mark amplitude the pilot measures.
+_AMPLITUDE_UCB = 3.0
 # Paths kept by the list decoder that names the deliveries most likely to be the mark.
 _LIST_SIZE = 32
 
@@ -182,9 +190,10 @@ def accusation_threshold(
 
 def _steered_and_lattice_count(n_square: int) -> int:
     """Geometry hypotheses the lattice search adds to `n_square` square chip sizes: each
-    estimated lattice in every orientation plus its refined hypothesis, and the steered
-    square lattice (any of the sizes, any orientation) plus its refined hypothesis."""
-    return _LATTICES * (len(_ORIENTATIONS) + 1) + n_square * len(_ORIENTATIONS) + 1
+    estimated lattice in every orientation plus its refined hypothesis, the steered
+    square lattice (any of the sizes, any orientation) plus its refined hypothesis, and
+    the keyed scan's lattice."""
+    return _LATTICES * (len(_ORIENTATIONS) + 1) + n_square * len(_ORIENTATIONS) + 1 + _SCANNED
 
 
 def self_score(leak: np.ndarray, key: bytes, payload: int, *, chip_px: float) -> float:
@@ -394,8 +403,7 @@ def _search_lattices(
     """Pilot-scored alignments on resampled tile lattices, in all 8 orientations, plus one
     refined hypothesis per lattice (see :func:`_refine_map`), scored on pilot B."""
     pilot = layout.pilot_chips
-    pilot_a, is_a, decide = _pilot_halves(layout)
-    pilot_b = decide.pilot_chips
+    pilot_a = _pilot_halves(layout)[0]
     found: list[_Hypothesis] = []
     for basis in bases:
         to_working = lattice_map(basis)
@@ -419,15 +427,52 @@ def _search_lattices(
             step = _refine_map(y, refined, steer, pilot_a, regions)
             if step is not None:
                 refined = step
-        if refined is to_working:
-            continue
-        yw, valid, placed = warp_luma(y, refined)
-        v = chip_estimates(*fold_tiles(whiten(yw) * valid, valid))
-        v[..., is_a] = 0.0  # pilot A steered the refinement: it takes no part in deciding
-        per_chip = _per_chip(refined)
-        found.extend(_top_alignments(_orient(v, steer), pilot_b, per_chip, placed, steer, decide))
+        if refined is not to_working:
+            found.extend(_pilot_b_alignments(y, refined, steer, layout))
     found.sort(key=lambda h: h.pilot_z, reverse=True)
     return found[:_TOP_HYPOTHESES]
+
+
+def _pilot_b_alignments(
+    y: np.ndarray, to_working: np.ndarray, steer: np.ndarray, layout: TileLayout
+) -> list[_Hypothesis]:
+    """Alignments of the leak warped by `to_working` and oriented by `steer`, scored on
+    pilot B: pilot A chose this geometry, so it takes no part in deciding on it."""
+    _, is_a, decide = _pilot_halves(layout)
+    yw, valid, placed = warp_luma(y, to_working)
+    if min(yw.shape) < 2 * WORK_PX or float(valid.sum()) < (WORK_PX * TILE_CHIPS) ** 2:
+        return []
+    v = chip_estimates(*fold_tiles(whiten(yw) * valid, valid))
+    v[..., is_a] = 0.0
+    per_chip = _per_chip(to_working)
+    return _top_alignments(_orient(v, steer), decide.pilot_chips, per_chip, placed, steer, decide)
+
+
+def _scanned_alignments(y: np.ndarray, layout: TileLayout) -> list[_Hypothesis]:
+    """Pilot-B alignments on the square, axis-aligned (or mirrored) lattice whose chip size
+    pilot A likes best over a fine scan (:func:`watermark._scan.scan_chip_size`): the
+    lattice content with a period of its own hides from the autocorrelation."""
+    pilot_a, _, _ = _pilot_halves(layout)
+    pilots = np.stack([_orient(pilot_a, g.T) for g in _ORIENTATIONS[:2]])  # as is, mirrored
+    smallest = max(_SMALLEST_CHIP, min(y.shape) / _SCAN_CHIPS_ACROSS)
+    chip_px, score = scan_chip_size(y, pilots, smallest=smallest, largest=64.0)
+    if score < _SCAN_GATE:
+        return []
+    to_working = lattice_map(np.eye(2) * (chip_px * TILE_CHIPS))
+    yw, valid, _ = warp_luma(y, to_working)
+    if min(yw.shape) < 2 * WORK_PX or float(valid.sum()) < (WORK_PX * TILE_CHIPS) ** 2:
+        return []
+    v = chip_estimates(*fold_tiles(whiten(yw) * valid, valid))
+    scored = [(float(pilot_scores(_orient(v, g), pilot_a).max()), g) for g in _ORIENTATIONS]
+    best_a, steer = max(scored, key=lambda s: s[0])
+    refined = to_working
+    # the scan's grid leaves up to a quarter cycle of drift over its crop: the whole leak
+    # may need the scale polished
+    for regions in _REFINE_REGIONS if _REFINE_START <= best_a < _REFINE_STOP else ():
+        step = _refine_map(y, refined, steer, pilot_a, regions)
+        if step is not None:
+            refined = step
+    return _pilot_b_alignments(y, refined, steer, layout)
 
 
 def _per_chip(to_working: np.ndarray) -> np.ndarray:
@@ -497,16 +542,20 @@ def _confusion_probability(
     energy: np.ndarray,
     accused: np.ndarray,
     rivals: np.ndarray,
-    amp: float,
+    pilot_z: float,
+    n_pilot: float,
     chips_per_bit: np.ndarray,
 ) -> float:
     """Union bound on "one of the rival codewords is the mark, yet `accused` scores this well".
 
-    Chip estimates are ``v = a m + noise`` and the pilot measures ``a / sigma``. If rival ``r``
-    were the mark, ``S_r = sum over the chips where r and accused differ of v * m_accused``
-    would be centred at ``-(a / sigma) n_r``, so ``P(S_r >= observed | r) =
-    Q(z_pair + (a / sigma) sqrt(n_r))``, with a lower confidence bound on ``a / sigma``.
-    sigma is over-estimated by including the signal energy (conservative).
+    Chip estimates are ``v = a m + noise``. If rival ``r`` were the mark, the pair score
+    ``z_r = sum over the n_r chips where r and accused differ of v * m_accused``, normalised,
+    would be ``N(-mu sqrt(n_r), 1)`` with ``mu = a / sigma``, and the pilot score ``z_p`` over
+    its ``n_p`` chips ``N(mu sqrt(n_p), 1)``, independent of it (other chips). Their
+    combination ``(z_r + sqrt(n_r / n_p) z_p) / sqrt(1 + n_r / n_p)`` is then ``N(0, 1)``
+    whatever the unknown amplitude, so its upper tail is the exact probability of the
+    observation under "r is the mark". sigma is over-estimated by including the signal
+    energy in both normalisations (conservative).
     """
     differ = rivals != accused  # (R, 162)
     if np.any(~differ.any(axis=1)):
@@ -514,7 +563,8 @@ def _confusion_probability(
     n_diff = differ @ chips_per_bit
     num = differ @ (soft * accused)
     den = np.sqrt(np.maximum(differ @ energy, 1e-12))
-    z_pair = num / den + amp * np.sqrt(n_diff)
+    ratio = n_diff / n_pilot
+    z_pair = (num / den + np.sqrt(ratio) * pilot_z) / np.sqrt(1.0 + ratio)
     return float(np.sum(false_alarm_probability(z_pair, 1.0)))
 
 
@@ -554,10 +604,8 @@ def _registry_verdict(
         layout.bit_index[layout.bit_index >= 0], minlength=CODED_BITS
     ).astype(np.float64)
     # r = a / sqrt(a^2 + sigma^2): the mark's share of the chip energy, which is what the
-    # pilot score over sqrt(n_pilot) estimates; bounded below and above by +/- 3 standard
-    # errors.
-    amp_low = min(1.0, max(0.0, (h.pilot_z - _AMPLITUDE_LCB) / np.sqrt(n_pilot)))
-    amp_high = min(1.0, (max(h.pilot_z, 0.0) + _AMPLITUDE_LCB) / np.sqrt(n_pilot))
+    # pilot score over sqrt(n_pilot) estimates; bounded above by 3 standard errors.
+    amp_high = min(1.0, (max(h.pilot_z, 0.0) + _AMPLITUDE_UCB) / np.sqrt(n_pilot))
     kappa = float(np.sum(chips_per_bit**2) / np.sum(chips_per_bit))
     z_data = data_part[best] / np.sqrt(max(float(np.sum(energy)), 1e-12))
     inflation = np.sqrt(1.0 + amp_high**2 * (kappa - 1.0))
@@ -570,7 +618,7 @@ def _registry_verdict(
     if rivals.size:
         rival_signs = encode_payloads(rivals).astype(np.float64) * 2.0 - 1.0
         p_confuse = _confusion_probability(
-            soft, energy, signs[best], rival_signs, amp_low, chips_per_bit
+            soft, energy, signs[best], rival_signs, h.pilot_z, n_pilot, chips_per_bit
         )
     p_accuse = min(1.0, max(p_mark, p_confuse, p_outside))
     return best, float(z[best]), p_accuse, p_mark
@@ -668,7 +716,14 @@ def detect_frame(
             key=lambda h: h.pilot_z,
             reverse=True,
         )[:_TOP_HYPOTHESES]
-        return _decide(hyps, layout, cand, n_geometry, p_threshold, verdicts)
+        found = _decide(hyps, layout, cand, n_geometry, p_threshold, verdicts)
+        if found.found:
+            return found
+        # last, the lattice content may hide from the autocorrelation (decided on pilot B,
+        # on a scale quite unlike the full pilot's: always considered, not ranked)
+        return _decide(
+            hyps + _scanned_alignments(y, layout), layout, cand, n_geometry, p_threshold, verdicts
+        )
     n_geometry = float(n_sizes * WORK_PX * WORK_PX * TILE_CHIPS * TILE_CHIPS)
     return _decide(hyps, layout, cand, n_geometry, p_threshold)
 

@@ -1,0 +1,80 @@
+import cv2
+import numpy as np
+import pytest
+
+from watermark._carrier import TILE_CHIPS, tile_layout
+from watermark._color import luma
+from watermark._detect import _ORIENTATIONS, _orient, _pilot_halves, detect_frame
+from watermark._embed import embed_frame
+from watermark._scan import scan_chip_size, scan_grid
+from watermark._sync import estimate_chip_sizes
+
+from .frames import hatched_frame
+
+KEY = b"k" * 32
+PAYLOAD = 0x1234ABCD
+CANDIDATES = np.array([PAYLOAD, 5, 7], dtype=np.uint64)
+
+
+def _pilots() -> np.ndarray:
+    pilot_a = _pilot_halves(tile_layout(KEY))[0]
+    return np.stack([_orient(pilot_a, g.T) for g in _ORIENTATIONS[:2]])  # as is, mirrored
+
+
+@pytest.fixture(scope="module")
+def hatched():
+    img = hatched_frame(720, 1280, seed=1)
+    img.setflags(write=False)
+    marked = embed_frame(img, KEY, PAYLOAD).image  # 720 rows: 4-px chips
+
+    def three_quarters(a: np.ndarray) -> np.ndarray:
+        return cv2.resize(a, (960, 540), interpolation=cv2.INTER_AREA)  # 3-px chips
+
+    return three_quarters(img), three_quarters(marked)
+
+
+def test_grid_is_fine_where_the_chips_are_small():
+    g = scan_grid(2.0, 8.0, 512)
+    assert g[0] == 2.0 and g[-2] < 8.0 <= g[-1]
+    np.testing.assert_allclose(np.diff(g) / g[:-1], g[:-1] / 512)  # relative step c / side
+    assert len(scan_grid(2.0, 8.0, 1024)) > 1.9 * len(g)
+
+
+def test_scan_finds_the_chips_hatching_hides_from_the_autocorrelation(hatched):
+    unmarked, leak = hatched
+    y = luma(leak)
+    assert all(abs(s / 3.0 - 1.0) > 0.01 for s in estimate_chip_sizes(y, n_candidates=6))
+    chip_px, score = scan_chip_size(y, _pilots(), smallest=540 / 300, largest=64.0)
+    assert abs(chip_px / 3.0 - 1.0) < 0.003
+    assert score > 5.5
+    _, unmarked_score = scan_chip_size(luma(unmarked), _pilots(), smallest=1.8, largest=64.0)
+    assert unmarked_score < 5.5
+    # and the trace reads it on that lattice (decided on pilot B)
+    det = detect_frame(leak, KEY, candidates=CANDIDATES)
+    assert det.found and det.payload == PAYLOAD
+    assert abs(det.chip_px / 3.0 - 1.0) < 0.003
+    assert not detect_frame(unmarked, KEY, candidates=CANDIDATES).found
+
+
+def test_scan_sees_a_mirrored_leak(hatched):
+    _, leak = hatched
+    y = np.ascontiguousarray(luma(leak)[:, ::-1])
+    chip_px, score = scan_chip_size(y, _pilots(), smallest=1.8, largest=64.0)
+    assert abs(chip_px / 3.0 - 1.0) < 0.003 and score > 5.5
+    chip_px, score = scan_chip_size(y, _pilots()[:1], smallest=1.8, largest=64.0)
+    assert score < 5.5  # not without the mirrored pilot
+
+
+def test_scan_rejects_bad_arguments():
+    y = np.zeros((300, 300), np.float32)
+    with pytest.raises(ValueError, match="pilots"):
+        scan_chip_size(y, np.zeros((TILE_CHIPS, TILE_CHIPS)), smallest=2.0, largest=4.0)
+    with pytest.raises(ValueError, match="smallest"):
+        scan_chip_size(y, _pilots(), smallest=4.0, largest=2.0)
+    with pytest.raises(ValueError, match="smallest"):
+        scan_grid(0.0, 2.0, 100)
+
+
+def test_scan_of_a_tiny_leak_returns_nothing():
+    y = np.full((60, 60), 128.0, np.float32)  # no tile of 1-px chips fits twice
+    assert scan_chip_size(y, _pilots(), smallest=1.0, largest=64.0) == (0.0, -np.inf)
