@@ -54,6 +54,9 @@ def test_scan_finds_the_chips_hatching_hides_from_the_autocorrelation(hatched):
     assert det.found and det.payload == PAYLOAD
     assert abs(det.chip_px / 3.0 - 1.0) < 0.003
     assert not detect_frame(unmarked, KEY, candidates=CANDIDATES).found
+    # blind decoding (no registry) reads the payload there too
+    blind = detect_frame(leak, KEY)
+    assert blind.found and blind.payload == PAYLOAD
 
 
 def test_scan_sees_a_mirrored_leak(hatched):

@@ -719,11 +719,12 @@ def detect_frame(
         found = _decide(hyps, layout, cand, n_geometry, p_threshold, verdicts)
         if found.found:
             return found
-        # last, the lattice content may hide from the autocorrelation (decided on pilot B,
-        # on a scale quite unlike the full pilot's: always considered, not ranked)
-        return _decide(
-            hyps + _scanned_alignments(y, layout), layout, cand, n_geometry, p_threshold, verdicts
-        )
+        # last, the lattice content may hide from the autocorrelation; its hypotheses are
+        # decided on pilot B, whose scores run lower than the full pilot's: considered
+        # beside the best three whatever their rank
+        scanned = _scanned_alignments(y, layout)
+        hyps = sorted(hyps + scanned, key=lambda h: h.pilot_z, reverse=True)
+        return _decide(hyps, layout, cand, n_geometry, p_threshold, verdicts)
     n_geometry = float(n_sizes * WORK_PX * WORK_PX * TILE_CHIPS * TILE_CHIPS)
     return _decide(hyps, layout, cand, n_geometry, p_threshold)
 
