@@ -18,7 +18,7 @@ import scipy.fft
 from ._carrier import TILE_CHIPS
 from ._sync import WORK_PX, whiten
 
-__all__ = ["scan_chip_size"]
+__all__ = ["scan_chip_size", "scan_grid"]
 
 SCAN_PX = 768  # side of the analysed centre crop, px
 _CHUNK = 48  # chip sizes scored per vectorised batch (bounds memory)
@@ -56,9 +56,10 @@ def scan_chip_size(
 ) -> tuple[float, float]:
     """The square chip size at which one of `pilots` correlates best with the leak.
 
-    The scan runs an octave of chip sizes at a time on the leak resampled so the octave's
-    smallest chips are ``WORK_PX`` pixels, whitened like the fold (:func:`whiten`): fine
-    content (hatching) above the chips' band is averaged away before it can drown them.
+    The scan runs half an octave of chip sizes at a time on the leak resampled so the
+    band's smallest chips are ``WORK_PX`` pixels (never upsampled), whitened like the fold
+    (:func:`watermark._sync.whiten`): fine content (hatching) above the chips' band is
+    averaged away before it can drown them.
 
     Parameters
     ----------
