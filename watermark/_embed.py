@@ -213,6 +213,13 @@ def embed_frame(
 _STRIP_BYTES = 1 << 18
 
 
+def _strip_rows(width: int, period: int) -> int:
+    """Rows per strip: a power of two (so it divides the carrier's period and keeps 2x2
+    blocks whole) near ``_STRIP_BYTES`` of float32, between 8 and `period`."""
+    budget = max(8, min(period, 512, _STRIP_BYTES // (4 * width)))
+    return 1 << (budget.bit_length() - 1)
+
+
 def _mark_integer(
     rgb: np.ndarray,
     grey: np.ndarray,
@@ -258,7 +265,13 @@ def _mark_integer(
     unit = storage_scale(rgb.dtype)
     depth = cv2.CV_16U if rgb.dtype == np.uint16 else cv2.CV_8U
     colour = rgb.ndim == 3
-    rows = int(np.clip(_STRIP_BYTES // (4 * w), 8, 512)) & ~1  # even: 2x2 blocks stay whole
+    period = tile.shape[0]
+    rows = _strip_rows(w, period)
+    # one full-width period of each tile, made once: every strip's rows are then a view
+    # (the strips start at multiples of `rows`, which divides the carrier's period; the
+    # dither's prime period is covered by `rows` extra rows)
+    pattern_rows = _tiled(tile, (min(h, period), w))
+    dither_rows = _tiled(dither, (min(h, dither.shape[0] + rows), w))
     marked = np.empty_like(rgb)
     # the half-size luma is made strip by strip when it is an exact 2x2 reduction
     # (each output pixel then depends on its own block only); else from the whole frame
@@ -269,9 +282,9 @@ def _mark_integer(
     for top in range(0, h, rows):
         band = slice(top, min(h, top + rows))
         n = band.stop - top
-        index = np.arange(top, top + n)  # the tiles' rows under this strip
-        pattern = _tiled(tile[index % tile.shape[0]], (n, w))
-        dither_rows = _tiled(dither[index % dither.shape[0]], (n, w))
+        pattern = pattern_rows[top % period : top % period + n]
+        start = top % dither.shape[0]
+        dither_band = dither_rows[start : start + n]
         mask = cv2.LUT(activity[band], table)
         # pattern x mask x gain, rounded with a keyed dither: flat fills get fine grain
         # instead of +-1 blobs with hard contours, and sub-level marks are kept on average
@@ -279,8 +292,8 @@ def _mark_integer(
         # the rounded step split into its positive and negative parts (one is 0), so that
         # x + step saturates with two same-type integer ops: round(-v) == -round(v), and
         # (-v) + (-d) == -(v + d) exactly in floating point
-        up = cv2.add(exact, dither_rows, dtype=depth)
-        down = cv2.addWeighted(exact, -1.0, dither_rows, -1.0, 0.0, dtype=depth)
+        up = cv2.add(exact, dither_band, dtype=depth)
+        down = cv2.addWeighted(exact, -1.0, dither_band, -1.0, 0.0, dtype=depth)
         src, out = rgb[band], marked[band]
         up_c, down_c = (up, down)
         if colour:
