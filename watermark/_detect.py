@@ -437,13 +437,13 @@ def _pilot_b_alignments(
     y: np.ndarray, to_working: np.ndarray, steer: np.ndarray, layout: TileLayout
 ) -> list[_Hypothesis]:
     """Alignments of the leak warped by `to_working` and oriented by `steer`, scored on
-    pilot B: pilot A chose this geometry, so it takes no part in deciding on it."""
-    _, is_a, decide = _pilot_halves(layout)
+    pilot B: pilot A chose this geometry, so it takes no part in deciding on it (its
+    chips are left out of each alignment, see :func:`_top_alignments`)."""
+    decide = _pilot_halves(layout)[2]
     yw, valid, placed = warp_luma(y, to_working)
     if min(yw.shape) < 2 * WORK_PX or float(valid.sum()) < (WORK_PX * TILE_CHIPS) ** 2:
         return []
     v = chip_estimates(*fold_tiles(whiten(yw) * valid, valid))
-    v[..., is_a] = 0.0
     per_chip = _per_chip(to_working)
     return _top_alignments(_orient(v, steer), decide.pilot_chips, per_chip, placed, steer, decide)
 
@@ -490,8 +490,10 @@ def _top_alignments(
     g: np.ndarray,
     layout: TileLayout | None,
 ) -> list[_Hypothesis]:
-    """The _TOP_HYPOTHESES best phases and shifts of oriented chip estimates."""
+    """The _TOP_HYPOTHESES best phases and shifts of oriented chip estimates; with a
+    `layout`, only the chips it decides on (its pilot and the data) are kept."""
     z = pilot_scores(aligned_all, pilot)
+    kept = None if layout is None else layout.pilot | (layout.bit_index >= 0)
     chip_px = float(np.sqrt(abs(np.linalg.det(per_chip))))
     axes = per_chip @ _SWAP @ g.T.astype(np.float64) @ _SWAP
     origin = placed @ np.array([0.0, 0.0, 1.0])
@@ -500,6 +502,8 @@ def _top_alignments(
     for idx in np.argsort(z, axis=None)[::-1][:_TOP_HYPOTHESES]:
         a, b, i, j = np.unravel_index(idx, z.shape)
         aligned = np.roll(aligned_all[a, b], (int(i), int(j)), axis=(0, 1))
+        if kept is not None:
+            aligned = np.where(kept, aligned, 0.0)
         out.append(
             _Hypothesis(
                 float(z[a, b, i, j]),
