@@ -2,14 +2,15 @@ import cv2
 import numpy as np
 import pytest
 
+from watermark._attacks import rotate
 from watermark._carrier import TILE_CHIPS, tile_layout
 from watermark._color import luma
 from watermark._detect import _ORIENTATIONS, _orient, _pilot_halves, detect_frame
 from watermark._embed import embed_frame
-from watermark._scan import scan_chip_size, scan_grid
+from watermark._scan import keyed_scan, scan_chip_size, scan_grid
 from watermark._sync import estimate_chip_sizes
 
-from .frames import hatched_frame
+from .frames import hatched_frame, textured_frame
 
 KEY = b"k" * 32
 PAYLOAD = 0x1234ABCD
@@ -81,3 +82,34 @@ def test_scan_rejects_bad_arguments():
 def test_scan_of_a_tiny_leak_returns_nothing():
     y = np.full((60, 60), 128.0, np.float32)  # no tile of 1-px chips fits twice
     assert scan_chip_size(y, _pilots(), smallest=1.0, largest=64.0) == (0.0, -np.inf)
+
+
+def test_keyed_scan_scores_tile_lattices_too():
+    """A lattice is scored from the same spectra as the square sizes: the turned tile of a
+    rotated leak scores like its square size would unturned; a lattice 4 % off, the
+    unturned square and a square size score like noise."""
+    marked = embed_frame(textured_frame(600, 900, seed=3), KEY, PAYLOAD).image
+    pilot_a = _pilot_halves(tile_layout(KEY))[0]
+    every = np.stack([_orient(pilot_a, g.T) for g in _ORIENTATIONS])
+    t = np.radians(7.0)
+    turned = 128.0 * np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]])
+    bases = np.stack([turned, 1.04 * turned, 128.0 * np.eye(2)])
+    y = luma(rotate(marked, 7.0))
+    chip_px, score, lattice = keyed_scan(
+        y, _pilots(), smallest=2.0, largest=64.0, bases=bases, lattice_pilots=every
+    )
+    assert lattice[0] > 8.0
+    assert lattice[1] < 5.5 and lattice[2] < 5.5
+    assert score < 5.5  # the square scan cannot see a turned tile
+    # unturned, the square lattice and the square size agree
+    y = luma(marked)
+    chip_px, score, lattice = keyed_scan(
+        y, _pilots(), smallest=2.0, largest=64.0, bases=bases[2:], lattice_pilots=_pilots()
+    )
+    assert abs(chip_px / 4.0 - 1.0) < 0.003
+    assert lattice[0] > 8.0 and abs(lattice[0] - score) < 0.5
+    # a lattice whose tile does not fit twice in the leak is not scored
+    _, _, lattice = keyed_scan(
+        y, _pilots(), smallest=2.0, largest=64.0, bases=60.0 * bases[2:], lattice_pilots=_pilots()
+    )
+    assert lattice[0] == -np.inf

@@ -12,14 +12,14 @@ from ._carrier import TILE_CHIPS, TileLayout, chip_level, chip_values, tile_layo
 from ._color import check_image, luma
 from ._ecc import CODED_BITS, decode_payload, encode_payloads, list_decode
 from ._keys import check_key
-from ._scan import scan_chip_size
+from ._scan import keyed_scan
 from ._stats import false_alarm_probability, z_threshold
 from ._sync import (
     WORK_PX,
     chip_estimates,
     estimate_chip_sizes,
-    estimate_lattices,
     fold_tiles,
+    lattice_candidates,
     lattice_map,
     leak_autocorrelation,
     pilot_scores,
@@ -57,6 +57,11 @@ _SCANNED = 1  # geometry hypotheses the keyed scan adds: its lattice, decided on
 # scan score below which its lattice is not worth folding (the best of a scan over an
 # unmarked frame is typically 4.5 to 5.2; a mark the fold can read scores 6 and more)
 _SCAN_GATE = 5.5
+# Runners-up of the autocorrelation's lattice ranking the scan scores too (periodic content
+# can rank its own lattices above the mark's), and the geometry hypotheses the best of them
+# adds: its lattice, decided on pilot B
+_SPARE_LATTICES = 24
+_SCREENED = 1
 _ESTIMATES_PER_RESOLUTION = 6
 _ESTIMATES = 2 * _ESTIMATES_PER_RESOLUTION
 _SAME_SIZE = 0.005  # relative: closer chip sizes score the same (measured), one hypothesis
@@ -191,9 +196,15 @@ def accusation_threshold(
 def _steered_and_lattice_count(n_square: int) -> int:
     """Geometry hypotheses the lattice search adds to `n_square` square chip sizes: each
     estimated lattice in every orientation plus its refined hypothesis, the steered
-    square lattice (any of the sizes, any orientation) plus its refined hypothesis, and
-    the keyed scan's lattice."""
-    return _LATTICES * (len(_ORIENTATIONS) + 1) + n_square * len(_ORIENTATIONS) + 1 + _SCANNED
+    square lattice (any of the sizes, any orientation) plus its refined hypothesis, the
+    keyed scan's square lattice and the runner-up lattice it likes best."""
+    return (
+        _LATTICES * (len(_ORIENTATIONS) + 1)
+        + n_square * len(_ORIENTATIONS)
+        + 1
+        + _SCANNED
+        + _SCREENED
+    )
 
 
 def self_score(leak: np.ndarray, key: bytes, payload: int, *, chip_px: float) -> float:
@@ -448,31 +459,45 @@ def _pilot_b_alignments(
     return _top_alignments(_orient(v, steer), decide.pilot_chips, per_chip, placed, steer, decide)
 
 
-def _scanned_alignments(y: np.ndarray, layout: TileLayout) -> list[_Hypothesis]:
+def _scanned_alignments(y: np.ndarray, layout: TileLayout, spares: np.ndarray) -> list[_Hypothesis]:
     """Pilot-B alignments on the square, axis-aligned (or mirrored) lattice whose chip size
-    pilot A likes best over a fine scan (:func:`watermark._scan.scan_chip_size`): the
-    lattice content with a period of its own hides from the autocorrelation."""
+    pilot A likes best over a fine scan, and on the runner-up lattice of the
+    autocorrelation it likes best (:func:`watermark._scan.keyed_scan`): the lattice of
+    content with a period of its own hides or outranks the mark's in the autocorrelation."""
     pilot_a, _, _ = _pilot_halves(layout)
-    pilots = np.stack([_orient(pilot_a, g.T) for g in _ORIENTATIONS[:2]])  # as is, mirrored
+    oriented = np.stack([_orient(pilot_a, g.T) for g in _ORIENTATIONS])
     smallest = max(_SMALLEST_CHIP, min(y.shape) / _SCAN_CHIPS_ACROSS)
-    chip_px, score = scan_chip_size(y, pilots, smallest=smallest, largest=64.0)
-    if score < _SCAN_GATE:
-        return []
-    to_working = lattice_map(np.eye(2) * (chip_px * TILE_CHIPS))
-    yw, valid, _ = warp_luma(y, to_working)
-    if min(yw.shape) < 2 * WORK_PX or float(valid.sum()) < (WORK_PX * TILE_CHIPS) ** 2:
-        return []
-    v = chip_estimates(*fold_tiles(whiten(yw) * valid, valid))
-    scored = [(float(pilot_scores(_orient(v, g), pilot_a).max()), g) for g in _ORIENTATIONS]
-    best_a, steer = max(scored, key=lambda s: s[0])
-    refined = to_working
-    # the scan's grid leaves up to a quarter cycle of drift over its crop: the whole leak
-    # may need the scale polished
-    for regions in _REFINE_REGIONS if _REFINE_START <= best_a < _REFINE_STOP else ():
-        step = _refine_map(y, refined, steer, pilot_a, regions)
-        if step is not None:
-            refined = step
-    return _pilot_b_alignments(y, refined, steer, layout)
+    chip_px, score, spare_scores = keyed_scan(
+        y,
+        oriented[:2],  # as is, mirrored
+        smallest=smallest,
+        largest=64.0,
+        bases=spares,
+        lattice_pilots=oriented,
+    )
+    lattices = []
+    if score >= _SCAN_GATE:
+        lattices.append(np.eye(2) * (chip_px * TILE_CHIPS))
+    if spare_scores.size and spare_scores.max() >= _SCAN_GATE:
+        lattices.append(spares[int(np.argmax(spare_scores))])
+    found: list[_Hypothesis] = []
+    for basis in lattices:
+        to_working = lattice_map(basis)
+        yw, valid, _ = warp_luma(y, to_working)
+        if min(yw.shape) < 2 * WORK_PX or float(valid.sum()) < (WORK_PX * TILE_CHIPS) ** 2:
+            continue
+        v = chip_estimates(*fold_tiles(whiten(yw) * valid, valid))
+        scored = [(float(pilot_scores(_orient(v, g), pilot_a).max()), g) for g in _ORIENTATIONS]
+        best_a, steer = max(scored, key=lambda s: s[0])
+        refined = to_working
+        # the scan's grid leaves up to a quarter cycle of drift over its crop: the whole
+        # leak may need the lattice polished
+        for regions in _REFINE_REGIONS if _REFINE_START <= best_a < _REFINE_STOP else ():
+            step = _refine_map(y, refined, steer, pilot_a, regions)
+            if step is not None:
+                refined = step
+        found.extend(_pilot_b_alignments(y, refined, steer, layout))
+    return found
 
 
 def _per_chip(to_working: np.ndarray) -> np.ndarray:
@@ -709,7 +734,9 @@ def detect_frame(
         early = _decide(hyps, layout, cand, n_geometry, p_threshold, verdicts)
         if early.found:
             return early
-        bases = estimate_lattices(y, n_candidates=_LATTICES, autocorrelation=full_ac)
+        bases, spares = lattice_candidates(
+            y, n_candidates=_LATTICES, n_spares=_SPARE_LATTICES, autocorrelation=full_ac
+        )
         steered = _steered_size(folded, _pilot_halves(layout)[0])
         if steered is not None:
             bases.append(np.eye(2) * (steered * TILE_CHIPS))
@@ -726,7 +753,7 @@ def detect_frame(
         # last, the lattice content may hide from the autocorrelation; its hypotheses are
         # decided on pilot B, whose scores run lower than the full pilot's: considered
         # beside the best three whatever their rank
-        scanned = _scanned_alignments(y, layout)
+        scanned = _scanned_alignments(y, layout, spares)
         hyps = sorted(hyps + scanned, key=lambda h: h.pilot_z, reverse=True)
         return _decide(hyps, layout, cand, n_geometry, p_threshold, verdicts)
     n_geometry = float(n_sizes * WORK_PX * WORK_PX * TILE_CHIPS * TILE_CHIPS)

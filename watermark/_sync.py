@@ -12,10 +12,12 @@ from ._carrier import TILE_CHIPS
 
 __all__ = [
     "WORK_PX",
+    "area_resize",
     "chip_estimates",
     "estimate_chip_sizes",
     "estimate_lattices",
     "fold_tiles",
+    "lattice_candidates",
     "lattice_map",
     "leak_autocorrelation",
     "pilot_scores",
@@ -26,6 +28,34 @@ __all__ = [
 ]
 
 WORK_PX = 2  # pixels per chip in the working resolution
+
+
+def area_resize(y: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Shrink by area averaging to `size` (w, h, cv2's order), halving first.
+
+    A non-integer ``INTER_AREA`` shrink of a large frame is several times slower than
+    exact halvings (2 x 2 means, while both sides are even and the target is at most
+    half) followed by the remaining shrink on the small image; the result differs only
+    in the shape of the averaging footprint.
+
+    Parameters
+    ----------
+    y : (H, W) float32 ndarray
+    size : (int, int)
+        Output (width, height), each at most the input's.
+    """
+    w, h = size
+    src = y
+    while (
+        src.shape[1] >= 2 * w
+        and src.shape[0] >= 2 * h
+        and src.shape[1] % 2 == 0
+        and src.shape[0] % 2 == 0
+    ):
+        src = cv2.resize(src, (src.shape[1] // 2, src.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    if src.shape[:2] == (h, w):
+        return src
+    return cv2.resize(src, (w, h), interpolation=cv2.INTER_AREA)
 
 
 def lattice_map(basis: np.ndarray) -> np.ndarray:
@@ -69,7 +99,7 @@ def warp_luma(y: np.ndarray, to_working: np.ndarray) -> tuple[np.ndarray, np.nda
     pre = np.eye(3)
     if shrink < 0.9:  # area-average first: a bilinear warp alone would alias
         size = (max(1, round(w * shrink)), max(1, round(h * shrink)))
-        src = cv2.resize(y, size, interpolation=cv2.INTER_AREA)
+        src = area_resize(y, size)
         pre = np.diag([w / size[0], h / size[1], 1.0])
     sh, sw = src.shape
     m_src = m @ pre
@@ -114,8 +144,9 @@ def working_luma(y: np.ndarray, chip_px: float) -> np.ndarray:
     f = WORK_PX / chip_px
     h = max(1, round(y.shape[0] * f))
     w = max(1, round(y.shape[1] * f))
-    interp = cv2.INTER_AREA if f < 1.0 else cv2.INTER_LINEAR
-    return cv2.resize(y, (w, h), interpolation=interp)
+    if f < 1.0:
+        return area_resize(y, (w, h))
+    return cv2.resize(y, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def whiten(y: np.ndarray) -> np.ndarray:
@@ -439,10 +470,16 @@ def _isolated(ac: np.ndarray, ch: int, cw: int) -> np.ndarray:
     rx = min(fw // 2 - 8, int(_FIT_RANGE * cw) + 8)
     centred = np.fft.fftshift(ac)[fh // 2 - ry : fh // 2 + ry + 1, fw // 2 - rx : fw // 2 + rx + 1]
     ridge = np.zeros_like(centred)
+    pair = np.empty_like(centred)
+    # the neighbours at -/+ (dx, dy), wrapping like np.roll: views into one padded copy
+    e = max(max(abs(dx), abs(dy)) for dx, dy in _RIDGE_STEPS)
+    padded = np.pad(centred, e, mode="wrap")
+    h, w = centred.shape
     for dx, dy in _RIDGE_STEPS:
-        pair = 0.5 * (
-            np.roll(centred, (dy, dx), axis=(0, 1)) + np.roll(centred, (-dy, -dx), axis=(0, 1))
-        )
+        before = padded[e - dy : e - dy + h, e - dx : e - dx + w]
+        after = padded[e + dy : e + dy + h, e + dx : e + dx + w]
+        np.add(before, after, out=pair)
+        pair *= 0.5
         np.maximum(ridge, pair, out=ridge)
     out = np.zeros_like(ac)
     out[fh // 2 - ry : fh // 2 + ry + 1, fw // 2 - rx : fw // 2 + rx + 1] = centred - ridge
@@ -517,6 +554,73 @@ def _polish_basis(ac: np.ndarray, basis: np.ndarray, ch: int, cw: int) -> np.nda
     return b
 
 
+def _fit_bases(
+    ac: np.ndarray, bases: np.ndarray, ch: int, cw: int, *, square: bool = False
+) -> np.ndarray:
+    """Bases refitted to the sub-pixel autocorrelation peaks near their lattice points.
+
+    Each lattice point within the fitted lags looks for the highest autocorrelation
+    within 2 px (sub-pixel by a parabola through its neighbours); the basis is then the
+    least-squares fit of all points to their peaks, weighted by the peaks' heights, three
+    times (the later ones within 1 px). Cheaper than :func:`_polish_basis` for many bases,
+    and it can move a vector further. With `square`, the fit is a square lattice (second
+    vector the first turned a quarter): all points pin down one vector.
+
+    Parameters
+    ----------
+    ac : (fh, fw) float ndarray
+        Autocorrelation, lag (0, 0) at [0, 0], wrapping.
+    bases : (n, 2, 2) float ndarray
+        Columns the lattice vectors (dx, dy), px of `ac`.
+    """
+    fh, fw = ac.shape
+    flat_ac = ac.ravel()
+
+    def at(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        return flat_ac[(rows % fh) * fw + cols % fw]
+
+    coeff = _lattice_points(8).astype(np.float64)  # (K, 2)
+    b = np.asarray(bases, np.float64).copy()
+    m, n = coeff[:, 0], coeff[:, 1]
+    # square lattice u = (a, c), v = (-c, a): point (x, y) = (m a - n c, m c + n a)
+    rows = np.stack([np.stack([m, -n], axis=1), np.stack([n, m], axis=1)], axis=1)  # (K, 2, 2)
+    for reach in (2, 1, 1):  # px searched around each point: the first fit moves furthest
+        d = np.arange(-reach, reach + 1)
+        oy, ox = (g.ravel() for g in np.meshgrid(d, d, indexing="ij"))
+        pts = np.matmul(b, coeff.T).swapaxes(1, 2)  # (n, K, 2): (x, y)
+        inside = (np.abs(pts[..., 0]) < _FIT_RANGE * cw) & (np.abs(pts[..., 1]) < _FIT_RANGE * ch)
+        cx = np.rint(pts[..., 0]).astype(np.int64)[..., None] + ox  # (n, K, window)
+        cy = np.rint(pts[..., 1]).astype(np.int64)[..., None] + oy
+        k = np.argmax(at(cy, cx), axis=2)
+        px = np.take_along_axis(cx, k[..., None], 2)[..., 0]
+        py = np.take_along_axis(cy, k[..., None], 2)[..., 0]
+        top = at(py, px)
+        sub = []
+        for lo, hi in ((at(py, px - 1), at(py, px + 1)), (at(py - 1, px), at(py + 1, px))):
+            curv = lo - 2.0 * top + hi
+            step = np.where(curv < 0, 0.5 * (lo - hi) / np.where(curv < 0, curv, -1.0), 0.0)
+            sub.append(np.clip(step, -0.5, 0.5))
+        peak = np.stack([px + sub[0], py + sub[1]], axis=-1)  # (n, K, 2)
+        w = np.where(inside, np.maximum(top, 0.0), 0.0)  # (n, K)
+        if square:
+            ata = (w @ np.matmul(rows.transpose(0, 2, 1), rows).reshape(-1, 4)).reshape(-1, 2, 2)
+            atp = np.sum(w[..., None] * np.sum(rows[None] * peak[..., None], axis=2), axis=1)
+            ok = np.abs(np.linalg.det(ata)) > 1e-9
+            a, c = np.linalg.solve(np.where(ok[:, None, None], ata, np.eye(2)), atp[..., None])[
+                ..., 0
+            ].T
+            fitted = np.stack([np.stack([a, -c], axis=1), np.stack([c, a], axis=1)], axis=1)
+        else:
+            # weighted least squares per basis: B^T = (C^T W C)^-1 C^T W P
+            ctwc = (w @ (coeff[:, :, None] * coeff[:, None, :]).reshape(-1, 4)).reshape(-1, 2, 2)
+            ctwp = np.matmul(coeff.T[None], w[..., None] * peak)
+            ok = np.abs(np.linalg.det(ctwc)) > 1e-9
+            fitted = np.linalg.solve(np.where(ok[:, None, None], ctwc, np.eye(2)), ctwp)
+            fitted = fitted.transpose(0, 2, 1)
+        b = np.where(ok[:, None, None], fitted, b)
+    return b
+
+
 def estimate_lattices(
     y: np.ndarray,
     *,
@@ -548,7 +652,42 @@ def estimate_lattices(
         nearer the +x axis, right-handed; best first. The lattice
         fixes the tile's axes only up to a quarter turn and a mirror.
     """
+    return lattice_candidates(y, n_candidates=n_candidates, autocorrelation=autocorrelation)[0]
+
+
+def lattice_candidates(
+    y: np.ndarray,
+    *,
+    n_candidates: int = 2,
+    n_spares: int = 0,
+    autocorrelation: tuple[np.ndarray, int, int] | None = None,
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """:func:`estimate_lattices`'s lattices, and the runners-up behind them.
+
+    Content with a period of its own (hatching, brickwork) can rank its own lattices
+    above the mark's; the mark's is then often a few places below, where only the key
+    can tell it from the others (see :func:`watermark._scan.keyed_scan`).
+
+    Parameters
+    ----------
+    y, n_candidates, autocorrelation
+        As :func:`estimate_lattices`.
+    n_spares : int
+        Runners-up taken, at most: rank 3 of every analysis resolution, then rank 4, and
+        so on (0: none, and nothing else either).
+
+    Returns
+    -------
+    best : list of (2, 2) float64 ndarrays
+        As :func:`estimate_lattices`.
+    spares : (S, 2, 2) float64 ndarray
+        The runners-up not already among `best`, each refitted to its sub-pixel peaks
+        (:func:`_fit_bases`); then, for the leading lattices and the runners-up of each
+        resolution, the square lattice on either of their vectors, fitted as a square.
+        Same form as `best`; unordered.
+    """
     out: list[tuple[np.ndarray, float]] = []
+    queues: list[tuple[list[np.ndarray], np.ndarray, int, int, int]] = []
     for factor in _LATTICE_FACTORS:
         small = y
         if factor > 1:
@@ -586,9 +725,35 @@ def estimate_lattices(
         for b, score in chosen[:2]:
             refined = _polish_basis(ac, _canonical(b), ch, cw)
             out.append((_canonical(refined) * factor, score))
+        queues.append(([b for b, _ in chosen], ac, ch, cw, factor))
     # a lattice seen at two resolutions, or a coarser copy of one: once, the finest
     out.sort(key=lambda c: c[1], reverse=True)
-    return [b for b, _ in _merge_lattices(out, n_candidates)]
+    best = [b for b, _ in _merge_lattices(out, n_candidates)]
+    # runners-up, rank by rank across the resolutions, fitted a resolution at a time
+    take = [0] * len(queues)
+    for rank in range(_PER_FACTOR):
+        for n, (queue, *_) in enumerate(queues):
+            if sum(take) < n_spares and rank < len(queue) - 2:
+                take[n] += 1
+    spares: list[np.ndarray] = []
+    squares: list[np.ndarray] = []
+    quarter = np.array([[0.0, -1.0], [1.0, 0.0]])
+    for n, (queue, ac, ch, cw, factor) in enumerate(queues):
+        raw = [_canonical(b) for b in queue]
+        if take[n]:
+            spares.extend(
+                b * factor for b in _fit_bases(ac, np.stack(raw[2 : 2 + take[n]]), ch, cw)
+            )
+        # content can pull one vector's peaks off while the other's are clean: the square
+        # lattice on either vector alone (rotation and scale keep the tile square), for
+        # the leading lattices too
+        on = raw[: take[n] + 2]
+        if on and n_spares:
+            seeds = [np.column_stack([b[:, 0], quarter @ b[:, 0]]) for b in on]
+            seeds += [np.column_stack([quarter.T @ b[:, 1], b[:, 1]]) for b in on]
+            squares.extend(b * factor for b in _fit_bases(ac, np.stack(seeds), ch, cw, square=True))
+    kept = [b for b in spares if not any(_same_or_coarser(k, b) for k in best)]
+    return best, np.array(kept + squares, np.float64).reshape(-1, 2, 2)
 
 
 def _merge_lattices(
