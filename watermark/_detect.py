@@ -53,15 +53,15 @@ _MAX_CHIPS_ACROSS = 540
 # The keyed scan looks for chips down to this many across the leak's short side (an 8K
 # delivery carries 270 chips across its 4320 rows; smaller frames fewer).
 _SCAN_CHIPS_ACROSS = 300
-_SCANNED = 1  # geometry hypotheses the keyed scan adds: its lattice, decided on pilot B
+# geometry hypotheses the keyed scan adds: of its square lattice and the runner-up lattice
+# it likes best, the one pilot A prefers once folded, decided on pilot B
+_SCANNED = 1
 # scan score below which its lattice is not worth folding (the best of a scan over an
 # unmarked frame is typically 4.5 to 5.2; a mark the fold can read scores 6 and more)
 _SCAN_GATE = 5.5
 # Runners-up of the autocorrelation's lattice ranking the scan scores too (periodic content
-# can rank its own lattices above the mark's), and the geometry hypotheses the best of them
-# adds: its lattice, decided on pilot B
+# can rank its own lattices above the mark's)
 _SPARE_LATTICES = 24
-_SCREENED = 1
 _ESTIMATES_PER_RESOLUTION = 6
 _ESTIMATES = 2 * _ESTIMATES_PER_RESOLUTION
 _SAME_SIZE = 0.005  # relative: closer chip sizes score the same (measured), one hypothesis
@@ -196,15 +196,9 @@ def accusation_threshold(
 def _steered_and_lattice_count(n_square: int) -> int:
     """Geometry hypotheses the lattice search adds to `n_square` square chip sizes: each
     estimated lattice in every orientation plus its refined hypothesis, the steered
-    square lattice (any of the sizes, any orientation) plus its refined hypothesis, the
-    keyed scan's square lattice and the runner-up lattice it likes best."""
-    return (
-        _LATTICES * (len(_ORIENTATIONS) + 1)
-        + n_square * len(_ORIENTATIONS)
-        + 1
-        + _SCANNED
-        + _SCREENED
-    )
+    square lattice (any of the sizes, any orientation) plus its refined hypothesis, and
+    the keyed scan's lattice."""
+    return _LATTICES * (len(_ORIENTATIONS) + 1) + n_square * len(_ORIENTATIONS) + 1 + _SCANNED
 
 
 def self_score(leak: np.ndarray, key: bytes, payload: int, *, chip_px: float) -> float:
@@ -460,10 +454,11 @@ def _pilot_b_alignments(
 
 
 def _scanned_alignments(y: np.ndarray, layout: TileLayout, spares: np.ndarray) -> list[_Hypothesis]:
-    """Pilot-B alignments on the square, axis-aligned (or mirrored) lattice whose chip size
-    pilot A likes best over a fine scan, and on the runner-up lattice of the
-    autocorrelation it likes best (:func:`watermark._scan.keyed_scan`): the lattice of
-    content with a period of its own hides or outranks the mark's in the autocorrelation."""
+    """Pilot-B alignments on one lattice the key picks: the square, axis-aligned (or
+    mirrored) lattice whose chip size pilot A likes best over a fine scan, or the runner-up
+    lattice of the autocorrelation it likes best (:func:`watermark._scan.keyed_scan`),
+    whichever pilot A prefers once folded. Content with a period of its own hides or
+    outranks the mark's lattice in the autocorrelation."""
     pilot_a, _, _ = _pilot_halves(layout)
     oriented = np.stack([_orient(pilot_a, g.T) for g in _ORIENTATIONS])
     smallest = max(_SMALLEST_CHIP, min(y.shape) / _SCAN_CHIPS_ACROSS)
@@ -480,24 +475,26 @@ def _scanned_alignments(y: np.ndarray, layout: TileLayout, spares: np.ndarray) -
         lattices.append(np.eye(2) * (chip_px * TILE_CHIPS))
     if spare_scores.size and spare_scores.max() >= _SCAN_GATE:
         lattices.append(spares[int(np.argmax(spare_scores))])
-    found: list[_Hypothesis] = []
+    # pilot A alone chooses among them, so what is decided on pilot B is one hypothesis
+    folded = []
     for basis in lattices:
         to_working = lattice_map(basis)
         yw, valid, _ = warp_luma(y, to_working)
         if min(yw.shape) < 2 * WORK_PX or float(valid.sum()) < (WORK_PX * TILE_CHIPS) ** 2:
             continue
         v = chip_estimates(*fold_tiles(whiten(yw) * valid, valid))
-        scored = [(float(pilot_scores(_orient(v, g), pilot_a).max()), g) for g in _ORIENTATIONS]
-        best_a, steer = max(scored, key=lambda s: s[0])
-        refined = to_working
-        # the scan's grid leaves up to a quarter cycle of drift over its crop: the whole
-        # leak may need the lattice polished
-        for regions in _REFINE_REGIONS if _REFINE_START <= best_a < _REFINE_STOP else ():
-            step = _refine_map(y, refined, steer, pilot_a, regions)
-            if step is not None:
-                refined = step
-        found.extend(_pilot_b_alignments(y, refined, steer, layout))
-    return found
+        for g in _ORIENTATIONS:
+            folded.append((float(pilot_scores(_orient(v, g), pilot_a).max()), g, to_working))
+    if not folded:
+        return []
+    best_a, steer, refined = max(folded, key=lambda f: f[0])
+    # the scan's grid leaves up to a quarter cycle of drift over its crop: the whole leak
+    # may need the lattice polished
+    for regions in _REFINE_REGIONS if _REFINE_START <= best_a < _REFINE_STOP else ():
+        step = _refine_map(y, refined, steer, pilot_a, regions)
+        if step is not None:
+            refined = step
+    return _pilot_b_alignments(y, refined, steer, layout)
 
 
 def _per_chip(to_working: np.ndarray) -> np.ndarray:
