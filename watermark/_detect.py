@@ -402,6 +402,16 @@ def _refine_map(
     return h @ placed
 
 
+def _fold_lattice(y: np.ndarray, to_working: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Chip estimates of the leak warped onto the working grid by `to_working`, folded over
+    its tiles, and the warp's placement (see :func:`warp_luma`); None when the warped leak
+    is under 2 chips a side or covers less than one tile's area."""
+    yw, valid, placed = warp_luma(y, to_working)
+    if min(yw.shape) < 2 * WORK_PX or float(valid.sum()) < (WORK_PX * TILE_CHIPS) ** 2:
+        return None
+    return chip_estimates(*fold_tiles(whiten(yw) * valid, valid)), placed
+
+
 def _search_lattices(
     y: np.ndarray, layout: TileLayout, bases: list[np.ndarray], *, refine: bool = True
 ) -> list[_Hypothesis]:
@@ -412,10 +422,10 @@ def _search_lattices(
     found: list[_Hypothesis] = []
     for basis in bases:
         to_working = lattice_map(basis)
-        yw, valid, placed = warp_luma(y, to_working)
-        if min(yw.shape) < 2 * WORK_PX or float(valid.sum()) < (WORK_PX * TILE_CHIPS) ** 2:
+        folded = _fold_lattice(y, to_working)
+        if folded is None:
             continue
-        v = chip_estimates(*fold_tiles(whiten(yw) * valid, valid))
+        v, placed = folded
         per_chip = np.asarray(basis, np.float64) / TILE_CHIPS  # leak px per working chip
         best_a, steer = -np.inf, _ORIENTATIONS[0]
         for g in _ORIENTATIONS:
@@ -445,10 +455,10 @@ def _pilot_b_alignments(
     pilot B: pilot A chose this geometry, so it takes no part in deciding on it (its
     chips are left out of each alignment, see :func:`_top_alignments`)."""
     decide = _pilot_halves(layout)[2]
-    yw, valid, placed = warp_luma(y, to_working)
-    if min(yw.shape) < 2 * WORK_PX or float(valid.sum()) < (WORK_PX * TILE_CHIPS) ** 2:
+    folded = _fold_lattice(y, to_working)
+    if folded is None:
         return []
-    v = chip_estimates(*fold_tiles(whiten(yw) * valid, valid))
+    v, placed = folded
     per_chip = _per_chip(to_working)
     return _top_alignments(_orient(v, steer), decide.pilot_chips, per_chip, placed, steer, decide)
 
@@ -476,18 +486,18 @@ def _scanned_alignments(y: np.ndarray, layout: TileLayout, spares: np.ndarray) -
     if spare_scores.size and spare_scores.max() >= _SCAN_GATE:
         lattices.append(spares[int(np.argmax(spare_scores))])
     # pilot A alone chooses among them, so what is decided on pilot B is one hypothesis
-    folded = []
+    scored = []
     for basis in lattices:
         to_working = lattice_map(basis)
-        yw, valid, _ = warp_luma(y, to_working)
-        if min(yw.shape) < 2 * WORK_PX or float(valid.sum()) < (WORK_PX * TILE_CHIPS) ** 2:
+        folded = _fold_lattice(y, to_working)
+        if folded is None:
             continue
-        v = chip_estimates(*fold_tiles(whiten(yw) * valid, valid))
         for g in _ORIENTATIONS:
-            folded.append((float(pilot_scores(_orient(v, g), pilot_a).max()), g, to_working))
-    if not folded:
+            z_a = float(pilot_scores(_orient(folded[0], g), pilot_a).max())
+            scored.append((z_a, g, to_working))
+    if not scored:
         return []
-    best_a, steer, refined = max(folded, key=lambda f: f[0])
+    best_a, steer, refined = max(scored, key=lambda f: f[0])
     # the scan's grid leaves up to a quarter cycle of drift over its crop: the whole leak
     # may need the lattice polished
     for regions in _REFINE_REGIONS if _REFINE_START <= best_a < _REFINE_STOP else ():
