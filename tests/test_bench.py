@@ -11,12 +11,13 @@ import json
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from watermark import ATTACKS, bench, peers
+from watermark import ATTACKS, apply_attack, bench, peers
 from watermark.samples import sample_frames
 
 from ._factories import texture
@@ -233,3 +234,28 @@ def test_peer_embeds_and_extracts_blind(method: str) -> None:
     assert np.array_equal(bits, peers.bits_of(0x5EC2E7A1))
     half = marked[::2, ::2]  # another size: resized back before extraction
     assert peers.extract(method, half, expected_shape=frame.shape[:2], seed=7).shape == (32,)
+
+
+@pytest.mark.parametrize("attack", ["none", "jpeg50", "crop50", "noise10"])
+def test_vectorised_blind_watermark_matches_its_own_loop(attack: str) -> None:
+    if importlib.util.find_spec("blind_watermark") is None:
+        pytest.skip("blind-watermark is not installed (the peers extra)")
+    _, frame = sample_frames()[1]  # 640x360
+    marked = peers.embed("blind-watermark", frame, 0x0F1E2D3C, seed=3)
+    leak = apply_attack(attack, marked, seed=11)
+    leak = cv2.resize(leak, (frame.shape[1], frame.shape[0])) if leak.shape != frame.shape else leak
+    bgr = np.ascontiguousarray(leak[..., ::-1])
+    own = peers._blind_object(3).bwm_core
+    own.wm_size = 32
+    fast = peers._blind_object(3).bwm_core
+    fast.wm_size = 32
+    expected = own.extract_raw(bgr)  # the package's per-block loop
+    got = peers._blind_block_bits(fast, bgr)
+    assert got.dtype == expected.dtype and np.array_equal(got, expected)
+    bits = peers.extract("blind-watermark", leak, expected_shape=frame.shape[:2], seed=3)
+    assert np.array_equal(
+        peers.extract(
+            "blind-watermark", leak, expected_shape=frame.shape[:2], seed=3, vectorised=True
+        ),
+        bits,
+    )

@@ -290,7 +290,13 @@ def summarise(doc_trials: dict, attacks: Sequence[str], peers: Sequence[str]) ->
             "ssim_y_min": min((e["ssim_y"] for e in es), default=None),
         }
         traces = (
-            marked if method == "leaktrace" else [r for r in peer_trials if r["method"] == method]
+            marked
+            if method == "leaktrace"
+            else [  # the package's own code only (see _peer_task)
+                r
+                for r in peer_trials
+                if r["method"] == method and r.get("extractor", "package") == "package"
+            ]
         )
         # Trace time per MP of the delivered frame: the unattacked leaks when there are any
         # (a tiny attacked leak measures the detector's fixed cost, not its rate).
@@ -689,10 +695,16 @@ def _peer_task(task: _Task) -> dict:
             "ssim_y": ssim_y(image, marked),
         }
     ]
+    # blind-watermark's own extraction (a per-block Python loop) runs, timed, on one leak
+    # per frame, the unattacked one when there is one; every other leak goes through the
+    # vectorised copy of that loop (peers.extract(vectorised=True)), which must give the
+    # same bits on that leak.
+    reference = "none" if "none" in task.attacks else task.attacks[0]
     trials = []
     for attack in task.attacks:
         # Same seed as leaktrace's vendor 0: the same crop offsets and noise.
         leak = apply_attack(attack, marked, seed=stable_seed(task.seed, task.frame, 0, attack))
+        own_code = attack == reference or task.method != "blind-watermark"
         record = {
             "method": task.method,
             "frame": task.frame,
@@ -700,10 +712,17 @@ def _peer_task(task: _Task) -> dict:
             "attack": attack,
             "leak_shape": list(leak.shape),
             "megapixels": image.shape[0] * image.shape[1] / 1e6,  # extracted at this size
+            "extractor": "package" if own_code else "vectorised",
         }
         t0 = time.perf_counter()
         try:
-            bits = peers.extract(task.method, leak, expected_shape=image.shape[:2], seed=key_seed)
+            bits = peers.extract(
+                task.method,
+                leak,
+                expected_shape=image.shape[:2],
+                seed=key_seed,
+                vectorised=not own_code,
+            )
         except Exception as exc:  # a peer failing on a leak is a result, not a crash
             record.update(
                 trace_ms=None, bits=None, exact=False, bit_accuracy=None, error=f"{exc}"[:200]
@@ -716,6 +735,8 @@ def _peer_task(task: _Task) -> dict:
                 bit_accuracy=float(np.mean(bits == truth_bits)),
                 error=None,
             )
+            if own_code and task.method == "blind-watermark":
+                _check_vectorised(leak, image.shape[:2], key_seed, bits, task.frame)
         trials.append(record)
     window = flattest_window(task.pixels, CROP_SIZE)
     return {
@@ -723,6 +744,22 @@ def _peer_task(task: _Task) -> dict:
         "embeds": embeds,
         "crop": {"frame": task.frame, task.method: _crop(marked, window)},
     }
+
+
+def _check_vectorised(
+    leak: np.ndarray, shape: tuple[int, ...], seed: int, bits: np.ndarray, frame: str
+) -> None:
+    """Raise when blind-watermark's vectorised extraction disagrees with its own code."""
+    from . import peers
+
+    fast = peers.extract(
+        "blind-watermark", leak, expected_shape=(shape[0], shape[1]), seed=seed, vectorised=True
+    )
+    if not np.array_equal(fast, bits):
+        raise LeaktraceError(
+            f"{frame}: the vectorised blind-watermark extraction gives other bits than the "
+            "package's own; the bench cannot use it with this blind-watermark version"
+        )
 
 
 # --------------------------------------------------------------------------- runner
@@ -857,6 +894,11 @@ def run_bench(
             "peers embed vendor 0's id only (one trial per frame and attack); a leak of another "
             "size is resized back to the marked size before a peer extracts (leaktrace gets no "
             "such help)"
+        )
+        notes.append(
+            "blind-watermark extracts with its own code (timed) on each frame's first leak "
+            "(the unattacked one when there is one), and with a vectorised copy of its "
+            "per-block loop on the others; the run stops if the two ever give other bits"
         )
     payloads = tuple(int(p) for p in distinct_payloads(np.random.default_rng(seed), vendors))
     attacks = tuple(attacks)
