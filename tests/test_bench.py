@@ -259,3 +259,21 @@ def test_vectorised_blind_watermark_matches_its_own_loop(attack: str) -> None:
         ),
         bits,
     )
+
+
+def test_vectorised_extraction_leaves_no_reference_cycle(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a bound method left on the core would keep its image arrays alive until a full GC
+    # (10 GB over a bench --peers run)
+    if importlib.util.find_spec("blind_watermark") is None:
+        pytest.skip("blind-watermark is not installed (the peers extra)")
+    made = []
+    real = peers._blind_object
+
+    def spy(seed: int):
+        made.append(real(seed))
+        return made[-1]
+
+    monkeypatch.setattr(peers, "_blind_object", spy)
+    _, frame = sample_frames()[1]
+    peers.extract("blind-watermark", frame, expected_shape=frame.shape[:2], vectorised=True)
+    assert made and "extract_raw" not in vars(made[0].bwm_core)

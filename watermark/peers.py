@@ -263,8 +263,14 @@ def extract(
         if vectorised:
             # an instance attribute: this object's extract() calls it in place of the loop
             wm.bwm_core.extract_raw = types.MethodType(_blind_block_bits, wm.bwm_core)
-        with contextlib.redirect_stdout(io.StringIO()):
-            bits = wm.extract(embed_img=bgr, wm_shape=PAYLOAD_BITS, mode="bit")
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                bits = wm.extract(embed_img=bgr, wm_shape=PAYLOAD_BITS, mode="bit")
+        finally:
+            if vectorised:
+                # the bound method refers back to the core: a cycle that would keep the
+                # core's image arrays (tens of MB) alive until a full garbage collection
+                del wm.bwm_core.extract_raw
     else:
         from imwatermark import WatermarkDecoder
 
