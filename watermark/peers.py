@@ -18,13 +18,13 @@ both are contained here (stdout is swallowed, the start method is left untouched
 Peers get the geometry back for free: a leak whose (H, W) differs from the marked image is
 resized to ``expected_shape`` before extraction (leaktrace's detector gets no such help).
 
-blind-watermark extracts one 4x4 block at a time in a Python loop (about 1 s per megapixel,
-nearly half of a full ``bench --peers`` run). ``extract(..., vectorised=True)`` replaces that
-one loop, and only it, with whole-array calls that give bit-identical per-block results
-(OpenCV's row DCT applied twice is its 2-D DCT, and NumPy's batched SVD runs the same LAPACK
-routine per matrix); everything else -- reading the image, averaging, k-means, decryption --
-is still the package's own code. The bench times the package's own extraction and checks
-that both give the same bits on every frame.
+blind-watermark extracts one 4x4 block at a time in a Python loop (about 1.9 s per
+megapixel, nearly half of a full ``bench --peers`` run's CPU time).
+``extract(..., vectorised=True)`` replaces that one loop, and only it, with whole-array calls
+that give bit-identical per-block results (OpenCV's row DCT applied twice is its 2-D DCT, and
+NumPy's batched SVD runs the same LAPACK routine per matrix); everything else -- reading the
+image, averaging, k-means, decryption -- is still the package's own code. The bench times the
+package's own extraction and checks that both give the same bits on one leak of every frame.
 """
 
 from __future__ import annotations
@@ -237,7 +237,8 @@ def extract(
         The seed given to :func:`embed`.
     vectorised : bool
         blind-watermark only: replace the package's per-block loop by
-        :func:`_blind_block_bits` (same bits, about 20x faster); ignored by the others.
+        :func:`_blind_block_bits` (same bits, about 7 times faster
+        on the bench's frames of at most 1024 px); ignored by the others.
 
     Returns
     -------
