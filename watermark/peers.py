@@ -35,6 +35,7 @@ import io
 import multiprocessing
 import types
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -286,7 +287,7 @@ def _blind_object(seed: int):
         return blind_watermark.WaterMark(password_wm=password_wm, password_img=password_img)
 
 
-def _blind_block_bits(core, img: np.ndarray) -> np.ndarray:
+def _blind_block_bits(core: Any, img: np.ndarray) -> np.ndarray:
     """blind-watermark's ``WaterMarkCore.extract_raw`` without its per-block loop.
 
     Same steps as the package's ``block_get_wm_slow`` on every 4x4 block of the Haar
