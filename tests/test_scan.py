@@ -95,21 +95,21 @@ def test_keyed_scan_scores_tile_lattices_too():
     turned = 128.0 * np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]])
     bases = np.stack([turned, 1.04 * turned, 128.0 * np.eye(2)])
     y = luma(rotate(marked, 7.0))
-    chip_px, score, lattice = keyed_scan(
-        y, _pilots(), smallest=2.0, largest=64.0, bases=bases, lattice_pilots=every
+    chip_px, score, (lattice,) = keyed_scan(
+        y, _pilots(), smallest=2.0, largest=64.0, lattices=((bases, every),)
     )
     assert lattice[0] > 8.0
     assert lattice[1] < 5.5 and lattice[2] < 5.5
     assert score < 5.5  # the square scan cannot see a turned tile
     # unturned, the square lattice and the square size agree
     y = luma(marked)
-    chip_px, score, lattice = keyed_scan(
-        y, _pilots(), smallest=2.0, largest=64.0, bases=bases[2:], lattice_pilots=_pilots()
+    chip_px, score, (lattice,) = keyed_scan(
+        y, _pilots(), smallest=2.0, largest=64.0, lattices=((bases[2:], _pilots()),)
     )
     assert abs(chip_px / 4.0 - 1.0) < 0.003
     assert lattice[0] > 8.0 and abs(lattice[0] - score) < 0.5
     # a lattice whose tile does not fit twice in the leak is not scored
-    _, _, lattice = keyed_scan(
-        y, _pilots(), smallest=2.0, largest=64.0, bases=60.0 * bases[2:], lattice_pilots=_pilots()
+    _, _, (lattice,) = keyed_scan(
+        y, _pilots(), smallest=2.0, largest=64.0, lattices=((60.0 * bases[2:], _pilots()),)
     )
     assert lattice[0] == -np.inf

@@ -11,13 +11,15 @@ the chip size the pilot likes best, at a fraction of a millisecond per size.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import scipy.fft
 
 from ._carrier import TILE_CHIPS
 from ._sync import WORK_PX, area_resize, whiten
 
-__all__ = ["keyed_scan", "scan_chip_size", "scan_grid"]
+__all__ = ["keyed_scan", "near_square_lattices", "scan_chip_size", "scan_grid"]
 
 SCAN_PX = 768  # side of the analysed centre crop, px
 _CHUNK = 48  # chip sizes scored per vectorised batch (bounds memory)
@@ -93,9 +95,8 @@ def keyed_scan(
     smallest: float,
     largest: float,
     crop: int = SCAN_PX,
-    bases: np.ndarray | None = None,
-    lattice_pilots: np.ndarray | None = None,
-) -> tuple[float, float, np.ndarray]:
+    lattices: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+) -> tuple[float, float, list[np.ndarray]]:
     """:func:`scan_chip_size`, and the pilot score of given tile lattices on the same
     resampled, whitened crops.
 
@@ -107,29 +108,30 @@ def keyed_scan(
     ----------
     y, pilots, smallest, largest, crop
         As :func:`scan_chip_size`.
-    bases : (N, 2, 2) float ndarray, optional
-        Tile lattices in leak pixels (columns (dx, dy)), see
-        :func:`watermark._sync.estimate_lattices`.
-    lattice_pilots : (G', T, T) float ndarray, optional
-        Pilots the lattices are scored with (a lattice fixes the tile's axes only up to
-        its 8 quarter turns and mirrors); default `pilots`.
+    lattices : sequence of (bases, pilots)
+        Groups of tile lattices, each ``(N, 2, 2)`` in leak pixels (columns (dx, dy)),
+        with the ``(G', T, T)`` pilots that group is scored with: the 8 quarter turns
+        and mirrors for a lattice the autocorrelation proposes (it fixes the tile's axes
+        only up to them, see :func:`watermark._sync.estimate_lattices`), fewer for one
+        built from known axes (:func:`near_square_lattices`).
 
     Returns
     -------
     chip_px, score : float
         As :func:`scan_chip_size`.
-    lattice_scores : (N,) float64 ndarray
-        Each lattice's best pilot score over half-chip shifts and orientations; -inf for
-        one whose chips are outside the scanned sizes or whose tile does not fit twice in
-        the crop.
+    lattice_scores : list of (N,) float64 ndarray
+        Per group, each lattice's best pilot score over half-chip shifts and its
+        pilots; -inf for one whose chips are outside the scanned sizes or whose tile
+        does not fit twice in the crop.
     """
     p = _check_pilots(pilots)
-    lp = p if lattice_pilots is None else _check_pilots(lattice_pilots)
     if not 0.0 < smallest <= largest:
         raise ValueError(f"need 0 < smallest <= largest, got {smallest}, {largest}")
-    b = np.zeros((0, 2, 2)) if bases is None else np.asarray(bases, np.float64).reshape(-1, 2, 2)
-    chips = np.sqrt(np.abs(np.linalg.det(b))) / TILE_CHIPS if len(b) else np.zeros(0)
-    lattice_scores = np.full(len(b), -np.inf)
+    groups = []
+    for bases, group_pilots in lattices:
+        b = np.asarray(bases, np.float64).reshape(-1, 2, 2)
+        chips = np.sqrt(np.abs(np.linalg.det(b))) / TILE_CHIPS
+        groups.append((b, _check_pilots(group_pilots), chips, np.full(len(b), -np.inf)))
     best_px, best_score = 0.0, -np.inf
     low = float(smallest)
     while low < largest:
@@ -141,9 +143,11 @@ def keyed_scan(
         cw = min(crop, max(1, round(y.shape[1] * f)))
         top_size = min(high * f, min(ch, cw) / (2.0 * TILE_CHIPS))  # two tiles across the crop
         # a lattice whose tile does not fit twice across the crop is not scored
-        here = np.flatnonzero((chips >= low) & (chips < high))
-        fits = here[np.abs(b[here] * f).max(axis=(1, 2)) <= min(ch, cw) / 2.0]
-        if top_size >= low * f or fits.size:
+        fits = []
+        for b, _, chips, _ in groups:
+            here = np.flatnonzero((chips >= low) & (chips < high))
+            fits.append(here[np.abs(b[here] * f).max(axis=(1, 2)) <= min(ch, cw) / 2.0])
+        if top_size >= low * f or any(fit.size for fit in fits):
             lh, lw = (
                 _even(min(n, round(c / f)), n) for n, c in zip(y.shape, (ch, cw), strict=True)
             )
@@ -162,10 +166,70 @@ def keyed_scan(
                 k = int(np.argmax(scores))
                 if scores[k] > best_score:
                     best_px, best_score = float(sizes[k] / f), float(scores[k])
-            if fits.size:
-                lattice_scores[fits] = _lattice_scores(spec, (ch, cw), lp, b[fits] * f)
+            for (b, group_pilots, _, scores), fit in zip(groups, fits, strict=True):
+                if fit.size:
+                    scores[fit] = _lattice_scores(spec, (ch, cw), group_pilots, b[fit] * f)
         low = high
-    return best_px, best_score, lattice_scores
+    return best_px, best_score, [scores for *_, scores in groups]
+
+
+def near_square_lattices(
+    chip_sizes: Sequence[float],
+    *,
+    max_turn: float = 16.0,
+    turn_step: float = 0.5,
+    turn_scales: tuple[float, float] = (0.95, 1.05),
+    stretches: tuple[float, float] = (0.88, 1.14),
+    scale_step: float = 0.01,
+) -> np.ndarray:
+    """Tile lattices of square chips turned a little, and of chips stretched per axis.
+
+    The autocorrelation proposes the lattice of a turned or stretched leak only where the
+    content lets the tiling show (thin line art on white paper often does not); these
+    lattices let the key find it instead, around the chip sizes a delivery of the leak's
+    size carries.
+
+    Parameters
+    ----------
+    chip_sizes : sequence of float
+        Chip sizes the grid is centred on, px.
+    max_turn, turn_step : float
+        Turns from ``-max_turn`` to ``max_turn`` degrees, ``turn_step`` apart (0 left
+        out: the square scan covers it).
+    turn_scales : (float, float)
+        Range of chip size, relative, of the turned lattices.
+    stretches : (float, float)
+        Range of each axis's chip size, relative, of the unturned, stretched lattices
+        (the axes at least 3 % apart: closer, the square scan covers them).
+    scale_step : float
+        Relative step of the sizes (log-spaced).
+
+    Returns
+    -------
+    (N, 2, 2) float64 ndarray
+        Tile period vectors (columns (dx, dy)) in px, as :func:`keyed_scan` scores them.
+
+    Examples
+    --------
+    >>> near_square_lattices([4.0]).shape
+    (1233, 2, 2)
+    """
+    turns = np.radians(np.arange(-max_turn, max_turn + 1e-9, turn_step))
+    turns = turns[np.abs(turns) > 1e-9]
+    cos, sin = np.cos(turns), np.sin(turns)
+    rotation = np.stack([np.stack([cos, -sin], -1), np.stack([sin, cos], -1)], -2)  # (A, 2, 2)
+    turn_rel = np.exp(np.arange(np.log(turn_scales[0]), np.log(turn_scales[1]), scale_step))
+    rel = np.exp(np.arange(np.log(stretches[0]), np.log(stretches[1]), scale_step))
+    sx, sy = (g.ravel() for g in np.meshgrid(rel, rel))
+    apart = np.abs(sx / sy - 1.0) > 0.03
+    stretched = np.zeros((int(apart.sum()), 2, 2))
+    stretched[:, 0, 0], stretched[:, 1, 1] = sx[apart], sy[apart]
+    out = []
+    for c in chip_sizes:
+        period = float(c) * TILE_CHIPS
+        out.append(period * (turn_rel[:, None, None, None] * rotation[None]).reshape(-1, 2, 2))
+        out.append(period * stretched)
+    return np.concatenate(out) if out else np.zeros((0, 2, 2))
 
 
 def _even(n: int, limit: int) -> int:
