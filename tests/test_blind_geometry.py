@@ -12,6 +12,7 @@ from watermark._color import luma
 from watermark._detect import _pilot_halves, detect_frame
 from watermark._embed import embed_frame
 from watermark._register import describe_tile_axes
+from watermark._scan import keyed_scan, near_square_lattices
 from watermark._sync import (
     _fit_bases,
     area_resize,
@@ -188,3 +189,35 @@ def test_hatched_backdrop_is_traced_from_a_runner_up_lattice(degrees: float) -> 
     det = detect_frame(leak, KEY, candidates=CANDIDATES)
     assert det.found and det.payload == PAYLOAD
     assert not detect_frame(rotate(image, degrees), KEY, candidates=CANDIDATES).found
+
+
+@pytest.mark.parametrize("attack", ["aspect0.9", "rotate5crop"])
+def test_line_art_hiding_its_lattice_is_found_by_the_key(attack: str) -> None:
+    """Thin line art on white: after a stretch or a turn its lattice is in neither the
+    autocorrelation's best four nor its runners-up; the keyed lattices near the native
+    square ones find it."""
+    path = CORPUS / "frames" / "pcrunner_world_lineart_dorokhova_1280x720.png"
+    if not path.exists():
+        pytest.skip(f"test corpus not found at {CORPUS}")
+    image = read_image(path).pixels
+    marked = embed_frame(image, KEY, PAYLOAD).image
+    if attack == "aspect0.9":
+        leak, true = aspect(marked, 0.9), np.diag([0.9, 1.0]) * TILE_CHIPS * CHIP_PX
+    else:
+        leak, true = rotate(marked, 5.0, inner_crop=True), _turned(5.0, TILE_CHIPS * CHIP_PX)
+    y = luma(leak)
+    best, spares = lattice_candidates(y, n_candidates=4, n_spares=24)
+    assert min(np.abs(b - true).max() for b in [*best, *spares]) > 2.0
+    near = near_square_lattices([CHIP_PX])
+    _, _, (scores,) = keyed_scan(
+        y, _scan_pilots(), smallest=2.0, largest=64.0, lattices=((near, _scan_pilots()),)
+    )
+    assert np.abs(near[int(np.argmax(scores))] - true).max() < 0.02 * TILE_CHIPS * CHIP_PX
+    det = detect_frame(leak, KEY, candidates=CANDIDATES)
+    assert det.found and det.payload == PAYLOAD
+    assert not detect_frame(aspect(image, 0.9), KEY, candidates=CANDIDATES).found
+
+
+def _scan_pilots() -> np.ndarray:
+    pilot_a = _pilot_halves(tile_layout(KEY))[0]
+    return np.stack([pilot_a, pilot_a[:, ::-1]])

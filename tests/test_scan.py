@@ -7,7 +7,7 @@ from watermark._carrier import TILE_CHIPS, tile_layout
 from watermark._color import luma
 from watermark._detect import _ORIENTATIONS, _orient, _pilot_halves, detect_frame
 from watermark._embed import embed_frame
-from watermark._scan import keyed_scan, scan_chip_size, scan_grid
+from watermark._scan import keyed_scan, near_square_lattices, scan_chip_size, scan_grid
 from watermark._sync import estimate_chip_sizes
 
 from .frames import hatched_frame, textured_frame
@@ -113,3 +113,19 @@ def test_keyed_scan_scores_tile_lattices_too():
         y, _pilots(), smallest=2.0, largest=64.0, lattices=((60.0 * bases[2:], _pilots()),)
     )
     assert lattice[0] == -np.inf
+
+
+def test_near_square_lattices_turn_and_stretch_the_native_tile():
+    bases = near_square_lattices([4.0, 8.0], max_turn=10.0, turn_step=1.0)
+    period = np.sqrt(np.abs(np.linalg.det(bases))) / TILE_CHIPS
+    assert bases.shape[1:] == (2, 2) and np.all(np.isfinite(bases))
+    assert period.min() > 4.0 * 0.87 and period.max() < 8.0 * 1.15
+    turned = np.abs(bases[:, 1, 0]) > 0  # the stretched ones have no off-diagonal term
+    angle = np.degrees(np.arctan2(bases[turned, 1, 0], bases[turned, 0, 0]))
+    assert np.isclose(angle.min(), -10.0) and np.isclose(angle.max(), 10.0)
+    assert np.all(np.abs(angle) > 0.5)  # unturned squares are the square scan's
+    cols = np.linalg.norm(bases[turned], axis=1)  # square chips: both periods equal
+    np.testing.assert_allclose(cols[:, 0], cols[:, 1])
+    sx, sy = bases[~turned, 0, 0], bases[~turned, 1, 1]
+    assert np.all(np.abs(sx / sy - 1.0) > 0.03)
+    assert near_square_lattices([]).shape == (0, 2, 2)
