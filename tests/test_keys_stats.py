@@ -1,8 +1,11 @@
+import itertools
+
 import numpy as np
 import pytest
+import scipy.stats
 
 from watermark._keys import check_key, derive_bytes, keyed_generator
-from watermark._stats import false_alarm_probability, z_threshold
+from watermark._stats import false_alarm_probability, sign_flip_probability, z_threshold
 
 
 def test_derivation_is_deterministic_and_separated():
@@ -51,3 +54,47 @@ def test_null_scores_are_calibrated():
     z = m @ v / np.linalg.norm(v)
     assert abs(z.std() - 1.0) < 0.03
     assert np.mean(false_alarm_probability(z, 1) <= 0.01) <= 0.013
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sign_flip_probability_bounds_the_exact_tail(seed):
+    # every sign pattern of 14 terms enumerated: the bound is never below the exact tail,
+    # and above it only by the grid's rounding (n / (2 resolution) standard deviations)
+    rng = np.random.default_rng(seed)
+    w = rng.exponential(size=14) * rng.choice([-1.0, 1.0], size=14)
+    sums = np.array(list(itertools.product([-1.0, 1.0], repeat=14))) @ np.abs(w)
+    norm = np.linalg.norm(w)
+    for t in np.linspace(0.1, np.abs(w).sum(), 25):
+        exact = np.mean(sums >= t - 1e-12)
+        looser = np.mean(sums >= t - 14 / (2 * 256) * norm - 1e-12)
+        bound = sign_flip_probability(w, t, resolution=256)
+        assert exact <= bound <= looser
+
+
+def test_sign_flip_probability_edges():
+    assert sign_flip_probability(np.ones(20), 20.0) == pytest.approx(2.0**-20)
+    assert sign_flip_probability(np.ones(20), 20.5) == 0.0
+    assert sign_flip_probability(np.ones(5), 0.0) == 1.0
+    assert sign_flip_probability(np.zeros(5), 1.0) == 0.0
+    # equal terms: the binomial tail, P(at least 250 of 400 signs positive)
+    exact = scipy.stats.binom.sf(249, 400, 0.5)
+    assert sign_flip_probability(np.ones(400), 100.0) == pytest.approx(exact, rel=1e-6)
+    with pytest.raises(ValueError, match="resolution"):
+        sign_flip_probability(np.ones(3), 1.0, resolution=4)
+    with pytest.raises(ValueError, match="finite"):
+        sign_flip_probability(np.array([1.0, np.nan]), 1.0)
+
+
+def test_sign_flip_probability_is_calibrated_whatever_the_amplitude():
+    # terms a * n_j * d_j + noise with d_j = +-1 at random (an unrelated codeword): the
+    # sum's law changes with the amplitude a, the sign-flip p-value stays valid
+    rng = np.random.default_rng(3)
+    n_j = rng.integers(1, 7, size=162).astype(float)
+    for a in (0.0, 0.5, 2.0):
+        p = []
+        for _ in range(2000):
+            d = rng.choice([-1.0, 1.0], size=162)
+            s = a * n_j * d + rng.standard_t(3, size=162) * np.sqrt(n_j)
+            p.append(sign_flip_probability(s, float(s.sum()), resolution=256))
+        assert np.mean(np.array(p) <= 0.01) <= 0.016
+        assert np.mean(np.array(p) <= 0.1) <= 0.115

@@ -13,7 +13,7 @@ from ._color import check_image, luma
 from ._ecc import CODED_BITS, decode_payload, encode_payloads, list_decode
 from ._keys import check_key
 from ._scan import keyed_scan, near_square_lattices
-from ._stats import false_alarm_probability, z_threshold
+from ._stats import false_alarm_probability, sign_flip_probability, z_threshold
 from ._sync import (
     WORK_PX,
     chip_estimates,
@@ -102,8 +102,6 @@ _REFINE_START = 5.0
 _REFINE_STOP = 12.0  # ... and above which it is sharp enough already
 _PLAIN_Z = 20.0  # pilot score of a square-lattice alignment that makes refinement pointless
 _REFINE_MAX_MOVE = 16.0  # working px: larger corrections are rejected
-# Upper confidence bound, in standard errors, on the mark amplitude the pilot measures.
-_AMPLITUDE_UCB = 3.0
 # Paths kept by the list decoder that names the deliveries most likely to be the mark.
 _LIST_SIZE = 32
 
@@ -621,6 +619,21 @@ def _confusion_probability(
     return float(np.sum(false_alarm_probability(z_pair, 1.0)))
 
 
+def _outside_probability(soft: np.ndarray, data_score: float, n: float, other: float) -> float:
+    """Union bound over `n` candidates on "an unregistered delivery is the mark".
+
+    Hoeffding's ``exp(-t^2 / 2 ||s||^2)`` bounds the sign-flip tail from above; where that
+    already keeps the term under `other` (the verdict's other terms, so it cannot be the
+    largest), the exact tail is not needed.
+    """
+    norm2 = float(np.sum(soft**2))
+    if data_score <= 0.0 or norm2 <= 0.0:
+        return 1.0
+    if n * np.exp(-0.5 * data_score**2 / norm2) <= other:
+        return float(min(1.0, n * np.exp(-0.5 * data_score**2 / norm2)))
+    return float(min(1.0, n * sign_flip_probability(soft, data_score)))
+
+
 _Verdict = tuple[int, float, float, float]  # candidate index, score, p accuse, p mark
 
 
@@ -635,12 +648,13 @@ def _registry_verdict(
       over every geometry hypothesis and candidate;
     - another registered delivery is the mark (pair tests, :func:`_confusion_probability`),
       also against the CRC-valid deliveries a list Viterbi decoder finds outside the registry;
-    - an unregistered delivery is the mark: then the accused candidate's data chips agree
-      with it only by chance (coded bits of unrelated messages agree independently with
-      probability 1/2), so its data-only score ``z_data`` is centred at 0 with variance
-      ``1 + r^2 (kappa - 1)``, where ``kappa = sum n_j^2 / sum n_j`` for ``n_j`` chips per
-      coded bit and ``r^2`` is the mark's share of the chip energy, bounded above from the
-      pilot.
+    - an unregistered delivery is the mark: then each coded bit of the accused candidate
+      agrees with the mark's only by chance (coded bits of unrelated messages agree
+      independently with probability 1/2), so each term ``c_j s_j`` of its data score (its
+      coded bit times that bit's soft value) is symmetric about 0 given ``|s_j|``, whatever
+      the mark's amplitude and however many chips carry the bit. The data score's tail is
+      then that of a sign-flip sum with weights ``|s_j|``, computed exactly
+      (:func:`watermark._stats.sign_flip_probability`), once per candidate.
     """
     soft, energy = _soft_bits(h, layout)
     pilot_part = float(np.sum(h.chips * layout.pilot_chips))
@@ -656,13 +670,6 @@ def _registry_verdict(
     chips_per_bit = np.bincount(
         layout.bit_index[layout.bit_index >= 0], minlength=CODED_BITS
     ).astype(np.float64)
-    # r = a / sqrt(a^2 + sigma^2): the mark's share of the chip energy, which is what the
-    # pilot score over sqrt(n_pilot) estimates; bounded above by 3 standard errors.
-    amp_high = min(1.0, (max(h.pilot_z, 0.0) + _AMPLITUDE_UCB) / np.sqrt(n_pilot))
-    kappa = float(np.sum(chips_per_bit**2) / np.sum(chips_per_bit))
-    z_data = data_part[best] / np.sqrt(max(float(np.sum(energy)), 1e-12))
-    inflation = np.sqrt(1.0 + amp_high**2 * (kappa - 1.0))
-    p_outside = float(false_alarm_probability(z_data / inflation, n))
 
     listed, _, valid = list_decode(soft, _LIST_SIZE)
     outsiders = np.setdiff1d(listed[valid], candidates.astype(np.uint64))
@@ -673,6 +680,7 @@ def _registry_verdict(
         p_confuse = _confusion_probability(
             soft, energy, signs[best], rival_signs, h.pilot_z, n_pilot, chips_per_bit
         )
+    p_outside = _outside_probability(soft, float(data_part[best]), n, max(p_mark, p_confuse))
     p_accuse = min(1.0, max(p_mark, p_confuse, p_outside))
     return best, float(z[best]), p_accuse, p_mark
 
