@@ -106,6 +106,8 @@ def read_image(path: Path, *, alpha: bool = True) -> np.ndarray:
     ``alpha=False`` drops an alpha channel (for metrics and crops).
     """
     data = np.fromfile(path, dtype=np.uint8)
+    if not data.size:  # cv2.imdecode asserts on an empty buffer
+        raise BenchError(f"{path} is an empty file")
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise BenchError(f"cannot decode {path} as an image")
