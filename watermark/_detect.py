@@ -654,7 +654,8 @@ def _registry_verdict(
       coded bit times that bit's soft value) is symmetric about 0 given ``|s_j|``, whatever
       the mark's amplitude and however many chips carry the bit. The data score's tail is
       then that of a sign-flip sum with weights ``|s_j|``, computed exactly
-      (:func:`watermark._stats.sign_flip_probability`), once per candidate.
+      (:func:`watermark._stats.sign_flip_probability`) for the best candidate and
+      multiplied by the number of candidates (any of them could have been the best).
     """
     soft, energy = _soft_bits(h, layout)
     pilot_part = float(np.sum(h.chips * layout.pilot_chips))
