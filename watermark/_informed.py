@@ -661,12 +661,18 @@ def trace_registered(
             h,
             leak_factor=leak_factor(leak_y.shape),
         )
-        h = h if fine is None else fine
-    options = [h]
+        # the coarse registration stays a candidate: a few dozen matches on a flat frame
+        # can fit a homography a degree off, which ECC then cannot pull back
+        options = [h] if fine is None else [fine, h]
+    else:
+        options = [h]
     if refine:
-        refined, rho = refine_homography(leak_y, original_y, h)
-        if rho > 0:
-            options.append(refined)
+        # the finer registration first; the coarse one only when ECC fails on it
+        for start in list(options):
+            refined, rho = refine_homography(leak_y, original_y, start)
+            if rho > 0:
+                options.append(refined)
+                break
     # an unscaled crop registers a fraction of a pixel off a whole-pixel shift (a full
     # frame comes out 2e-4 off in scale): the exact shift is one more candidate, chosen
     # only if it fits the host better, and it lets the codec replica be used
