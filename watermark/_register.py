@@ -31,6 +31,10 @@ __all__ = [
 
 MIN_INLIERS = 10  # matches a homography needs before it is believed
 _RANSAC_PX = 0.006  # inlier tolerance, as a fraction of the leak's long side
+# OpenCV's random draws are seeded before each robust fit, so a leak registers the same way
+# on every run (evidence that can be reproduced), whatever else used OpenCV's generator;
+# this sets that generator's state in the calling thread
+_RANSAC_SEED = 20261205
 # Matches spanning less than this fraction of the leak's area pin down a similarity, not
 # the eight degrees of freedom of a homography (which then extrapolates wildly)
 _MIN_HOMOGRAPHY_SPREAD = 0.25
@@ -213,6 +217,7 @@ def estimate_homography(
     if len(original_xy) < MIN_INLIERS:
         return None, 0
     tol = max(2.0, _RANSAC_PX * max(leak_shape[:2]))
+    cv2.setRNGSeed(_RANSAC_SEED)
     h, mask = cv2.findHomography(
         original_xy.astype(np.float32),
         leak_xy.astype(np.float32),
@@ -253,6 +258,7 @@ def estimate_similarity(
     if len(original_xy) < MIN_INLIERS:
         return None, 0, 0.0
     tol = max(2.0, _RANSAC_PX * max(leak_shape[:2]))
+    cv2.setRNGSeed(_RANSAC_SEED)
     m, mask = cv2.estimateAffinePartial2D(
         original_xy.astype(np.float32),
         leak_xy.astype(np.float32),
