@@ -14,6 +14,7 @@ from watermark._embed import embed_frame
 from watermark._register import describe_tile_axes
 from watermark._scan import keyed_scan, near_square_lattices
 from watermark._sync import (
+    WORK_PX,
     _fit_bases,
     area_resize,
     estimate_lattices,
@@ -114,10 +115,17 @@ def test_a_leak_convicted_by_the_square_search_counts_the_whole_search(
     # the unrotated leak stops before the lattices are estimated; its p-value must still
     # count every hypothesis the lattice search could have added
     plain = detect_frame(marked, KEY, candidates=CANDIDATES)
-    turned = detect_frame(rotate(marked, 7.0), KEY, candidates=CANDIDATES)
+    turned = detect_frame(rotate(marked, 7.0, inner_crop=True), KEY, candidates=CANDIDATES)
     assert plain.found and turned.found
     assert plain.axes == (CHIP_PX, 0.0, 0.0, CHIP_PX)
     assert plain.n_tests == turned.n_tests
+    # with black corners the turned picture's quadrilateral is one more geometry, found
+    # without the key: its maps at the two native chip sizes (4 and 8 px for 600 x 900), in
+    # all 8 orientations and refined
+    cornered = detect_frame(rotate(marked, 7.0), KEY, candidates=CANDIDATES)
+    assert cornered.found
+    extra = 2 * (8 + 1) * WORK_PX**2 * TILE_CHIPS**2 * CANDIDATES.size
+    assert cornered.n_tests == plain.n_tests + extra
     assert (
         plain.n_tests
         > detect_frame(marked, KEY, candidates=CANDIDATES, estimate_geometry=False).n_tests

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ._border import picture_quad, rectifying_map
 from ._carrier import TILE_CHIPS, TileLayout, chip_level, chip_values, tile_layout
 from ._color import check_image, luma
 from ._ecc import CODED_BITS, decode_payload, encode_payloads, list_decode
@@ -414,20 +415,22 @@ def _fold_lattice(y: np.ndarray, to_working: np.ndarray) -> tuple[np.ndarray, np
 
 
 def _search_lattices(
-    y: np.ndarray, layout: TileLayout, bases: list[np.ndarray], *, refine: bool = True
+    y: np.ndarray, layout: TileLayout, maps: list[np.ndarray], *, refine: bool = True
 ) -> list[_Hypothesis]:
     """Pilot-scored alignments on resampled tile lattices, in all 8 orientations, plus one
-    refined hypothesis per lattice (see :func:`_refine_map`), scored on pilot B."""
+    refined hypothesis per lattice (see :func:`_refine_map`), scored on pilot B.
+
+    `maps` are (3, 3) leak -> working maps: :func:`lattice_map` of a lattice, or a
+    projective one (:func:`_rectified_maps`)."""
     pilot = layout.pilot_chips
     pilot_a = _pilot_halves(layout)[0]
     found: list[_Hypothesis] = []
-    for basis in bases:
-        to_working = lattice_map(basis)
+    for to_working in maps:
         folded = _fold_lattice(y, to_working)
         if folded is None:
             continue
         v, placed = folded
-        per_chip = np.asarray(basis, np.float64) / TILE_CHIPS  # leak px per working chip
+        per_chip = _per_chip(to_working)  # leak px per working chip
         best_a, steer = -np.inf, _ORIENTATIONS[0]
         for g in _ORIENTATIONS:
             aligned_all = _orient(v, g)
@@ -514,6 +517,29 @@ def _scanned_alignments(y: np.ndarray, layout: TileLayout, spares: np.ndarray) -
     return _pilot_b_alignments(y, refined, steer, layout)
 
 
+def _rectified_maps(y: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """Leak -> working maps through the picture's quadrilateral, when the leak shows one
+    inside a dark surround (:func:`watermark._border.picture_quad`): the picture brought
+    back to the leak's rectangle, at the chip sizes a delivery of that size carries.
+
+    A perspective changes the tile lattice across the frame, so no one lattice folds it;
+    the picture's borders give the projective part directly.
+
+    Returns
+    -------
+    maps : list of (3, 3) float64 ndarrays
+        Empty without a quad.
+    corner : (2,) float64 ndarray
+        Leak (x, y) of the quad's top-left corner (meaningless without a quad).
+    """
+    quad = picture_quad(y)
+    if quad is None:
+        return [], np.zeros(2)
+    to_picture = rectifying_map(quad, y.shape)
+    sizes = _native_chip_sizes(y.shape)
+    return [lattice_map(np.eye(2) * (c * TILE_CHIPS)) @ to_picture for c in sizes], quad[0]
+
+
 def _native_chip_sizes(shape: tuple[int, ...]) -> tuple[float, ...]:
     """Chip sizes a delivery about the size of a leak of `shape` carries: its own chip
     level's, and the next one up (a crop of a larger frame)."""
@@ -540,31 +566,77 @@ def _top_alignments(
     """The _TOP_HYPOTHESES best phases and shifts of oriented chip estimates; with a
     `layout`, only the chips it decides on (its pilot and the data) are kept."""
     z = pilot_scores(aligned_all, pilot)
-    kept = None if layout is None else layout.pilot | (layout.bit_index >= 0)
+    return [
+        _alignment(aligned_all, z, np.unravel_index(idx, z.shape), per_chip, placed, g, layout)
+        for idx in np.argsort(z, axis=None)[::-1][:_TOP_HYPOTHESES]
+    ]
+
+
+def _alignment(
+    aligned_all: np.ndarray,
+    z: np.ndarray,
+    at: tuple[int, ...],
+    per_chip: np.ndarray,
+    placed: np.ndarray,
+    g: np.ndarray,
+    layout: TileLayout | None,
+) -> _Hypothesis:
+    """The hypothesis of phase and shift `at` = (a, b, i, j) of oriented chip estimates,
+    `z` their pilot scores (see :func:`_top_alignments`)."""
+    a, b, i, j = (int(k) for k in at)
+    aligned = np.roll(aligned_all[a, b], (i, j), axis=(0, 1))
+    if layout is not None:
+        aligned = np.where(layout.pilot | (layout.bit_index >= 0), aligned, 0.0)
     chip_px = float(np.sqrt(abs(np.linalg.det(per_chip))))
     axes = per_chip @ _SWAP @ g.T.astype(np.float64) @ _SWAP
     origin = placed @ np.array([0.0, 0.0, 1.0])
-    origin = (float(origin[0] / origin[2]), float(origin[1] / origin[2]))
-    out = []
-    for idx in np.argsort(z, axis=None)[::-1][:_TOP_HYPOTHESES]:
-        a, b, i, j = np.unravel_index(idx, z.shape)
-        aligned = np.roll(aligned_all[a, b], (int(i), int(j)), axis=(0, 1))
-        if kept is not None:
-            aligned = np.where(kept, aligned, 0.0)
-        out.append(
-            _Hypothesis(
-                float(z[a, b, i, j]),
-                chip_px,
-                (int(a), int(b)),
-                (int(i), int(j)),
-                aligned,
-                axes,
-                origin,
-                g,
-                layout,
-            )
-        )
-    return out
+    return _Hypothesis(
+        float(z[a, b, i, j]),
+        chip_px,
+        (a, b),
+        (i, j),
+        aligned,
+        axes,
+        (float(origin[0] / origin[2]), float(origin[1] / origin[2])),
+        g,
+        layout,
+    )
+
+
+def _anchored_alignment(
+    y: np.ndarray, to_working: np.ndarray, anchor: np.ndarray, layout: TileLayout
+) -> _Hypothesis | None:
+    """The alignment of an upright picture whose tile grid starts at `anchor`.
+
+    A frame shown whole in its quadrilateral (:func:`_rectified_maps`) starts its tile
+    grid at the picture's top-left corner: no shift search is needed, only the working
+    pixel either side of where the corner lands (the corner is known to a pixel or two).
+    The pilot picks among those 9 of the map's counted alignments; a mark too weak for
+    the pilot to pick out of all 16384 is then still read.
+
+    Parameters
+    ----------
+    anchor : (2,) float ndarray
+        Leak (x, y) of the picture's top-left corner (outer edge, pixel-centre
+        coordinates).
+    """
+    folded = _fold_lattice(y, to_working)
+    if folded is None:
+        return None
+    v, placed = folded
+    g = _ORIENTATIONS[0]
+    z = pilot_scores(v, layout.pilot_chips)
+    corner = placed @ np.array([anchor[0], anchor[1], 1.0])
+    # the working pixel whose cell the tile's first chip starts on
+    row = round(float(corner[1] / corner[2]) + 0.5)
+    col = round(float(corner[0] / corner[2]) + 0.5)
+    best = None
+    for r, c in itertools.product(range(row - 1, row + 2), range(col - 1, col + 2)):
+        a, b = r % WORK_PX, c % WORK_PX
+        at = (a, b, ((a - r) // WORK_PX) % TILE_CHIPS, ((b - c) // WORK_PX) % TILE_CHIPS)
+        if best is None or z[at] > z[best]:
+            best = at
+    return _alignment(v, z, best, _per_chip(to_working), placed, g, None)
 
 
 def _offset(h: _Hypothesis) -> tuple[float, float]:
@@ -760,6 +832,11 @@ def detect_frame(
         # Pilot A picks that lattice among all square sizes and orientations and the full
         # pilot then scores it, so every one of those choices is counted.
         n_sizes += _steered_and_lattice_count(n_sizes)
+        # the picture's quadrilateral, when the leak shows one (found without the key, so
+        # a leak without one is not charged for it): each map in every orientation plus
+        # its refined hypothesis
+        rectified, corner = _rectified_maps(y)
+        n_sizes += len(rectified) * (len(_ORIENTATIONS) + 1)
         n_geometry = float(n_sizes * WORK_PX * WORK_PX * TILE_CHIPS * TILE_CHIPS)
         # The p-value already counts every lattice hypothesis, searched or not (a union
         # bound over a superset), so a leak the square search convicts needs no lattices.
@@ -775,12 +852,17 @@ def detect_frame(
             bases.append(np.eye(2) * (steered * TILE_CHIPS))
         # a leak the square search already reads plainly needs no refinement
         plain = bool(hyps) and hyps[0].pilot_z >= _PLAIN_Z
+        maps = [lattice_map(b) for b in bases] + rectified
         hyps = sorted(
-            hyps + _search_lattices(y, layout, bases, refine=not plain),
+            hyps + _search_lattices(y, layout, maps, refine=not plain),
             key=lambda h: h.pilot_z,
             reverse=True,
         )[:_TOP_HYPOTHESES]
-        found = _decide(hyps, layout, cand, n_geometry, p_threshold, verdicts)
+        # the picture's own grid origin, beside them whatever their rank
+        anchored = [
+            a for m in rectified if (a := _anchored_alignment(y, m, corner, layout)) is not None
+        ]
+        found = _decide(hyps + anchored, layout, cand, n_geometry, p_threshold, verdicts)
         if found.found:
             return found
         # last, the lattice content may hide from the autocorrelation; its hypotheses are
@@ -788,7 +870,7 @@ def detect_frame(
         # beside the best three whatever their rank
         scanned = _scanned_alignments(y, layout, spares)
         hyps = sorted(hyps + scanned, key=lambda h: h.pilot_z, reverse=True)
-        return _decide(hyps, layout, cand, n_geometry, p_threshold, verdicts)
+        return _decide(hyps + anchored, layout, cand, n_geometry, p_threshold, verdicts)
     n_geometry = float(n_sizes * WORK_PX * WORK_PX * TILE_CHIPS * TILE_CHIPS)
     return _decide(hyps, layout, cand, n_geometry, p_threshold)
 
