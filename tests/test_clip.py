@@ -8,11 +8,19 @@ import av
 import numpy as np
 import pytest
 
-from watermark._temporal import FramePool, look_schedule, mark_frames, trace_frames
+from watermark import detect_frame
+from watermark._temporal import (
+    FramePool,
+    look_schedule,
+    mark_frames,
+    normalised_detail,
+    trace_frames,
+)
 from watermark.clip import MediaItem, find_media, iter_clip_frames, mark_video, probe_clip
 from watermark.errors import MediaError
 from watermark.media import read_image, write_image
 
+from ._factories import CORPUS
 from .frames import cel_frame, textured_frame
 
 KEY = b"clip-test-key-0123456789abcdefgh"
@@ -85,6 +93,73 @@ def test_pooling_reads_a_mark_no_single_frame_shows() -> None:
     assert not single.found
     assert pooled.found and pooled.payload == PAYLOAD and pooled.frames_used > 1
     assert pooled.p_value >= pooled.detection.p_value  # the looks are counted
+
+
+def test_normalised_detail_weighs_busy_and_quiet_alike() -> None:
+    rng = np.random.default_rng(1)
+    y = np.full((128, 256), 100.0, np.float32)
+    y[:, :128] += rng.normal(0, 2, (128, 128)).astype(np.float32)  # quiet texture
+    y[:, 128:] += rng.normal(0, 40, (128, 128)).astype(np.float32)  # busy texture
+    flat = normalised_detail(np.full((64, 64), 100.0, np.float32), 8.0)
+    d = normalised_detail(y, 8.0)
+    assert np.abs(flat).max() < 1e-4  # no detail, nothing added
+    quiet, busy = float(d[16:-16, 16:96].std()), float(d[16:-16, 160:-16].std())
+    assert 0.7 < quiet < 1.1 and 0.7 < busy < 1.1  # a 20x contrast gap, the same weight
+    assert np.isfinite(d).all() and np.abs(d).max() <= 3.0
+
+
+def test_pooled_frame_is_the_mean_where_frames_are_flat() -> None:
+    pool = FramePool()
+    for level in (50, 70, 90):
+        pool.add(np.full((40, 60), level, np.uint8))
+    np.testing.assert_allclose(pool.pooled(), pool.mean(), atol=1e-6)
+    np.testing.assert_allclose(pool.mean(), 70 / 255, atol=1e-6)
+
+
+def test_each_look_traces_both_pools_and_counts_them() -> None:
+    from watermark.video import h264_roundtrip
+
+    # a re-encoded black fade: the mark is all the frame holds, and the plain mean reads
+    # it better than the mean with its normalised detail
+    black = np.full((240, 320, 3), 16, np.uint8)
+    marked = [r.image for r in mark_frames([black] * 4, KEY, PAYLOAD)]
+    leak = h264_roundtrip(np.stack(marked), crf=28)[:1]
+    pool = FramePool()
+    pool.add(leak[0])
+    plain, detail = (detect_frame(f, KEY, candidates=CANDIDATES) for f in pool.frames())
+    assert plain.found and plain.p_value < detail.p_value
+    d = trace_frames(leak, KEY, candidates=CANDIDATES, max_frames=1)
+    assert d.found and d.payload == PAYLOAD and (d.looks, d.pools) == (1, 2)
+    assert d.detection.p_value == plain.p_value
+    assert d.p_value == pytest.approx(2 * plain.p_value)
+    assert d.n_tests == pytest.approx(2 * plain.n_tests)
+
+
+def test_pooling_reads_a_run_cycle_a_re_encode_wiped_off_its_backdrop(tmp_path: Path) -> None:
+    from watermark.video import attack_clip
+
+    src = CORPUS / "video" / "pcrunner_pepper_run_cycle_380x380_24fps.mp4"
+    if not src.is_file():
+        pytest.skip(f"test corpus not found at {CORPUS}")
+    marked, leak = tmp_path / "marked.mp4", tmp_path / "leak.mp4"
+    mark_video(src, marked, KEY, PAYLOAD, workers=2)
+    attack_clip(marked, leak, "crf35", seed=0)  # flat grey backdrop: crf 35 keeps no mark
+    item = MediaItem("video", leak, Path(leak.name))
+    frames = [f.pixels for f in iter_clip_frames(item)]
+    pool = FramePool()
+    for f in frames:
+        pool.add(f)
+    # what is left is on the running figure, under codec noise that runs with it: the
+    # plain mean of the frames blurs both together and reads nothing
+    plain = detect_frame(pool.mean(), KEY, candidates=CANDIDATES)
+    assert not plain.found
+    d = trace_frames(frames, KEY, candidates=CANDIDATES)
+    assert d.found and d.payload == PAYLOAD and d.frames_used > 1
+    unmarked = tmp_path / "unmarked.mp4"
+    attack_clip(src, unmarked, "crf35", seed=0)
+    item = MediaItem("video", unmarked, Path(unmarked.name))
+    u = trace_frames((f.pixels for f in iter_clip_frames(item)), KEY, candidates=CANDIDATES)
+    assert not u.found
 
 
 def test_frame_pool_refuses_another_size() -> None:

@@ -992,8 +992,8 @@ class Studio:
                 clip.detection, p_value=clip.p_value, p_mark=clip.p_mark, n_tests=clip.n_tests
             )
             notes = [
-                f"clip traced blind on the mean of its first {clip.frames_used} frame(s) "
-                f"({clip.looks} looks counted in the p-value)"
+                f"clip traced blind on its first {clip.frames_used} frame(s) pooled "
+                f"({clip.looks} looks x {clip.pools} pools counted in the p-value)"
             ]
             seen: tuple[tuple[float, float], ...] = ()
             if clip.found and clip.payload is not None:
