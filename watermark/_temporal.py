@@ -13,8 +13,8 @@ a near-black fade, where the mark is all there is, the plain mean reads it best)
 are traced like stills, with the same calibrated statistic (each is a function of the leak
 alone, so an unmarked clip pools to unmarked frames); looking at both after 1, 2, 4, ...
 frames and stopping at the first verdict is counted in the p-value (a union bound over the
-looks and the two pools).
-No I/O here: frames come in as arrays (see :mod:`watermark.clip` for files).
+looks and the two pools). No I/O here: frames come in as arrays (see :mod:`watermark.clip`
+for files).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ SEEN_P = 1e-3
 _MARGIN_EVERY = 24  # frames between two margin estimates while marking (one a second)
 # Grey levels (0..255 scale) per unit of normalised detail added to the pooled mean: enough
 # for the detail to outweigh what is left of the mean's own (measured on the video
-# benchmark's clips: 10 and 30 read alike, 10 clips less on bright and dark content).
+# benchmark's clips: 10 and 30 read alike; 10 saturates less on bright and dark content).
 _DETAIL_GAIN = 10.0
 _DETAIL_CHIPS = 2.0  # the detail's scale, in chips of the frame's own size (see chip_level)
 _DETAIL_FLOOR = 0.25  # squared grey levels: the local energy of a frame without detail
