@@ -10,6 +10,8 @@ Three parts, each optional:
   worst frame). ``compare/<clip>.mp4`` shows the centre of each frame before and after
   marking and the difference x16, side by side, for a person to look for flicker or a
   "dirty window" on pans.
+  Beyond the corpus, small flat cel clips are generated too (``--cel-size``, 380 px; 0 for
+  none): each RGBA sprite of the frame folders swings across a flat light-grey backdrop.
 * **attacks** -- every marked clip and its unmarked source go through each clip attack of
   :data:`watermark.video.CLIP_ATTACKS`; each is traced blind by pooling its frames
   (:func:`watermark._temporal.trace_frames`; a single JPEG frame as a still) against three
@@ -92,6 +94,49 @@ def hd_test_clip(dst: Path, seconds: float, frames_dirs: list[Path]) -> Path:
         rgb = cv2.resize(small, (1920, 1088), interpolation=cv2.INTER_CUBIC)
     synthetic_clip(dst, rgb, size=(1080, 1920), frames=round(seconds * 24), fps=24, crf=16)
     return dst
+
+
+CEL_PREFIX = "cel_"
+_CEL_BACKDROPS = (200, 230)  # light flat greys, one per sprite in turn
+
+
+def cel_test_clips(work: Path, frames_dirs: list[Path], size: int, frames: int) -> list[Path]:
+    """Small flat cel clips beyond the corpus: each RGBA sprite of the frame folders (a
+    ``*_rgba.png`` cut-out) swings across a flat light-grey backdrop, animated on twos,
+    `size` x `size` px, `frames` frames at 24 fps, H.264 crf 16, no audio."""
+    import av
+    import cv2
+
+    sprites = sorted(
+        p for d in frames_dirs if d.is_dir() for p in d.iterdir() if p.stem.endswith("_rgba")
+    )
+    clips = []
+    for n, path in enumerate(sprites):
+        bgra = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if bgra is None or bgra.ndim != 3 or bgra.shape[2] != 4:
+            continue
+        f = 0.8 * size / max(bgra.shape[:2])
+        bgra = cv2.resize(bgra, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        sh, sw = bgra.shape[:2]
+        alpha = bgra[..., 3:4] / 255.0
+        rgb = bgra[..., 2::-1].astype(np.float64)
+        backdrop = _CEL_BACKDROPS[n % len(_CEL_BACKDROPS)]
+        dst = work / f"{CEL_PREFIX}{size}_{path.stem}_on_{backdrop}.mp4"
+        with av.open(str(dst), "w") as out:
+            video = out.add_stream("libx264", rate=24, options={"crf": "16", "preset": "veryfast"})
+            video.width, video.height, video.pix_fmt = size, size, "yuv420p"
+            for k in range(frames):
+                pose = k - k % 2  # on twos
+                x = int((size - sw) * (0.5 + 0.3 * np.sin(2 * np.pi * pose / 12)))
+                y = (size - sh) // 2 + int(4 * np.sin(2 * np.pi * pose / 6))
+                frame = np.full((size, size, 3), float(backdrop))
+                frame[y : y + sh, x : x + sw] *= 1.0 - alpha
+                frame[y : y + sh, x : x + sw] += rgb * alpha
+                pixels = np.clip(frame, 0, 255).astype(np.uint8)
+                out.mux(video.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+            out.mux(video.encode(None))
+        clips.append(dst)
+    return clips
 
 
 def payloads_for(name: str) -> np.ndarray:
@@ -362,6 +407,13 @@ def main() -> int:
         help="seconds of the generated 1080p clip marked and attacked (3)",
     )
     parser.add_argument(
+        "--cel-size",
+        type=int,
+        default=380,
+        help="side of the small flat cel clips made from the corpus sprites (0: none)",
+    )
+    parser.add_argument("--cel-frames", type=int, default=80)
+    parser.add_argument(
         "--parts",
         nargs="+",
         default=["fidelity", "attacks", "speed"],
@@ -396,6 +448,8 @@ def main() -> int:
         if {"fidelity", "attacks"} & set(args.parts):
             clips = list_clips(args.clips)
             clips.append(hd_test_clip(work / "test_1080p.mp4", args.hd_seconds, args.frames))
+            if args.cel_size:
+                clips += cel_test_clips(work, args.frames, args.cel_size, args.cel_frames)
         fid_rows, att_rows = [], []
         for clip in clips:
             payloads = payloads_for(clip.name)
@@ -474,6 +528,15 @@ def main() -> int:
                 f"{sum(r['unmarked_verdict'] for r in att_rows)} of {len(att_rows)}.",
                 "",
             ]
+            cel = [r for r in att_rows if r["clip"].startswith(CEL_PREFIX)]
+            if cel:
+                rest = [r for r in att_rows if not r["clip"].startswith(CEL_PREFIX)]
+                md += [
+                    f"Corpus and 1080p clips: {sum(r['correct'] for r in rest)} of {len(rest)}"
+                    f" correct; small cel clips: {sum(r['correct'] for r in cel)} of "
+                    f"{len(cel)}.",
+                    "",
+                ]
         if "speed" in args.parts:
             speed_rows = []
             for seconds in args.speed_seconds:
