@@ -40,6 +40,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import _common as common
@@ -50,6 +52,7 @@ from watermark._temporal import trace_frames
 from watermark.clip import MediaItem, iter_clip_frames, mark_video
 from watermark.media import read_image
 from watermark.video import CLIP_ATTACKS, attack_clip, synthetic_clip
+from watermark.video import _write_h264 as write_h264
 
 KEY = common.TEST_KEY
 DEFAULT_CLIPS = common.ROOT.parent / "shared/corpus/video"
@@ -104,7 +107,6 @@ def cel_test_clips(work: Path, frames_dirs: list[Path], size: int, frames: int) 
     """Small flat cel clips beyond the corpus: each RGBA sprite of the frame folders (a
     ``*_rgba.png`` cut-out) swings across a flat light-grey backdrop, animated on twos,
     `size` x `size` px, `frames` frames at 24 fps, H.264 crf 16, no audio."""
-    import av
     import cv2
 
     sprites = sorted(
@@ -114,29 +116,35 @@ def cel_test_clips(work: Path, frames_dirs: list[Path], size: int, frames: int) 
     for n, path in enumerate(sprites):
         bgra = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if bgra is None or bgra.ndim != 3 or bgra.shape[2] != 4:
+            print(f"note: {path.name} is not a readable RGBA image; no cel clip", file=sys.stderr)
             continue
-        f = 0.8 * size / max(bgra.shape[:2])
-        bgra = cv2.resize(bgra, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
-        sh, sw = bgra.shape[:2]
-        alpha = bgra[..., 3:4] / 255.0
-        rgb = bgra[..., 2::-1].astype(np.float64)
         backdrop = _CEL_BACKDROPS[n % len(_CEL_BACKDROPS)]
         dst = work / f"{CEL_PREFIX}{size}_{path.stem}_on_{backdrop}.mp4"
-        with av.open(str(dst), "w") as out:
-            video = out.add_stream("libx264", rate=24, options={"crf": "16", "preset": "veryfast"})
-            video.width, video.height, video.pix_fmt = size, size, "yuv420p"
-            for k in range(frames):
-                pose = k - k % 2  # on twos
-                x = int((size - sw) * (0.5 + 0.3 * np.sin(2 * np.pi * pose / 12)))
-                y = (size - sh) // 2 + int(4 * np.sin(2 * np.pi * pose / 6))
-                frame = np.full((size, size, 3), float(backdrop))
-                frame[y : y + sh, x : x + sw] *= 1.0 - alpha
-                frame[y : y + sh, x : x + sw] += rgb * alpha
-                pixels = np.clip(frame, 0, 255).astype(np.uint8)
-                out.mux(video.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
-            out.mux(video.encode(None))
+        write_h264(dst, _swinging_sprite(bgra, size, frames, backdrop), Fraction(24), 16)
         clips.append(dst)
     return clips
+
+
+def _swinging_sprite(
+    bgra: np.ndarray, size: int, frames: int, backdrop: int
+) -> Iterator[np.ndarray]:
+    """RGB uint8 frames of a BGRA sprite (scaled to 0.8 of `size`) swinging across a
+    `backdrop` grey, a pose every second frame."""
+    import cv2
+
+    f = 0.8 * size / max(bgra.shape[:2])
+    bgra = cv2.resize(bgra, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+    sh, sw = bgra.shape[:2]
+    alpha = bgra[..., 3:4] / 255.0
+    rgb = bgra[..., 2::-1].astype(np.float64)
+    for k in range(frames):
+        pose = k - k % 2  # on twos
+        x = int((size - sw) * (0.5 + 0.3 * np.sin(2 * np.pi * pose / 12)))
+        y = (size - sh) // 2 + int(4 * np.sin(2 * np.pi * pose / 6))
+        frame = np.full((size, size, 3), float(backdrop))
+        frame[y : y + sh, x : x + sw] *= 1.0 - alpha
+        frame[y : y + sh, x : x + sw] += rgb * alpha
+        yield np.clip(frame, 0, 255).astype(np.uint8)
 
 
 def payloads_for(name: str) -> np.ndarray:
@@ -431,6 +439,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=common.DEFAULT_OUT / "video")
     args = parser.parse_args()
+    if args.cel_size and (args.cel_size < 64 or args.cel_size % 2):
+        parser.error(f"--cel-size must be 0 or an even number >= 64, got {args.cel_size}")
+    if args.cel_frames < 1:
+        parser.error(f"--cel-frames must be >= 1, got {args.cel_frames}")
 
     ok = True
     report: dict = {
