@@ -166,7 +166,24 @@ def whiten(y: np.ndarray) -> np.ndarray:
     # sigmas in working pixels (a chip is WORK_PX): a sharp high-pass keeps the chips'
     # upper band, where a 1/f host is weakest; a tight energy window tracks texture.
     r = y - cv2.GaussianBlur(y, (0, 0), 0.5 * WORK_PX)
-    energy = cv2.GaussianBlur(r * r, (0, 0), 1.0 * WORK_PX)
+    return equalise_energy(r, cv2.GaussianBlur(r * r, (0, 0), 1.0 * WORK_PX))
+
+
+def equalise_energy(r: np.ndarray, energy: np.ndarray) -> np.ndarray:
+    """``r / sqrt(energy + 0.25)`` clipped to +/-3, in place.
+
+    Parameters
+    ----------
+    r : (h, w) float32 ndarray
+        High-passed luma, 0..255 scale; overwritten.
+    energy : (h, w) float32 ndarray
+        Local mean of ``r**2``. The 0.25 (squared grey levels) is the energy of a region
+        without detail: there `r` is not blown up.
+
+    Returns
+    -------
+    (h, w) float32 ndarray, `r` itself.
+    """
     r /= np.sqrt(energy + 0.25)
     return np.clip(r, -3.0, 3.0, out=r)
 

@@ -34,6 +34,7 @@ from ._carrier import chip_level
 from ._color import luma
 from ._detect import Detection, detect_frame
 from ._embed import EmbedResult, embed_frame
+from ._sync import equalise_energy
 
 __all__ = [
     "DEFAULT_MAX_FRAMES",
@@ -60,7 +61,6 @@ _MARGIN_EVERY = 24  # frames between two margin estimates while marking (one a s
 # benchmark's clips: 10 and 30 read alike; 10 saturates less on bright and dark content).
 _DETAIL_GAIN = 10.0
 _DETAIL_CHIPS = 2.0  # the detail's scale, in chips of the frame's own size (see chip_level)
-_DETAIL_FLOOR = 0.25  # squared grey levels: the local energy of a frame without detail
 #: Pooled frames traced at each look of a clip (the mean, and the mean with its detail).
 POOLS = 2
 
@@ -164,8 +164,9 @@ def look_schedule(max_frames: int) -> tuple[int, ...]:
 def normalised_detail(y: np.ndarray, sigma: float) -> np.ndarray:
     """A frame's detail divided by its local rms.
 
-    ``r = y - G_s(y)``, then ``r / sqrt(G_s(r^2) + 0.25)`` clipped to +/-3: a busy region
-    and a quiet one weigh the same, and an edge does not outweigh what surrounds it.
+    ``r = y - G_s(y)``, then ``r / sqrt(G_s(r^2) + 0.25)`` clipped to +/-3 (the detector's
+    own equalisation, :func:`watermark._sync.equalise_energy`, at a frame's scale): a busy
+    region and a quiet one weigh the same, and an edge does not outweigh what surrounds it.
 
     Parameters
     ----------
@@ -180,9 +181,7 @@ def normalised_detail(y: np.ndarray, sigma: float) -> np.ndarray:
     is flat.
     """
     r = y - _smooth(y, sigma)
-    energy = _smooth(r * r, sigma)
-    r /= np.sqrt(energy + _DETAIL_FLOOR)
-    return np.clip(r, -3.0, 3.0, out=r)
+    return equalise_energy(r, _smooth(r * r, sigma))
 
 
 def _smooth(y: np.ndarray, sigma: float) -> np.ndarray:
