@@ -276,7 +276,7 @@ class ClipDetection:
     frames_used: int
     looks: int
     detection: Detection
-    pools: int = 2
+    pools: int = POOLS
 
     @property
     def n_tests(self) -> float:
