@@ -1,7 +1,8 @@
 """Content and size: does the mark hold on kinds of frames the corpus lacks, 300 px to 4K?
 
-    python benchmarks/content.py [--sizes 300x300 640x360 ...] [--attacks NAME...]
-                                 [--vendors 3] [--workers 2] [--out DIR] [--seed 0]
+    python benchmarks/content.py [--sizes 300x300 640x360 ...]
+                                 [--attacks NAME... | matrix | geometry] [--vendors 3]
+                                 [--workers 2] [--out DIR] [--seed 0]
 
 The corpus is a few dozen real frames; a studio's own are other content at other sizes.
 This script makes seeded frames of eight kinds at each size: flat cel fills with
@@ -38,10 +39,18 @@ import cv2
 import numpy as np
 
 from watermark import detect_frame, embed_frame
-from watermark._attacks import apply_attack, attack_names
+from watermark._attacks import (
+    BLIND_MATRIX_ATTACKS,
+    GEOMETRY_ATTACKS,
+    apply_attack,
+    attack_names,
+)
 
 DEFAULT_SIZES = ("300x300", "640x360", "1280x720", "1920x1080", "3840x2160")
 DEFAULT_ATTACKS = ("none", "jpeg50", "scale0.5", "crop50", "screenshot", "social", "rotate2")
+# --attacks also takes these names for whole sets: the blind robustness issue's matrix and
+# the blind geometry issue's list
+ATTACK_SETS = {"matrix": BLIND_MATRIX_ATTACKS, "geometry": GEOMETRY_ATTACKS}
 PHOTO = common.ROOT.parent / "shared/corpus/photos/kodak_kodim23_768x512.png"
 INKED = (
     common.ROOT.parent
@@ -226,16 +235,19 @@ def main() -> int:
         nargs="+",
         default=list(DEFAULT_ATTACKS),
         metavar="NAME",
-        help="attack names (default: %(default)s)",
+        help="attack names, or 'matrix' / 'geometry' for the blind robustness matrix / the "
+        "blind geometry list (default: %(default)s)",
     )
     parser.add_argument("--vendors", type=int, default=3, help="registry size (3)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (2)")
     parser.add_argument("--out", type=Path, default=common.DEFAULT_OUT, help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="run seed (0)")
     args = parser.parse_args()
+    args.attacks = [n for a in args.attacks for n in ATTACK_SETS.get(a, (a,))]
     unknown = [a for a in args.attacks if a not in attack_names()]
     if unknown:
-        parser.error(f"unknown attack(s) {unknown}; choose from {list(attack_names())}")
+        known = [*ATTACK_SETS, *attack_names()]
+        parser.error(f"unknown attack(s) {unknown}; choose from {known}")
     if not 1 <= args.vendors <= 1000:
         parser.error(f"--vendors must be in 1..1000; got {args.vendors}")
     if args.workers < 1:
