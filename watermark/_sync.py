@@ -164,9 +164,13 @@ def whiten(y: np.ndarray) -> np.ndarray:
     (h, w) float32 ndarray, roughly unit variance.
     """
     # sigmas in working pixels (a chip is WORK_PX): a sharp high-pass keeps the chips'
-    # upper band, where a 1/f host is weakest; a tight energy window tracks texture.
-    r = y - cv2.GaussianBlur(y, (0, 0), 0.5 * WORK_PX)
-    return equalise_energy(r, cv2.GaussianBlur(r * r, (0, 0), 1.0 * WORK_PX))
+    # upper band, where a 1/f host is weakest; a tight energy window tracks texture. The
+    # host estimate blends a blur (which keeps all of the mark, and the host's edges and
+    # thin lines) with a 3x3 median (which follows edges and lines, and part of the mark).
+    host = cv2.GaussianBlur(y, (0, 0), 0.5 * WORK_PX)
+    host += cv2.medianBlur(np.ascontiguousarray(y, np.float32), 3)
+    r = y - 0.5 * host
+    return equalise_energy(r, cv2.GaussianBlur(r * r, (0, 0), 0.5 * WORK_PX))
 
 
 def equalise_energy(r: np.ndarray, energy: np.ndarray) -> np.ndarray:
