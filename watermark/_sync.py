@@ -150,10 +150,11 @@ def working_luma(y: np.ndarray, chip_px: float) -> np.ndarray:
 
 
 def whiten(y: np.ndarray) -> np.ndarray:
-    """Remove the host's low frequencies and equalise local energy.
+    """Remove an estimate of the host and equalise local energy.
 
-    ``r = y - G_s(y)``, then ``r / sqrt(G_n(r^2) + eps)`` clipped to +/-3: the host stops
-    masking the chips and strong edges stop dominating the correlation.
+    ``r = y - (G_s(y) + M_3(y)) / 2`` (a Gaussian blur and a 3x3 median), then
+    ``r / sqrt(G_s(r^2) + eps)`` clipped to +/-3: the host stops masking the chips and
+    strong edges stop dominating the correlation.
 
     Parameters
     ----------
