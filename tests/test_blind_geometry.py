@@ -132,6 +132,17 @@ def test_a_leak_convicted_by_the_square_search_counts_the_whole_search(
     )
 
 
+def test_a_weak_square_verdict_goes_on_to_the_geometry_that_fits() -> None:
+    # turned by 1 degree, this 400 x 600 frame is just convicted by the square search (p 3e-10
+    # with axis-aligned chips); the lattices fit the turn and read it far more strongly, and
+    # the verdict keeps the stronger reading (n_tests counts both either way)
+    leak = rotate(embed_frame(textured_frame(400, 600, seed=3), KEY, PAYLOAD).image, 1.0)
+    det = detect_frame(leak, KEY, candidates=CANDIDATES)
+    assert det.found and det.payload == PAYLOAD
+    assert det.p_value < 1e-30
+    assert np.degrees(np.arctan2(det.axes[1], det.axes[0])) == pytest.approx(1.0, abs=0.2)
+
+
 def _turned(degrees: float, period: float) -> np.ndarray:
     """Tile basis (columns the period vectors (dx, dy)) of a square tile turned CCW."""
     t = np.radians(degrees)

@@ -105,6 +105,11 @@ _PLAIN_Z = 20.0  # pilot score of a square-lattice alignment that makes refineme
 _REFINE_MAX_MOVE = 16.0  # working px: larger corrections are rejected
 # Paths kept by the list decoder that names the deliveries most likely to be the mark.
 _LIST_SIZE = 32
+# A square-search verdict this many times under the accusation threshold (1e-12 for the
+# default 1e-6) ends the search; a weaker one goes on through the lattices and the picture's
+# quadrilateral, which fit rotated or perspective leaks better and read them more strongly
+# (every hypothesis is counted in the p-value either way).
+_CLEAR_FACTOR = 1e-6
 
 
 @dataclass(frozen=True, slots=True)
@@ -839,10 +844,11 @@ def detect_frame(
         n_sizes += len(rectified) * (len(_ORIENTATIONS) + 1)
         n_geometry = float(n_sizes * WORK_PX * WORK_PX * TILE_CHIPS * TILE_CHIPS)
         # The p-value already counts every lattice hypothesis, searched or not (a union
-        # bound over a superset), so a leak the square search convicts needs no lattices.
+        # bound over a superset), so a leak the square search convicts clearly needs no
+        # lattices; a weak square verdict goes on, and the surer verdict stands.
         verdicts: dict[int, tuple[_Hypothesis, _Verdict]] = {}
         early = _decide(hyps, layout, cand, n_geometry, p_threshold, verdicts)
-        if early.found:
+        if early.found and early.p_value <= p_threshold * _CLEAR_FACTOR:
             return early
         bases, spares = lattice_candidates(
             y, n_candidates=_LATTICES, n_spares=_SPARE_LATTICES, autocorrelation=full_ac
@@ -862,7 +868,9 @@ def detect_frame(
         anchored = [
             a for m in rectified if (a := _anchored_alignment(y, m, corner, layout)) is not None
         ]
-        found = _decide(hyps + anchored, layout, cand, n_geometry, p_threshold, verdicts)
+        found = _surer(
+            early, _decide(hyps + anchored, layout, cand, n_geometry, p_threshold, verdicts)
+        )
         if found.found:
             return found
         # last, the lattice content may hide from the autocorrelation; its hypotheses are
@@ -870,9 +878,19 @@ def detect_frame(
         # beside the best three whatever their rank
         scanned = _scanned_alignments(y, layout, spares)
         hyps = sorted(hyps + scanned, key=lambda h: h.pilot_z, reverse=True)
-        return _decide(hyps + anchored, layout, cand, n_geometry, p_threshold, verdicts)
+        return _surer(
+            early, _decide(hyps + anchored, layout, cand, n_geometry, p_threshold, verdicts)
+        )
     n_geometry = float(n_sizes * WORK_PX * WORK_PX * TILE_CHIPS * TILE_CHIPS)
     return _decide(hyps, layout, cand, n_geometry, p_threshold)
+
+
+def _surer(early: Detection, later: Detection) -> Detection:
+    """The later stage's detection, unless the square search's verdict `early` is surer
+    (a weak square verdict that the later hypotheses do not beat stands)."""
+    if early.found and not (later.found and later.p_value <= early.p_value):
+        return early
+    return later
 
 
 def _plausible_chip(chip_px: float, shape: tuple[int, ...]) -> bool:
