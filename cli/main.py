@@ -337,7 +337,8 @@ def embed(
         if r.weak:
             typer.echo(
                 f"warning: {r.input}: weak mark (margin {r.margin:.2f} < {WEAK_MARGIN}): too "
-                "small or too flat to be traced reliably after an ordinary leak",
+                "small, too flat or too close to white or black to be traced reliably after an "
+                "ordinary leak",
                 err=True,
             )
     raise typer.Exit(_report_errors([r.error for r in records]))

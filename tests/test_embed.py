@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 
+from watermark import detect_frame
+from watermark._attacks import apply_attack, brightness
 from watermark._carrier import carrier_tile, chip_level, chip_values, tile_layout
 from watermark._ecc import encode_payloads
 from watermark._embed import embed_frame, mark_pattern
@@ -177,3 +179,22 @@ def test_margin_flags_frames_too_flat_or_small():
     assert not big_cel.weak and big_cel.margin > 1.5
     assert two_fills.weak and tiny.weak
     assert embed_frame(flat, KEY, 5, strength=0.0).margin == 0.0
+
+
+@pytest.mark.parametrize(("offset", "clipping_shift"), [(215.0, 25), (-20.0, -25)])
+def test_margin_flags_frames_a_level_shift_would_clip(offset: float, clipping_shift: int):
+    # the same texture, squeezed next to white (or black): the plain reference leak keeps
+    # the mark, but a leak brightened (darkened) by 25 clips it away, and embed says so
+    texture = textured_frame(512, 512, seed=4)
+    near_end = np.clip(np.rint(texture * 0.2 + offset), 0, 255).astype(np.uint8)
+    mid, squeezed = embed_frame(texture, KEY, 5), embed_frame(near_end, KEY, 5)
+    assert not mid.weak and squeezed.weak
+
+    def half_jpeg70_after(image: np.ndarray, shift: int) -> bool:
+        leak = apply_attack("scale0.5", brightness(image, shift), seed=1)
+        leak = apply_attack("jpeg70", leak, seed=1)
+        return detect_frame(leak, KEY, candidates=np.array([5, 9], np.uint64)).found
+
+    assert half_jpeg70_after(mid.image, clipping_shift)
+    assert not half_jpeg70_after(squeezed.image, clipping_shift)
+    assert half_jpeg70_after(squeezed.image, -clipping_shift)  # the shift away clips nothing

@@ -20,6 +20,10 @@ __all__ = ["WEAK_MARGIN", "EmbedResult", "amplitude_map", "embed_frame", "mark_p
 # Margin under which a frame is reported weak (after the reference leak, see EmbedResult).
 WEAK_MARGIN = 1.25
 _REFERENCE_JPEG = 70
+# Luma range the reference leak keeps, grey levels: a brightness shift of +-25 (the blind
+# robustness matrix's) or a contrast lift clips paper white and near-black fills, and
+# whatever mark they carried with them.
+_REFERENCE_LEVELS = (25.0, 230.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +40,11 @@ class EmbedResult:
         How much mark survives a reference leak of this frame (luma downscaled to 1/2,
         JPEG quality 70): its trace score over the score a verdict needs
         (:func:`watermark._detect.accusation_threshold`, 10,000 registered deliveries).
-        Below :data:`WEAK_MARGIN` the frame is too small or too flat to be traced reliably
-        after an ordinary leak. 0 for strength 0.
+        The leak's luma is also clipped to 25..230 before its JPEG, as a brightness shift
+        of +-25 clips it at one end (or contrast 1.3 at both): paper white and near-black
+        fills keep no mark through such a leak. Below
+        :data:`WEAK_MARGIN` the frame is too small, too flat or too close to white or black
+        to be traced reliably after an ordinary leak. 0 for strength 0.
     """
 
     image: np.ndarray
@@ -46,7 +53,8 @@ class EmbedResult:
 
     @property
     def weak(self) -> bool:
-        """True when the frame is too small or too flat to be traced reliably."""
+        """True when the frame is too small, too flat or too close to white or black to be
+        traced reliably."""
         return self.margin < WEAK_MARGIN
 
 
@@ -339,7 +347,10 @@ def _half_size(y: np.ndarray) -> np.ndarray:
 
 
 def _margin(half: np.ndarray, leak_chip: float, key: bytes, payload: int) -> float:
-    """Trace score after the reference leak (1/2 size, JPEG 70) over the verdict threshold.
+    """Trace score after the reference leak over the verdict threshold.
+
+    The reference leak is the frame at 1/2 size, its luma clipped to ``_REFERENCE_LEVELS``
+    (what brightness +-25 clips, without moving the rest), JPEG 70.
 
     Parameters
     ----------
@@ -348,7 +359,7 @@ def _margin(half: np.ndarray, leak_chip: float, key: bytes, payload: int) -> flo
     leak_chip : float
         Chip size in `half`, in pixels.
     """
-    small = np.clip(np.rint(half), 0, 255).astype(np.uint8)
+    small = np.clip(np.rint(half), *_REFERENCE_LEVELS).astype(np.uint8)
     ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, _REFERENCE_JPEG])
     leak = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE) if ok else small
     score = self_score(leak, key, payload, chip_px=max(1.5, leak_chip))

@@ -620,7 +620,8 @@ class MarkReport:
 
     @property
     def weak(self) -> bool:
-        """True when sampled frames are too small or flat to be traced one by one."""
+        """True when sampled frames are too small, flat or close to white or black to be
+        traced one by one."""
         return self.margin < WEAK_MARGIN
 
 

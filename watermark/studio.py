@@ -184,7 +184,8 @@ class EmbedRecord:
 
     @property
     def weak(self) -> bool:
-        """True when the frame is too small or too flat to be traced reliably."""
+        """True when the frame is too small, too flat or too close to white or black to be
+        traced reliably."""
         return self.margin is not None and self.margin < WEAK_MARGIN
 
     def to_json(self) -> dict[str, object]:
