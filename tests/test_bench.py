@@ -261,6 +261,32 @@ def test_vectorised_blind_watermark_matches_its_own_loop(attack: str) -> None:
     )
 
 
+@pytest.mark.parametrize("method", ["dwtDct", "dwtDctSvd"])
+@pytest.mark.parametrize("attack", ["none", "jpeg50", "crop50", "noise10"])
+def test_vectorised_invisible_watermark_matches_its_own_loop(method: str, attack: str) -> None:
+    pytest.importorskip("imwatermark")
+    import pywt
+    from imwatermark.dwtDctSvd import EmbedDwtDctSvd
+    from imwatermark.maxDct import EmbedMaxDct
+
+    _, frame = sample_frames()[1]  # 640x360
+    marked = peers.embed(method, frame, 0x0F1E2D3C)
+    leak = apply_attack(attack, marked, seed=11)
+    leak = cv2.resize(leak, (frame.shape[1], frame.shape[0])) if leak.shape != frame.shape else leak
+    bgr = np.ascontiguousarray(leak[..., ::-1])
+    yuv = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV)
+    band = pywt.dwt2(yuv[:, :, 1].astype(np.float64), "haar")[0]
+    core = (EmbedMaxDct if method == "dwtDct" else EmbedDwtDctSvd)(watermarks=[], wmLen=32)
+    expected = core.decode_frame(band, 36, [[] for _ in range(32)])  # the package's loop
+    got = peers._imwatermark_decode_frame(
+        method, band, 36, [[] for _ in range(32)], block=4, wm_len=32
+    )
+    assert got == expected and sum(map(len, got)) == (band.shape[0] // 4) * (band.shape[1] // 4)
+    bits = peers.extract(method, leak, expected_shape=frame.shape[:2])
+    fast = peers.extract(method, leak, expected_shape=frame.shape[:2], vectorised=True)
+    assert np.array_equal(fast, bits)
+
+
 def test_vectorised_extraction_leaves_no_reference_cycle(monkeypatch: pytest.MonkeyPatch) -> None:
     # a bound method left on the core would keep its image arrays alive until a full GC
     # (10 GB over a bench --peers run)

@@ -695,8 +695,8 @@ def _peer_task(task: _Task) -> dict:
             "ssim_y": ssim_y(image, marked),
         }
     ]
-    # blind-watermark's own extraction (a per-block Python loop) runs, timed, on one leak
-    # per frame, the unattacked one when there is one; every other leak goes through the
+    # The peer's own extraction (a per-block Python loop) runs, timed, on one leak per
+    # frame, the unattacked one when there is one; every other leak goes through the
     # vectorised copy of that loop (peers.extract(vectorised=True)), which must give the
     # same bits on that leak.
     reference = "none" if "none" in task.attacks else task.attacks[0]
@@ -704,7 +704,7 @@ def _peer_task(task: _Task) -> dict:
     for attack in task.attacks:
         # Same seed as leaktrace's vendor 0: the same crop offsets and noise.
         leak = apply_attack(attack, marked, seed=stable_seed(task.seed, task.frame, 0, attack))
-        own_code = attack == reference or task.method != "blind-watermark"
+        own_code = attack == reference
         record = {
             "method": task.method,
             "frame": task.frame,
@@ -735,8 +735,8 @@ def _peer_task(task: _Task) -> dict:
                 bit_accuracy=float(np.mean(bits == truth_bits)),
                 error=None,
             )
-            if own_code and task.method == "blind-watermark":
-                _check_vectorised(leak, image.shape[:2], key_seed, bits, task.frame)
+            if own_code:
+                _check_vectorised(task.method, leak, image.shape[:2], key_seed, bits, task.frame)
         trials.append(record)
     window = flattest_window(task.pixels, CROP_SIZE)
     return {
@@ -747,18 +747,23 @@ def _peer_task(task: _Task) -> dict:
 
 
 def _check_vectorised(
-    leak: np.ndarray, shape: tuple[int, ...], seed: int, bits: np.ndarray, frame: str
+    method: str,
+    leak: np.ndarray,
+    shape: tuple[int, ...],
+    seed: int,
+    bits: np.ndarray,
+    frame: str,
 ) -> None:
-    """Raise when blind-watermark's vectorised extraction disagrees with its own code."""
+    """Raise when a peer's vectorised extraction disagrees with its own code."""
     from . import peers
 
     fast = peers.extract(
-        "blind-watermark", leak, expected_shape=(shape[0], shape[1]), seed=seed, vectorised=True
+        method, leak, expected_shape=(shape[0], shape[1]), seed=seed, vectorised=True
     )
     if not np.array_equal(fast, bits):
         raise LeaktraceError(
-            f"{frame}: the vectorised blind-watermark extraction gives other bits than the "
-            "package's own; the bench cannot use it with this blind-watermark version"
+            f"{frame}: the vectorised {method} extraction gives other bits than the "
+            "package's own; the bench cannot use it with this package version"
         )
 
 
@@ -896,7 +901,7 @@ def run_bench(
             "such help)"
         )
         notes.append(
-            "blind-watermark extracts with its own code (timed) on each frame's first leak "
+            "each peer extracts with its own code (timed) on each frame's first leak "
             "(the unattacked one when there is one), and with a vectorised copy of its "
             "per-block loop on the others; the run stops if the two ever give other bits"
         )
