@@ -291,6 +291,19 @@ def _blind_object(seed: int):
         return blind_watermark.WaterMark(password_wm=password_wm, password_img=password_img)
 
 
+def _block_dct(blocks: np.ndarray) -> np.ndarray:
+    """OpenCV's 2-D DCT of every block of a ``(n, bh, bw)`` float array, ``(n, bh, bw)``.
+
+    OpenCV's row DCT (``DCT_ROWS``) over the rows, then over the columns, is its 2-D DCT of
+    each block bit for bit: the per-block ``cv2.dct(block)`` of the peers' loops, at once.
+    """
+    n, bh, bw = blocks.shape
+    coef = cv2.dct(np.ascontiguousarray(blocks).reshape(-1, bw), flags=cv2.DCT_ROWS)
+    coef = np.ascontiguousarray(coef.reshape(n, bh, bw).transpose(0, 2, 1))
+    coef = cv2.dct(coef.reshape(-1, bh), flags=cv2.DCT_ROWS).reshape(n, bw, bh)
+    return np.ascontiguousarray(coef.transpose(0, 2, 1))
+
+
 def _blind_block_bits(core: Any, img: np.ndarray) -> np.ndarray:
     """blind-watermark's ``WaterMarkCore.extract_raw`` without its per-block loop.
 
@@ -325,10 +338,7 @@ def _blind_block_bits(core: Any, img: np.ndarray) -> np.ndarray:
         # (rows, cols, bh, bw) blocks in block_index order (row-major), as float32
         blocks = np.ascontiguousarray(core.ca_block[channel], dtype=np.float32)
         n = blocks.shape[0] * blocks.shape[1]
-        coef = cv2.dct(blocks.reshape(-1, bw), flags=cv2.DCT_ROWS).reshape(n, bh, bw)
-        coef = np.ascontiguousarray(coef.transpose(0, 2, 1))
-        coef = cv2.dct(coef.reshape(-1, bh), flags=cv2.DCT_ROWS).reshape(n, bw, bh)
-        coef = coef.transpose(0, 2, 1).reshape(n, bh * bw)
+        coef = _block_dct(blocks.reshape(n, bh, bw)).reshape(n, bh * bw)
         shuffled = np.take_along_axis(coef, shuffle, axis=1).reshape(n, bh, bw)
         s = np.linalg.svd(shuffled)[1]  # full SVD, like numpy.linalg.svd(block) there
         bits = (s[:, 0] % core.d1 > core.d1 / 2) * 1
@@ -396,11 +406,7 @@ def _imwatermark_decode_frame(
         value = np.abs(flat[np.arange(n), pos])
         got = value % scale > 0.5 * scale
     else:
-        coef = cv2.dct(blocks.reshape(-1, block), flags=cv2.DCT_ROWS).reshape(n, block, block)
-        coef = np.ascontiguousarray(coef.transpose(0, 2, 1))
-        coef = cv2.dct(coef.reshape(-1, block), flags=cv2.DCT_ROWS).reshape(n, block, block)
-        coef = np.ascontiguousarray(coef.transpose(0, 2, 1))
-        s = np.linalg.svd(coef)[1]  # full SVD, like numpy.linalg.svd(block) there
+        s = np.linalg.svd(_block_dct(blocks))[1]  # full SVD, like numpy.linalg.svd(block) there
         got = s[:, 0] % scale > scale * 0.5
     per_block = got.astype(np.int64)
     for bit in range(wm_len):
