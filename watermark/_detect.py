@@ -349,7 +349,12 @@ def _peak_near(zmap: np.ndarray, centre: np.ndarray, reach: int) -> tuple[np.nda
 
 
 def _refine_map(
-    y: np.ndarray, to_working: np.ndarray, g: np.ndarray, pilot_a: np.ndarray, regions: int
+    y: np.ndarray,
+    to_working: np.ndarray,
+    g: np.ndarray,
+    pilot_a: np.ndarray,
+    regions: int,
+    picture: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """A leak -> working map corrected so the tile grid stays put over the whole leak.
 
@@ -357,9 +362,9 @@ def _refine_map(
     the tile grid starts (a sub-pixel peak near the one of the whole image). A homography
     (or an affine map, with fewer parts sure of their peak) moving every part's grid
     onto the common one corrects a lattice estimate that is slightly off in scale or
-    angle, and a mild perspective. Uses pilot A only.
+    angle, and a mild perspective. Uses pilot A only. `picture`: see :func:`warp_luma`.
     """
-    yw, valid, placed = warp_luma(y, to_working)
+    yw, valid, placed = warp_luma(y, to_working, picture)
     r = whiten(yw) * valid
     p = WORK_PX * TILE_CHIPS
     whole = _origin_map(pilot_scores(_orient(chip_estimates(*fold_tiles(r, valid)), g), pilot_a), g)
@@ -409,29 +414,38 @@ def _refine_map(
     return h @ placed
 
 
-def _fold_lattice(y: np.ndarray, to_working: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+def _fold_lattice(
+    y: np.ndarray, to_working: np.ndarray, picture: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Chip estimates of the leak warped onto the working grid by `to_working`, folded over
-    its tiles, and the warp's placement (see :func:`warp_luma`); None when the warped leak
-    is under 2 chips a side or covers less than one tile's area."""
-    yw, valid, placed = warp_luma(y, to_working)
+    its tiles (over the `picture` only, when given), and the warp's placement (see
+    :func:`warp_luma`); None when the warped leak is under 2 chips a side or covers less
+    than one tile's area."""
+    yw, valid, placed = warp_luma(y, to_working, picture)
     if min(yw.shape) < 2 * WORK_PX or float(valid.sum()) < (WORK_PX * TILE_CHIPS) ** 2:
         return None
     return chip_estimates(*fold_tiles(whiten(yw) * valid, valid)), placed
 
 
 def _search_lattices(
-    y: np.ndarray, layout: TileLayout, maps: list[np.ndarray], *, refine: bool = True
+    y: np.ndarray,
+    layout: TileLayout,
+    maps: list[np.ndarray],
+    *,
+    refine: bool = True,
+    picture: np.ndarray | None = None,
 ) -> list[_Hypothesis]:
     """Pilot-scored alignments on resampled tile lattices, in all 8 orientations, plus one
     refined hypothesis per lattice (see :func:`_refine_map`), scored on pilot B.
 
     `maps` are (3, 3) leak -> working maps: :func:`lattice_map` of a lattice, or a
-    projective one (:func:`_rectified_maps`)."""
+    projective one (:func:`_rectified_maps`). Only the `picture` is folded, when given
+    (see :func:`warp_luma`)."""
     pilot = layout.pilot_chips
     pilot_a = _pilot_halves(layout)[0]
     found: list[_Hypothesis] = []
     for to_working in maps:
-        folded = _fold_lattice(y, to_working)
+        folded = _fold_lattice(y, to_working, picture)
         if folded is None:
             continue
         v, placed = folded
@@ -448,23 +462,27 @@ def _search_lattices(
         # worth refining (fewer hypotheses than counted: conservative)
         worth = refine and _REFINE_START <= best_a < _REFINE_STOP
         for regions in _REFINE_REGIONS if worth else ():
-            step = _refine_map(y, refined, steer, pilot_a, regions)
+            step = _refine_map(y, refined, steer, pilot_a, regions, picture)
             if step is not None:
                 refined = step
         if refined is not to_working:
-            found.extend(_pilot_b_alignments(y, refined, steer, layout))
+            found.extend(_pilot_b_alignments(y, refined, steer, layout, picture))
     found.sort(key=lambda h: h.pilot_z, reverse=True)
     return found[:_TOP_HYPOTHESES]
 
 
 def _pilot_b_alignments(
-    y: np.ndarray, to_working: np.ndarray, steer: np.ndarray, layout: TileLayout
+    y: np.ndarray,
+    to_working: np.ndarray,
+    steer: np.ndarray,
+    layout: TileLayout,
+    picture: np.ndarray | None = None,
 ) -> list[_Hypothesis]:
     """Alignments of the leak warped by `to_working` and oriented by `steer`, scored on
     pilot B: pilot A chose this geometry, so it takes no part in deciding on it (its
     chips are left out of each alignment, see :func:`_top_alignments`)."""
     decide = _pilot_halves(layout)[2]
-    folded = _fold_lattice(y, to_working)
+    folded = _fold_lattice(y, to_working, picture)
     if folded is None:
         return []
     v, placed = folded
@@ -472,14 +490,17 @@ def _pilot_b_alignments(
     return _top_alignments(_orient(v, steer), decide.pilot_chips, per_chip, placed, steer, decide)
 
 
-def _scanned_alignments(y: np.ndarray, layout: TileLayout, spares: np.ndarray) -> list[_Hypothesis]:
+def _scanned_alignments(
+    y: np.ndarray, layout: TileLayout, spares: np.ndarray, picture: np.ndarray | None = None
+) -> list[_Hypothesis]:
     """Pilot-B alignments on one lattice the key picks: the square, axis-aligned (or
     mirrored) lattice whose chip size pilot A likes best over a fine scan, the runner-up
     lattice of the autocorrelation it likes best (:func:`watermark._scan.keyed_scan`), or
     the lattice near the leak's native chip sizes, turned or stretched, it likes best
     (:func:`watermark._scan.near_square_lattices`), whichever pilot A prefers once folded.
     Content with a period of its own hides or outranks the mark's lattice in the
-    autocorrelation; thin line art on white can hide it altogether."""
+    autocorrelation; thin line art on white can hide it altogether. The folds cover only
+    the `picture`, when given (see :func:`warp_luma`)."""
     pilot_a, _, _ = _pilot_halves(layout)
     oriented = np.stack([_orient(pilot_a, g.T) for g in _ORIENTATIONS])
     smallest = max(_SMALLEST_CHIP, min(y.shape) / _SCAN_CHIPS_ACROSS)
@@ -504,7 +525,7 @@ def _scanned_alignments(y: np.ndarray, layout: TileLayout, spares: np.ndarray) -
     scored = []
     for basis in lattices:
         to_working = lattice_map(basis)
-        folded = _fold_lattice(y, to_working)
+        folded = _fold_lattice(y, to_working, picture)
         if folded is None:
             continue
         for g in _ORIENTATIONS:
@@ -516,33 +537,31 @@ def _scanned_alignments(y: np.ndarray, layout: TileLayout, spares: np.ndarray) -
     # the scan's grid leaves up to a quarter cycle of drift over its crop: the whole leak
     # may need the lattice polished
     for regions in _REFINE_REGIONS if _REFINE_START <= best_a < _REFINE_STOP else ():
-        step = _refine_map(y, refined, steer, pilot_a, regions)
+        step = _refine_map(y, refined, steer, pilot_a, regions, picture)
         if step is not None:
             refined = step
-    return _pilot_b_alignments(y, refined, steer, layout)
+    return _pilot_b_alignments(y, refined, steer, layout, picture)
 
 
-def _rectified_maps(y: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-    """Leak -> working maps through the picture's quadrilateral, when the leak shows one
-    inside a dark surround (:func:`watermark._border.picture_quad`): the picture brought
-    back to the leak's rectangle, at the chip sizes a delivery of that size carries.
+def _rectified_maps(y: np.ndarray, quad: np.ndarray | None) -> list[np.ndarray]:
+    """Leak -> working maps through the picture's quadrilateral `quad`, when the leak shows
+    one inside a dark surround (:func:`watermark._border.picture_quad`): the picture
+    brought back to the leak's rectangle, at the chip sizes a delivery of that size
+    carries.
 
     A perspective changes the tile lattice across the frame, so no one lattice folds it;
     the picture's borders give the projective part directly.
 
     Returns
     -------
-    maps : list of (3, 3) float64 ndarrays
+    list of (3, 3) float64 ndarrays
         Empty without a quad.
-    corner : (2,) float64 ndarray
-        Leak (x, y) of the quad's top-left corner (meaningless without a quad).
     """
-    quad = picture_quad(y)
     if quad is None:
-        return [], np.zeros(2)
+        return []
     to_picture = rectifying_map(quad, y.shape)
     sizes = _native_chip_sizes(y.shape)
-    return [lattice_map(np.eye(2) * (c * TILE_CHIPS)) @ to_picture for c in sizes], quad[0]
+    return [lattice_map(np.eye(2) * (c * TILE_CHIPS)) @ to_picture for c in sizes]
 
 
 def _native_chip_sizes(shape: tuple[int, ...]) -> tuple[float, ...]:
@@ -609,9 +628,9 @@ def _alignment(
 
 
 def _anchored_alignment(
-    y: np.ndarray, to_working: np.ndarray, anchor: np.ndarray, layout: TileLayout
+    y: np.ndarray, to_working: np.ndarray, quad: np.ndarray, layout: TileLayout
 ) -> _Hypothesis | None:
-    """The alignment of an upright picture whose tile grid starts at `anchor`.
+    """The alignment of an upright picture whose tile grid starts at its top-left corner.
 
     A frame shown whole in its quadrilateral (:func:`_rectified_maps`) starts its tile
     grid at the picture's top-left corner: no shift search is needed, only the working
@@ -621,11 +640,12 @@ def _anchored_alignment(
 
     Parameters
     ----------
-    anchor : (2,) float ndarray
-        Leak (x, y) of the picture's top-left corner (outer edge, pixel-centre
-        coordinates).
+    quad : (4, 2) float ndarray
+        The picture's corners in the leak (x, y; outer edge, pixel-centre coordinates),
+        clockwise from the top left; only the picture is folded.
     """
-    folded = _fold_lattice(y, to_working)
+    anchor = quad[0]
+    folded = _fold_lattice(y, to_working, quad)
     if folded is None:
         return None
     v, placed = folded
@@ -839,8 +859,10 @@ def detect_frame(
         n_sizes += _steered_and_lattice_count(n_sizes)
         # the picture's quadrilateral, when the leak shows one (found without the key, so
         # a leak without one is not charged for it): each map in every orientation plus
-        # its refined hypothesis
-        rectified, corner = _rectified_maps(y)
+        # its refined hypothesis. From here on only the picture is folded, away from its
+        # border: neither the step to the surround nor the surround carries the mark.
+        quad = picture_quad(y)
+        rectified = _rectified_maps(y, quad)
         n_sizes += len(rectified) * (len(_ORIENTATIONS) + 1)
         n_geometry = float(n_sizes * WORK_PX * WORK_PX * TILE_CHIPS * TILE_CHIPS)
         # The p-value already counts every lattice hypothesis, searched or not (a union
@@ -860,13 +882,13 @@ def detect_frame(
         plain = bool(hyps) and hyps[0].pilot_z >= _PLAIN_Z
         maps = [lattice_map(b) for b in bases] + rectified
         hyps = sorted(
-            hyps + _search_lattices(y, layout, maps, refine=not plain),
+            hyps + _search_lattices(y, layout, maps, refine=not plain, picture=quad),
             key=lambda h: h.pilot_z,
             reverse=True,
         )[:_TOP_HYPOTHESES]
         # the picture's own grid origin, beside them whatever their rank
         anchored = [
-            a for m in rectified if (a := _anchored_alignment(y, m, corner, layout)) is not None
+            a for m in rectified if (a := _anchored_alignment(y, m, quad, layout)) is not None
         ]
         found = _surer(
             early, _decide(hyps + anchored, layout, cand, n_geometry, p_threshold, verdicts)
@@ -876,7 +898,7 @@ def detect_frame(
         # last, the lattice content may hide from the autocorrelation; its hypotheses are
         # decided on pilot B, whose scores run lower than the full pilot's: considered
         # beside the best three whatever their rank
-        scanned = _scanned_alignments(y, layout, spares)
+        scanned = _scanned_alignments(y, layout, spares, quad)
         hyps = sorted(hyps + scanned, key=lambda h: h.pilot_z, reverse=True)
         return _surer(
             early, _decide(hyps + anchored, layout, cand, n_geometry, p_threshold, verdicts)

@@ -11,6 +11,7 @@ import scipy.fft
 from ._carrier import TILE_CHIPS
 
 __all__ = [
+    "PICTURE_GUARD",
     "WORK_PX",
     "area_resize",
     "chip_estimates",
@@ -28,6 +29,9 @@ __all__ = [
 ]
 
 WORK_PX = 2  # pixels per chip in the working resolution
+# working pixels left out inside a picture's border: the whitening's host and energy
+# windows (sigma 1) and its 3x3 median reach about this far across a step
+PICTURE_GUARD = 3
 
 
 def area_resize(y: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -73,7 +77,9 @@ def lattice_map(basis: np.ndarray) -> np.ndarray:
     return m
 
 
-def warp_luma(y: np.ndarray, to_working: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def warp_luma(
+    y: np.ndarray, to_working: np.ndarray, picture: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Resample luma through a (3, 3) leak -> working map (affine or projective).
 
     Parameters
@@ -83,12 +89,16 @@ def warp_luma(y: np.ndarray, to_working: np.ndarray) -> tuple[np.ndarray, np.nda
     to_working : (3, 3) float ndarray
         Leak pixel (x, y, 1) -> working pixel, up to a shift: the working image is the
         bounding box of the mapped leak.
+    picture : (4, 2) float ndarray, optional
+        Corners (x, y) of the picture inside the leak, in leak pixels (pixel-centre
+        coordinates), when it shows in a dark surround: only working pixels inside it,
+        and at least ``PICTURE_GUARD`` working pixels from its border, are valid.
 
     Returns
     -------
     working : (h, w) float32 ndarray
     valid : (h, w) float32 ndarray
-        1 where the working image shows the leak, 0 in the corners outside it.
+        1 where the working image shows the leak (the picture, when given), 0 elsewhere.
     placed : (3, 3) float64 ndarray
         The map actually applied (`to_working` followed by the bounding-box shift).
     """
@@ -124,7 +134,28 @@ def warp_luma(y: np.ndarray, to_working: np.ndarray) -> tuple[np.ndarray, np.nda
             np.ones_like(src), full, out, flags=cv2.INTER_NEAREST, borderValue=0.0
         )
     valid = cv2.erode(inside, np.ones((3, 3), np.uint8))  # no resampling edge in the fold
-    return working, valid, shift @ m
+    placed = shift @ m
+    if picture is not None:
+        valid *= _picture_mask(picture, placed, valid.shape)
+    return working, valid, placed
+
+
+def _picture_mask(picture: np.ndarray, placed: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """(h, w) float32 mask, 1 inside the picture's quadrilateral mapped to working pixels
+    and ``PICTURE_GUARD`` from its border.
+
+    The step from picture to surround is no mark, yet the whitened working image rings
+    there at full scale (clipped to +/-3) for a couple of working pixels; and the
+    surround carries only noise. On a frame with little detail (line art on white, whose
+    paper a brightness lift has clipped flat) they outweigh what the picture carries.
+    """
+    corners = cv2.perspectiveTransform(np.asarray(picture, np.float64)[None], placed)[0]
+    corners = np.clip(corners, -(1 << 20), 1 << 20)  # int32 room for the fixed point below
+    mask = np.zeros(shape, np.uint8)
+    # 4 fractional bits: corners to 1/16 of a working pixel
+    cv2.fillConvexPoly(mask, np.round(corners * 16.0).astype(np.int32), 1, shift=4)
+    side = 2 * PICTURE_GUARD + 1
+    return cv2.erode(mask, np.ones((side, side), np.uint8)).astype(np.float32)
 
 
 def working_luma(y: np.ndarray, chip_px: float) -> np.ndarray:
