@@ -1,12 +1,12 @@
-"""Synthetic test frames: flat-fill cel frames with outlines, hatched line art, and
-textured photo-like frames."""
+"""Synthetic test frames: flat-fill cel frames with outlines, hatched line art, shaded
+sketches on white paper, and textured photo-like frames."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-__all__ = ["cel_frame", "hatched_frame", "textured_frame"]
+__all__ = ["cel_frame", "hatched_frame", "sketch_frame", "textured_frame"]
 
 
 def cel_frame(height: int, width: int, *, seed: int) -> np.ndarray:
@@ -53,3 +53,16 @@ def hatched_frame(height: int, width: int, *, seed: int) -> np.ndarray:
         pts = rng.integers(0, [width, height], size=(5, 2)).astype(np.int32)
         cv2.polylines(img, [pts], True, 0, 3, cv2.LINE_AA)
     return np.dstack([img] * 3)
+
+
+def sketch_frame(height: int, width: int, *, seed: int, ink: float = 0.05) -> np.ndarray:
+    """A pencil-sketch-like RGB uint8 frame: patches of textured shading over `ink` of the
+    area (in (0, 1)), the rest pure white paper (255), which carries only the darker half
+    of a mark and loses it all to a brightness lift."""
+    rng = np.random.default_rng(seed)
+    blobs = rng.normal(size=(height // 32 + 1, width // 32 + 1)).astype(np.float32)
+    blobs = cv2.resize(blobs, (width, height), interpolation=cv2.INTER_CUBIC)
+    shaded = blobs > np.quantile(blobs, 1.0 - ink)
+    img = np.full((height, width, 3), 255, np.uint8)
+    img[shaded] = textured_frame(height, width, seed=seed)[shaded]
+    return img
