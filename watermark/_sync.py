@@ -136,12 +136,12 @@ def warp_luma(
     valid = cv2.erode(inside, np.ones((3, 3), np.uint8))  # no resampling edge in the fold
     placed = shift @ m
     if picture is not None:
-        valid *= _picture_mask(picture, placed, valid.shape)
+        valid *= _picture_mask(picture, placed, valid.shape)  # uint8, cast chunk by chunk
     return working, valid, placed
 
 
 def _picture_mask(picture: np.ndarray, placed: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """(h, w) float32 mask, 1 inside the picture's quadrilateral mapped to working pixels
+    """(h, w) uint8 mask, 1 inside the picture's quadrilateral mapped to working pixels
     and ``PICTURE_GUARD`` from its border.
 
     The step from picture to surround is no mark, yet the whitened working image rings
@@ -155,7 +155,7 @@ def _picture_mask(picture: np.ndarray, placed: np.ndarray, shape: tuple[int, ...
     # 4 fractional bits: corners to 1/16 of a working pixel
     cv2.fillConvexPoly(mask, np.round(corners * 16.0).astype(np.int32), 1, shift=4)
     side = 2 * PICTURE_GUARD + 1
-    return cv2.erode(mask, np.ones((side, side), np.uint8)).astype(np.float32)
+    return cv2.erode(mask, np.ones((side, side), np.uint8), dst=mask)
 
 
 def working_luma(y: np.ndarray, chip_px: float) -> np.ndarray:
