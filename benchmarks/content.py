@@ -5,16 +5,17 @@
                                  [--workers 2] [--out DIR] [--seed 0]
 
 The corpus is a few dozen real frames; a studio's own are other content at other sizes.
-This script makes seeded frames of eight kinds at each size: flat cel fills with
-outlines, a photo-like texture, a fine periodic weave (fabric, screen-door), a smooth
-render (soft shading, no texture), a dark night frame, a sparse line drawing on pure
-white paper, a corpus line-art page levelled to pure white paper (a model sheet), and a
-corpus photo resized. Each is marked for the first of --vendors random
-payloads and attacked; the marked leak is traced against all payloads (correct, WRONG or
-missed) and so is the unmarked frame after the same attack (any verdict is a false
-accusation). Table per kind x size: accuracy, wrong, unmarked verdicts, PSNR-Y and the
-margin embed reports (under 1.25 embed warns that the frame is weak). JSON in
-OUT/content.json. Exit 1 on any wrong verdict or any verdict on an unmarked frame.
+This script makes seeded frames of nine kinds at each size: flat cel fills with
+outlines, a photo-like texture, a fine periodic weave (fabric, screen-door), manga-like
+line art toned with screentone dots and hatching, a smooth render (soft shading, no
+texture), a dark night frame, a sparse line drawing on pure white paper, a corpus
+line-art page levelled to pure white paper (a model sheet), and a corpus photo resized.
+Each is marked for the first of --vendors random payloads and attacked; the marked leak
+is traced against all payloads (correct, WRONG or missed) and so is the unmarked frame
+after the same attack (any verdict is a false accusation). Table per kind x size:
+accuracy, wrong, unmarked verdicts, PSNR-Y and the margin embed reports (under 1.25 embed
+warns that the frame is weak). JSON in OUT/content.json. Exit 1 on any wrong verdict or
+any verdict on an unmarked frame.
 """
 
 from __future__ import annotations
@@ -93,6 +94,25 @@ def weave(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(np.dstack([g, 0.9 * g + 10, 0.7 * g + 30]), 0, 255).astype(np.uint8)
 
 
+def toned(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """Manga-like line art: screentone dots (6 px, 45 degrees) and hatching (a 1-px line
+    every 5 px) fill patches of near-white paper, under thick ink outlines."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    u, v = (xx + yy) / np.sqrt(2.0), (xx - yy) / np.sqrt(2.0)
+    dots = np.cos(2 * np.pi * u / 6.0) + np.cos(2 * np.pi * v / 6.0) > 0.6
+    hatch = np.mod(xx - yy, 5.0) < 1.0
+    patches = cv2.resize(
+        rng.random((4, 6)).astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST
+    )
+    ink = np.where(patches < 0.35, dots, (patches < 0.6) & hatch)
+    img = cv2.GaussianBlur(np.where(ink, 35.0, 250.0).astype(np.float32), (0, 0), 0.5)
+    img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    for _ in range(10):
+        pts = rng.integers(0, [w, h], size=(5, 2)).astype(np.int32)
+        cv2.polylines(img, [pts], True, 0, max(2, min(h, w) // 200), cv2.LINE_AA)
+    return np.dstack([img] * 3)
+
+
 def render(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     """3D-render-like: very smooth shading and soft-edged discs, no texture."""
     base = rng.normal(0, 1, (h, w, 3)).astype(np.float32)
@@ -145,6 +165,7 @@ KINDS: dict[str, Callable[[int, int, np.random.Generator], np.ndarray]] = {
     "cel": cel,
     "textured": textured,
     "weave": weave,
+    "toned": toned,
     "render": render,
     "night": night,
     "white page": white_page,
