@@ -96,7 +96,8 @@ def weave(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
 
 def toned(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     """Manga-like line art: screentone dots (6 px, 45 degrees) and hatching (a 1-px line
-    every 5 px) fill patches of near-white paper, under thick ink outlines."""
+    every 5 px) fill most of the page (a tenth is left near-white paper), under thick ink
+    outlines."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     u, v = (xx + yy) / np.sqrt(2.0), (xx - yy) / np.sqrt(2.0)
     dots = np.cos(2 * np.pi * u / 6.0) + np.cos(2 * np.pi * v / 6.0) > 0.6
@@ -104,7 +105,7 @@ def toned(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     patches = cv2.resize(
         rng.random((4, 6)).astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST
     )
-    ink = np.where(patches < 0.35, dots, (patches < 0.6) & hatch)
+    ink = np.where(patches < 0.45, dots, (patches < 0.9) & hatch)
     img = cv2.GaussianBlur(np.where(ink, 35.0, 250.0).astype(np.float32), (0, 0), 0.5)
     img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
     for _ in range(10):
