@@ -126,11 +126,12 @@ def cap_periodic_peaks(y: np.ndarray) -> np.ndarray:
     """Take strong periodic texture (hatching, screentones, weaves) out of a leak's luma.
 
     In each half-overlapping, Hann-tapered 128 px window's spectrum, a peak (the largest
-    bin of its 5x5 square, over 8 times the geometric mean of its 9x9 neighbours, a
-    sinusoid of over 8 grey levels, a period under 32 px) is cut, with the bins of its main
-    lobe, to 8 times that mean; the windows are added back. A leak without such a peak is
-    returned as is (the same array), so only texture of that kind changes what the
-    detector sees. Decided without the key.
+    bin of its 5x5 square, over 8 times the geometric mean of its 9x9 neighbours and 8
+    times the bins of its direction at 0.6 to 1.6 times its frequency, a sinusoid of over 8
+    grey levels, a period under 32 px) is cut, with the bins of its main lobe, to 8 times
+    that mean; the windows are added back. A leak without such a peak is returned as is
+    (the same array), so only texture of that kind changes what the detector sees.
+    Decided without the key.
 
     Parameters
     ----------
