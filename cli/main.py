@@ -442,9 +442,13 @@ def trace(
     else:
         Console().print(_trace_table(records))
         for r in records:
-            if r.frames is not None and not r.error:
+            if r.error:
+                continue
+            if r.frames is not None:
                 seen = ", ".join(f"{a:.1f}-{b:.1f} s" for a, b in r.seen) or "-"
                 typer.echo(f"{r.file}: {r.frames} frame(s) pooled; mark seen at {seen}")
+            for note in r.notes:  # what the trace could not use or changed: evidence too
+                typer.echo(f"{r.file}: note: {note}")
     raise typer.Exit(_report_errors([r.error for r in records]))
 
 

@@ -19,6 +19,7 @@ from watermark.samples import sample_frames
 from watermark.studio import HOME_ENV, REGISTRY_NAME, SECRET_NAME, Studio, TraceRecord
 
 from ._factories import BAD_FILES, make_bad_file, sha256_of, texture, write_encoded
+from .frames import hatched_frame
 
 
 @pytest.fixture
@@ -312,8 +313,27 @@ def test_mark_then_trace_finds_the_vendor(runner: CliRunner, home: Path, tmp_pat
     )
     assert verdict["found"] is True and verdict["vendor"] == "Bluebird"
     assert verdict["asset"] == str(src.resolve())
+    assert not any("periodic texture" in note for note in verdict["notes"])
     table = runner.invoke(app, ["trace", str(leaked), "--home", str(home)])
     assert table.exit_code == 0 and "Bluebird" in table.stdout
+
+
+def test_trace_notes_a_texture_cut(runner: CliRunner, home: Path, tmp_path: Path) -> None:
+    # dense hatching is cut out before the blind decode: the record says so, in JSON and
+    # under the table
+    src = write_encoded(tmp_path / "page.png", hatched_frame(720, 1280, seed=3))
+    out = tmp_path / "acme"
+    args = ["embed", str(src), "--vendor", "Acme", "--out", str(out), "--home", str(home)]
+    assert runner.invoke(app, args).exit_code == 0
+    leaked = out / "page.png"
+    result = runner.invoke(app, ["trace", str(leaked), "--blind", "--json", "--home", str(home)])
+    assert result.exit_code == 0
+    (verdict,) = json.loads(result.stdout)
+    assert verdict["found"] is True and verdict["vendor"] == "Acme"
+    assert any("periodic texture" in note for note in verdict["notes"])
+    table = runner.invoke(app, ["trace", str(leaked), "--blind", "--home", str(home)])
+    assert table.exit_code == 0
+    assert f"{leaked}: note: strong periodic texture" in " ".join(table.stdout.split())
 
 
 def test_trace_unmarked_exits_0(runner: CliRunner, home: Path, tmp_path: Path) -> None:

@@ -77,3 +77,11 @@ def test_dense_hatching_at_720p_is_traced(attack):
     det = detect_frame(apply_attack(attack, marked, seed=0), KEY, candidates=CANDIDATES)
     assert det.found and det.payload == int(CANDIDATES[1])
     assert det.p_value < 1e-12
+    assert det.texture_cut  # the verdict says its pixels were not the file's
+
+
+def test_a_detection_says_when_nothing_was_cut():
+    marked = embed_frame(cel_frame(360, 640, seed=2), KEY, int(CANDIDATES[2])).image
+    det = detect_frame(marked, KEY, candidates=CANDIDATES)
+    assert det.found and det.payload == int(CANDIDATES[2])
+    assert not det.texture_cut

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -146,6 +146,10 @@ class Detection:
         ``(a, b, c, d)``: the leak's pixel displacement ``[[a, b], [c, d]] @ (i, j)`` for a
         step of i chips along the tile's x and j along its y (rotation, per-axis scale,
         shear and mirroring of the mark in the leak); None when nothing was searched.
+    texture_cut : bool
+        True when strong periodic texture (hatching, screentone) was cut out of the leak
+        before it was decoded (:func:`watermark._periodic.cap_periodic_peaks`). The cut
+        does not use the key, so the p-value's bound holds either way.
     """
 
     found: bool
@@ -157,6 +161,7 @@ class Detection:
     offset: tuple[float, float]
     n_tests: float = 1.0
     axes: tuple[float, float, float, float] | None = None
+    texture_cut: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -839,6 +844,21 @@ def detect_frame(
     # the whitened folds. Decided without the key, so the p-value's bound is unchanged;
     # a leak without such texture is traced as it is.
     y = cap_periodic_peaks(seen)
+    det = _detect_luma(y, seen, layout, cand, p_threshold, chip_sizes, estimate_geometry)
+    return replace(det, texture_cut=True) if y is not seen else det
+
+
+def _detect_luma(
+    y: np.ndarray,
+    seen: np.ndarray,
+    layout: TileLayout,
+    cand: np.ndarray | None,
+    p_threshold: float,
+    chip_sizes: tuple[float, ...],
+    estimate_geometry: bool,
+) -> Detection:
+    """:func:`detect_frame` on checked arguments: `y` is the luma decoded (the leak's luma
+    `seen` after the periodic cut), `seen` the one its picture's border is found on."""
     n_sizes = len(chip_sizes)
     sizes = [c for c in chip_sizes if _plausible_chip(c, y.shape)]
     if estimate_geometry:

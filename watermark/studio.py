@@ -364,6 +364,12 @@ _ORIGINAL_REGISTRATIONS = 2  # an original given by hand: direct and mirrored
 _LOCATE_P = 1e-4
 _SURE_INLIERS = 60
 _SURE_SHARE = 0.3
+# Said on a blind record whose leak had hatching or screentone cut out before the decode:
+# the pixels decoded are not the file's, which an expert reading the evidence should know.
+_TEXTURE_CUT_NOTE = (
+    "strong periodic texture (hatching or screentone) was cut out of the leak before the "
+    "blind decode; the cut does not use the studio key, so the p-value holds as stated"
+)
 
 
 class Studio:
@@ -1200,6 +1206,8 @@ class Studio:
         verdict without a registration reports the geometry of the mark's tile grid."""
         p = min(1.0, modes * float(detection.p_value))
         p_mark = min(1.0, modes * float(detection.p_mark))
+        if blind and detection.texture_cut:
+            notes = [*notes, _TEXTURE_CUT_NOTE]
         context = {
             "mode": "blind" if blind else "informed",
             "source": None if informed is None else informed.source_path,
