@@ -2,7 +2,7 @@
 
     python benchmarks/content.py [--sizes 300x300 640x360 ...]
                                  [--attacks NAME... | matrix | geometry] [--vendors 3]
-                                 [--workers 2] [--out DIR] [--seed 0]
+                                 [--frames-per-size 1] [--workers 2] [--out DIR] [--seed 0]
 
 The corpus is a few dozen real frames; a studio's own are other content at other sizes.
 This script makes seeded frames of nine kinds at each size: flat cel fills with
@@ -12,10 +12,13 @@ texture), a dark night frame, a sparse line drawing on pure white paper, a corpu
 line-art page levelled to pure white paper (a model sheet), and a corpus photo resized.
 Each is marked for the first of --vendors random payloads and attacked; the marked leak
 is traced against all payloads (correct, WRONG or missed) and so is the unmarked frame
-after the same attack (any verdict is a false accusation). Table per kind x size:
-accuracy, wrong, unmarked verdicts, PSNR-Y and the margin embed reports (under 1.25 embed
-warns that the frame is weak). JSON in OUT/content.json. Exit 1 on any wrong verdict or
-any verdict on an unmarked frame.
+after the same attack (any verdict is a false accusation). One frame per kind and size
+gives one trial per attack; --frames-per-size N generates N frames of each (the first is
+the one-frame run's), so an accuracy is a rate over N different frames, not one frame's
+luck (the photo and the inked page are the same picture each time; only their attacks'
+seeds change). Table per kind x size: accuracy, wrong, unmarked verdicts, PSNR-Y and the
+margin embed reports (under 1.25 embed warns that the frame is weak). JSON in
+OUT/content.json. Exit 1 on any wrong verdict or any verdict on an unmarked frame.
 """
 
 from __future__ import annotations
@@ -178,22 +181,62 @@ KINDS: dict[str, Callable[[int, int, np.random.Generator], np.ndarray]] = {
 # ------------------------------------------------------------------------------ trials
 
 
+def _by_kind_and_size(results: list[dict]) -> list[list[dict]]:
+    """`results` (sorted by kind, size, variant) grouped by kind and size, in order."""
+    groups: dict[tuple[str, int, int], list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["kind"], r["width"], r["height"]), []).append(r)
+    return list(groups.values())
+
+
+def _table_row(group: list[dict]) -> list[str]:
+    """One table row for the frames of one kind at one size (summaries filled in)."""
+    first = group[0]
+    summaries = [r["summary"] for r in group]
+    trials = sum(s["trials"] for s in summaries)
+    unmarked = sum(len(r["trials"]) for r in group) - trials
+    margins = [r["margin"] for r in group]
+    n_weak = sum(bool(r["weak"]) for r in group)
+    if len(group) == 1:
+        margin = common.fmt(first["margin"], ".2f") + (" (weak)" if first["weak"] else "")
+    else:
+        margin = f"{common.fmt(min(margins), '.2f')} to {common.fmt(max(margins), '.2f')}"
+        margin += f" ({n_weak} weak)" if n_weak else ""
+    missed: dict[str, int] = {}
+    for s in summaries:
+        for attack in s["missed"]:
+            missed[attack] = missed.get(attack, 0) + 1
+    return [
+        first["kind"],
+        f"{first['width']}x{first['height']}",
+        f"{sum(s['correct'] for s in summaries)}/{trials}",
+        str(sum(s["wrong"] for s in summaries)),
+        f"{sum(s['unmarked_verdicts'] for s in summaries)}/{unmarked}",
+        common.fmt(float(np.mean([r["psnr_y"] for r in group])), ".1f"),
+        margin,
+        ", ".join(a if n == 1 else f"{a} x{n}" for a, n in missed.items()) or "-",
+    ]
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Task:
-    """One kind at one size: the unit of work of a worker process."""
+    """One frame of a kind at one size: the unit of work of a worker process."""
 
-    name: str  # "<kind> <W>x<H>"
+    name: str  # "<kind> <W>x<H>", then " #<variant>" after the first frame
     kind: str
     shape: tuple[int, int]
     payloads: tuple[int, ...]
     attacks: tuple[str, ...]
     seed: int
+    variant: int = 0  # which of --frames-per-size frames
 
 
 def run_task(task: Task) -> dict:
     """Generate, mark, attack, trace the marked and the unmarked leak of every attack."""
     h, w = task.shape
-    rng = np.random.default_rng(common.stable_seed(task.seed, task.kind, h, w))
+    # the first frame's seed is the one-frame run's: its results are the same
+    parts = (task.seed, task.kind, h, w) + ((task.variant,) if task.variant else ())
+    rng = np.random.default_rng(common.stable_seed(*parts))
     frame = KINDS[task.kind](h, w, rng)
     truth = task.payloads[0]
     candidates = np.array(task.payloads, dtype=np.uint64)
@@ -225,6 +268,7 @@ def run_task(task: Task) -> dict:
     return {
         "name": task.name,
         "kind": task.kind,
+        "variant": task.variant,
         "width": w,
         "height": h,
         "psnr_y": marked.psnr_y,
@@ -261,6 +305,13 @@ def main() -> int:
         "blind geometry list (default: %(default)s)",
     )
     parser.add_argument("--vendors", type=int, default=3, help="registry size (3)")
+    parser.add_argument(
+        "--frames-per-size",
+        type=int,
+        default=1,
+        metavar="N",
+        help="generated frames of each kind at each size, each its own seed (1)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="worker processes (2)")
     parser.add_argument("--out", type=Path, default=common.DEFAULT_OUT, help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="run seed (0)")
@@ -274,6 +325,8 @@ def main() -> int:
         parser.error(f"--vendors must be in 1..1000; got {args.vendors}")
     if args.workers < 1:
         parser.error(f"--workers must be >= 1; got {args.workers}")
+    if not 1 <= args.frames_per_size <= 1000:
+        parser.error(f"--frames-per-size must be in 1..1000; got {args.frames_per_size}")
     for path in (PHOTO, INKED):
         if not path.is_file():
             parser.error(f"{path} is missing (../shared/corpus beside the repository)")
@@ -284,16 +337,27 @@ def main() -> int:
     attacks = tuple(dict.fromkeys(args.attacks))
     sizes = sorted(set(args.sizes), key=lambda s: -s[0] * s[1])  # big first: even load
     tasks = [
-        Task(f"{kind} {w}x{h}", kind, (h, w), payloads, attacks, args.seed)
+        Task(
+            f"{kind} {w}x{h}" + (f" #{v}" if v else ""),
+            kind,
+            (h, w),
+            payloads,
+            attacks,
+            args.seed,
+            v,
+        )
         for h, w in sizes
         for kind in KINDS
+        for v in range(args.frames_per_size)
     ]
     t0 = time.perf_counter()
     results = common.run_tasks(run_task, tasks, workers=args.workers, label="content")
     wall = time.perf_counter() - t0
-    results.sort(key=lambda r: (list(KINDS).index(r["kind"]), r["width"] * r["height"]))
+    results.sort(
+        key=lambda r: (list(KINDS).index(r["kind"]), r["width"] * r["height"], r["variant"])
+    )
 
-    rows, wrong, unmarked_verdicts = [], 0, 0
+    wrong, unmarked_verdicts = 0, 0
     for r in results:
         marked = [t for t in r["trials"] if t["source"] == "marked"]
         unmarked = [t for t in r["trials"] if t["source"] == "unmarked"]
@@ -305,24 +369,14 @@ def main() -> int:
         missed = [t["attack"] for t in marked if t["verdict"] == "missed"]
         r["summary"] = {"correct": correct, "trials": len(marked), "wrong": n_wrong}
         r["summary"].update({"unmarked_verdicts": n_false, "missed": missed})
-        rows.append(
-            [
-                r["kind"],
-                f"{r['width']}x{r['height']}",
-                f"{correct}/{len(marked)}",
-                str(n_wrong),
-                f"{n_false}/{len(unmarked)}",
-                common.fmt(r["psnr_y"], ".1f"),
-                common.fmt(r["margin"], ".2f") + (" (weak)" if r["weak"] else ""),
-                ", ".join(missed) or "-",
-            ]
-        )
+    rows = [_table_row(group) for group in _by_kind_and_size(results)]
     doc = {
         "benchmark": "content",
         "key": "sha256('leaktrace benchmark key A')",
         "payloads": list(payloads),
         "attacks": list(attacks),
         "sizes": [f"{w}x{h}" for h, w in sizes],
+        "frames_per_size": args.frames_per_size,
         "seed": args.seed,
         "workers": args.workers,
         "wall_s": wall,
@@ -332,10 +386,12 @@ def main() -> int:
     json_path = common.write_json(args.out, "content.json", doc)
 
     print(
-        f"## Content and size: {len(KINDS)} kinds x {len(sizes)} sizes x {len(attacks)} attacks "
-        f"({', '.join(attacks)}), marked and unmarked\n"
+        f"## Content and size: {len(KINDS)} kinds x {len(sizes)} sizes"
+        + (f" x {args.frames_per_size} frames" if args.frames_per_size > 1 else "")
+        + f" x {len(attacks)} attacks ({', '.join(attacks)}), marked and unmarked\n"
     )
-    headers = ["content", "size", "correct", "WRONG", "unmarked verdicts", "PSNR-Y dB"]
+    psnr = "PSNR-Y dB" + (" (mean)" if args.frames_per_size > 1 else "")
+    headers = ["content", "size", "correct", "WRONG", "unmarked verdicts", psnr]
     headers += ["margin", "missed after"]
     print(common.markdown_table(headers, rows))
     trials = sum(len(r["trials"]) for r in results) // 2
