@@ -24,13 +24,17 @@ _REFERENCE_JPEG = 70
 # robustness matrix's) or a contrast lift clips paper white and near-black fills, and
 # whatever mark they carried with them.
 _REFERENCE_LEVELS = (25.0, 230.0)
-# Frames marked with 4-px chips (chip level 2) face a second reference leak, the frame
-# itself after WebP at this quality: WebP's 4x4 transforms smooth 4-px chips out of flat
-# fills, which the half-size JPEG does not show (flat cel frames at 1280x720 kept a margin
-# of 1.5 to 1.9 there while WebP 50 lost a third of them). 8-px chips and larger ride
-# through it (cel frames at 1920x1080: every one traced after WebP 50).
+# Frames marked with 4-px chips (chip level 2) that are mostly flat fill face a second
+# reference leak, the frame itself after WebP at this quality: WebP's 4x4 transforms smooth
+# 4-px chips out of flat fills, which the half-size JPEG does not show (flat cel frames at
+# 1280x720 kept margins of 1.5 to 1.9 there, and WebP 50 erased the mark from 11 of 12).
+# 8-px chips and larger ride through it (cel frames at 1920x1080: every one traced after
+# WebP 50). On frames under _WEBP_FLAT_SHARE flat fill the WebP margin fell at most 13 % below the
+# JPEG one (generated frames of every kind and the corpus frames under 1000 px), so they
+# skip the encode, which would cost them most of an embed (about 80 ms at 1280x720).
 _REFERENCE_WEBP = 50
 _WEBP_LEVEL = 2
+_WEBP_FLAT_SHARE = 0.5  # share of pixels whose mark sits at the flat-fill floor
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +54,10 @@ class EmbedResult:
         The leak's luma is also clipped to 25..230 before its JPEG, as a brightness shift
         of +-25 clips it at one end (or contrast 1.3 at both): paper white and near-black
         fills keep no mark through such a leak. A frame marked with 4-px chips (short side
-        under 1000 px) also faces its luma after WebP 50, and the margin is the smaller of
-        the two. Below :data:`WEAK_MARGIN` the frame is too small, too flat or too close to
-        white or black to be traced reliably after an ordinary leak. 0 for strength 0.
+        under 1000 px) that is at least half flat fill also faces its luma after WebP 50,
+        and the margin is the smaller of the two. Below :data:`WEAK_MARGIN` the frame is
+        too small, too flat or too close to white or black to be traced reliably after an
+        ordinary leak. 0 for strength 0.
     """
 
     image: np.ndarray
@@ -222,7 +227,7 @@ def embed_frame(
     level = chip_level(arr.shape)
     leak_chip = 2**level * half_luma.shape[1] / arr.shape[1]
     margin = _margin(half_luma, leak_chip, key, payload)
-    if level == _WEBP_LEVEL:
+    if level == _WEBP_LEVEL and _flat_share(activity, table) >= _WEBP_FLAT_SHARE:
         margin = min(margin, _webp_margin(luma(marked), float(2**level), key, payload))
     return EmbedResult(image=out, psnr_y=psnr, margin=margin)
 
@@ -375,6 +380,13 @@ def _margin(half: np.ndarray, leak_chip: float, key: bytes, payload: int) -> flo
     leak = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE) if ok else small
     score = self_score(leak, key, payload, chip_px=max(1.5, leak_chip))
     return max(0.0, score) / accusation_threshold()
+
+
+def _flat_share(activity: np.ndarray, table: np.ndarray) -> float:
+    """Share of pixels, in [0, 1], whose amplitude (``table[activity]``) is the flat-fill
+    floor, the table's smallest value."""
+    counts = np.bincount(activity.ravel(), minlength=table.size)
+    return float(counts[table <= table.min()].sum()) / activity.size
 
 
 def _webp_margin(y: np.ndarray, chip_px: float, key: bytes, payload: int) -> float:
