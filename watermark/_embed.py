@@ -385,7 +385,8 @@ def _margin(half: np.ndarray, leak_chip: float, key: bytes, payload: int) -> flo
 def _flat_share(activity: np.ndarray, table: np.ndarray) -> float:
     """Share of pixels, in [0, 1], whose amplitude (``table[activity]``) is the flat-fill
     floor, the table's smallest value."""
-    counts = np.bincount(activity.ravel(), minlength=table.size)
+    # the histogram masking_table takes too: OpenCV's is a fifth of np.bincount's time
+    counts = cv2.calcHist([activity], [0], None, [table.size], [0, table.size]).ravel()
     return float(counts[table <= table.min()].sum()) / activity.size
 
 
