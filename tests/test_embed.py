@@ -170,9 +170,9 @@ def test_reported_psnr_is_exact_with_saturation(saturated_rows, dtype):
 
 def test_margin_flags_frames_too_flat_or_small():
     big_cel = embed_frame(cel_frame(1080, 1920, seed=3), KEY, 5)
-    flat = np.zeros((720, 1280, 3), np.uint8)
+    flat = np.zeros((360, 640, 3), np.uint8)
     flat[:] = (200, 180, 150)
-    flat[200:500, 300:900] = (40, 90, 160)
+    flat[100:250, 150:450] = (40, 90, 160)
     two_fills = embed_frame(flat, KEY, 5)
     tiny = embed_frame(textured_frame(64, 64, seed=1), KEY, 5)
     assert not big_cel.weak and big_cel.margin > 1.5
@@ -184,10 +184,44 @@ def test_margin_flags_fine_chips_that_webp_smooths_out():
     # 4-px chips in flat fills: the half-size JPEG keeps them, WebP 50 does not (it lost a
     # third of the 1280x720 cel frames of benchmarks/content.py), and embed says so; a
     # textured frame of the same size, which WebP does not erase, is not flagged
-    cel = embed_frame(cel_frame(720, 1280, seed=3), KEY, 5)
-    textured = embed_frame(textured_frame(720, 1280, seed=3), KEY, 5)
+    cel = embed_frame(cel_frame(720, 1280, seed=3), KEY, 5, level=2)
+    textured = embed_frame(textured_frame(720, 1280, seed=3), KEY, 5, level=2)
     assert cel.weak and not textured.weak
     assert _margin(_half_size(luma(cel.image)), 2.0, KEY, 5) > WEAK_MARGIN  # JPEG alone
+
+
+def test_weak_fine_chips_from_720p_up_give_way_to_larger_ones():
+    # the flat cel frame of the test above: with 8-px chips it is not weak, and its mark
+    # survives the WebP 50 that erases its 4-px mark
+    frame = cel_frame(720, 1280, seed=3)
+    chosen, fine = embed_frame(frame, KEY, 5), embed_frame(frame, KEY, 5, level=2)
+    assert chosen.level == 3 and fine.level == 2
+    assert fine.weak and not chosen.weak and chosen.margin > fine.margin
+    assert chosen.psnr_y >= 42.0
+    candidates = np.array([5, 9, 1 << 20], np.uint64)
+    found = detect_frame(apply_attack("webp50", chosen.image, seed=1), KEY, candidates=candidates)
+    lost = detect_frame(apply_attack("webp50", fine.image, seed=1), KEY, candidates=candidates)
+    assert found.found and found.payload == 5 and found.chip_px == 8.0
+    assert not lost.found
+    # a frame whose 4-px mark is not weak, a frame under 720 px, and a clip's frames
+    # (an explicit level) keep the size rule's chips; so does a frame with no margin
+    assert embed_frame(textured_frame(720, 1280, seed=3), KEY, 5).level == 2
+    assert embed_frame(cel_frame(360, 640, seed=3), KEY, 5).level == 2
+    assert embed_frame(frame, KEY, 5, estimate_margin=False).level == 2
+
+
+@pytest.mark.parametrize("level", [0, 6, 2.5, True, "3"])
+def test_embed_refuses_a_bad_level(level: object):
+    with pytest.raises(ValueError, match="level must be"):
+        embed_frame(textured_frame(64, 64, seed=1), KEY, 5, level=level)  # type: ignore[arg-type]
+
+
+def test_embed_marks_with_the_level_asked_for():
+    frame = textured_frame(256, 256, seed=2)
+    for level in (2, 3):
+        out = embed_frame(frame, KEY, 5, level=level)
+        found = detect_frame(out.image, KEY, candidates=np.array([5, 9], np.uint64))
+        assert out.level == level and found.payload == 5 and found.chip_px == 2.0**level
 
 
 @pytest.mark.parametrize(("offset", "clipping_shift"), [(215.0, 25), (-20.0, -25)])

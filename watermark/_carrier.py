@@ -10,7 +10,9 @@ carrier is the inverse transform of the chip array with all detail bands zero, w
 each chip a smooth bump of ``2**level`` pixels. The level follows the frame size
 (:func:`chip_level`): 4-px chips on small frames (more chips, at frequencies where the host
 is weaker), 8 px at HD (they ride the 8x8 DCT low frequencies JPEG keeps), 16 px at 4K (so a
-downscale to HD leaves 8-px chips).
+downscale to HD leaves 8-px chips). A still from 720 px up whose 4-px mark would be weak
+may carry 8-px chips instead (:func:`chip_levels`, chosen by
+:func:`watermark._embed.embed_frame`); the registry records each delivery's level.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from ._ecc import CODED_BITS
 from ._keys import keyed_generator
 
 __all__ = [
+    "LARGER_CHIPS_SIDE",
     "TILE_CHIPS",
     "WAVELET",
     "TileLayout",
     "carrier_tile",
     "chip_level",
+    "chip_levels",
     "chip_values",
     "tile_layout",
 ]
@@ -71,6 +75,26 @@ def chip_level(shape: tuple[int, ...]) -> int:
     """
     side = min(shape[0], shape[1])
     return 2 if side < 1000 else 3 if side < 2000 else 4
+
+
+# Frames with a short side from this many px up to chip_level's 4-px limit may carry 8-px
+# chips instead (see watermark._embed.embed_frame): 2.8 tiles of them across 720 px.
+LARGER_CHIPS_SIDE = 720
+
+
+def chip_levels(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Every chip level a still of `shape` (H, W, ...) may be marked with, the size rule's
+    (:func:`chip_level`) first.
+
+    Examples
+    --------
+    >>> chip_levels((512, 768)), chip_levels((720, 1280)), chip_levels((1080, 1920))
+    ((2,), (2, 3), (3,))
+    """
+    level = chip_level(shape)
+    if level == 2 and min(shape[0], shape[1]) >= LARGER_CHIPS_SIDE:
+        return (2, 3)
+    return (level,)
 
 
 def tile_layout(key: bytes) -> TileLayout:

@@ -179,15 +179,29 @@ class _Hypothesis:
     layout: TileLayout | None = None  # the chips it is decided on (None: the key's layout)
 
 
-def leak_scale(chip_px: float, original_shape: tuple[int, ...]) -> float:
+def leak_scale(
+    chip_px: float, original_shape: tuple[int, ...], *, level: int | None = None
+) -> float:
     """Size of a leak relative to its original, from the chip size found in the leak.
+
+    Parameters
+    ----------
+    chip_px : float
+        Chip size found in the leak, px.
+    original_shape : tuple
+        (H, W, ...) of the delivered frame.
+    level : int, optional
+        Chip level the delivery was marked with (None: the size rule's,
+        :func:`watermark._carrier.chip_level`).
 
     Examples
     --------
-    >>> leak_scale(4.0, (1080, 1920))
-    0.5
+    >>> leak_scale(4.0, (1080, 1920)), leak_scale(4.0, (720, 1280), level=3)
+    (0.5, 0.5)
     """
-    return float(chip_px) / float(2 ** chip_level(original_shape))
+    if level is None:
+        level = chip_level(original_shape)
+    return float(chip_px) / float(2**level)
 
 
 def accusation_threshold(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ._carrier import carrier_tile, chip_level, chip_values, tile_layout
+from ._carrier import TILE_CHIPS, carrier_tile, chip_level, chip_levels, chip_values, tile_layout
 from ._color import LUMA_WEIGHTS, check_image, luma, storage_scale, to_storage
 from ._detect import accusation_threshold, self_score
 from ._ecc import encode_payloads
@@ -47,6 +47,8 @@ class EmbedResult:
         Marked image, same shape and dtype as the input.
     psnr_y : float
         PSNR of the luma channel against the input, in dB (inf when unchanged).
+    level : int
+        Chip DWT level the frame was marked with (chips of ``2**level`` px).
     margin : float
         How much mark survives a reference leak of this frame (luma downscaled to 1/2,
         JPEG quality 70): its trace score over the score a verdict needs
@@ -62,6 +64,7 @@ class EmbedResult:
 
     image: np.ndarray
     psnr_y: float
+    level: int
     margin: float = 0.0
 
     @property
@@ -152,6 +155,7 @@ def embed_frame(
     strength: float = 1.0,
     params: CodecParams = DEFAULT_PARAMS,
     estimate_margin: bool = True,
+    level: int | None = None,
 ) -> EmbedResult:
     """Mark one frame with a delivery id.
 
@@ -176,6 +180,13 @@ def embed_frame(
     estimate_margin : bool
         Compute :attr:`EmbedResult.margin` (a simulated leak and a trace; costly on every
         frame of a clip); False leaves it NaN.
+    level : int, optional
+        Chip DWT level, 1 to 5 (chips of ``2**level`` px). None chooses: the size rule
+        (:func:`watermark._carrier.chip_level`), except that a frame with a short side of
+        720 to 999 px whose 4-px mark is weak is marked with 8-px chips when these keep a
+        larger margin (flat cel frames, whose 4-px chips WebP smooths out). That choice
+        needs `estimate_margin`. A clip passes its frames' level so that every frame
+        carries the same chips.
 
     Returns
     -------
@@ -184,29 +195,69 @@ def embed_frame(
     Raises
     ------
     TypeError, ValueError
-        On a bad image, key, payload or strength.
+        On a bad image, key, payload, strength or level.
 
     Examples
     --------
     >>> img = np.full((64, 64, 3), 128, np.uint8)
     >>> out = embed_frame(img, b"k" * 32, 7)
-    >>> out.image.dtype, out.image.shape
-    (dtype('uint8'), (64, 64, 3))
+    >>> out.image.dtype, out.image.shape, out.level
+    (dtype('uint8'), (64, 64, 3), 2)
     """
     arr = check_image(image)
     if not 0.0 <= float(strength) <= 4.0:
         raise ValueError(f"strength must be in [0, 4], got {strength}")
-    tile = mark_pattern(key, payload, level=chip_level(arr.shape))
+    if level is not None and (isinstance(level, bool) or level not in range(1, 6)):
+        raise ValueError(f"level must be an integer in [1, 5], got {level!r}")
+    chosen = chip_level(arr.shape) if level is None else int(level)
+    tile = mark_pattern(key, payload, level=chosen)  # checks the key and payload first
     if strength == 0.0:
-        return EmbedResult(image=arr.copy(), psnr_y=float("inf"), margin=0.0)
-    unit = storage_scale(arr.dtype)
+        return EmbedResult(image=arr.copy(), psnr_y=float("inf"), level=chosen, margin=0.0)
     colour = arr.ndim == 3 and arr.shape[2] >= 3
     rgb = np.ascontiguousarray(arr[..., :3]) if colour else arr.reshape(arr.shape[:2])
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if colour else rgb
     if grey.dtype == np.float64:
         grey = grey.astype(np.float32)
-    activity = activity_map(grey, unit=unit)
-    table = _amplitude_table(activity, params)
+    host = _Host(arr, rgb, grey, activity_map(grey, unit=storage_scale(arr.dtype)))
+    table = _amplitude_table(host.activity, params)
+    result = _embed_at(host, table, tile, key, payload, strength, estimate_margin)
+    # A weak 4-px mark on a frame from 720 px up is also tried with 8-px chips, and the
+    # larger margin kept: flat cel frames at 1280x720 then survive WebP 50. Under 720 px
+    # 8-px chips cost the geometric attacks (rotation then crop, the camcorder chain and
+    # the screenshot, on generated cel frames at 640x360), which the margin does not see.
+    if level is None and result.weak and len(chip_levels(arr.shape)) > 1:  # NaN: not weak
+        tile = mark_pattern(key, payload, level=chosen + 1)
+        larger = _embed_at(host, table, tile, key, payload, strength, estimate_margin)
+        if larger.margin > result.margin:
+            result = larger
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class _Host:
+    """A frame to mark: the input, its RGB (or grey) pixels, luma and activity map."""
+
+    arr: np.ndarray
+    rgb: np.ndarray
+    grey: np.ndarray
+    activity: np.ndarray
+
+
+def _embed_at(
+    host: _Host,
+    table: np.ndarray,
+    tile: np.ndarray,
+    key: bytes,
+    payload: int,
+    strength: float,
+    estimate_margin: bool,
+) -> EmbedResult:
+    """:func:`embed_frame` with the carrier `tile` (:func:`mark_pattern` of `payload`)
+    and the amplitude `table`."""
+    arr, rgb, grey, activity = host.arr, host.rgb, host.grey, host.activity
+    level = (tile.shape[0] // TILE_CHIPS).bit_length() - 1
+    unit = storage_scale(arr.dtype)
+    colour = arr.ndim == 3 and arr.shape[2] >= 3
     gain = float(strength) * unit
     if rgb.dtype.kind == "f":
         mask = cv2.LUT(activity, table)
@@ -223,13 +274,12 @@ def embed_frame(
     elif arr.ndim == 3 and not colour:
         out = marked.reshape(arr.shape)
     if half_luma is None:
-        return EmbedResult(image=out, psnr_y=psnr, margin=float("nan"))
-    level = chip_level(arr.shape)
+        return EmbedResult(image=out, psnr_y=psnr, level=level, margin=float("nan"))
     leak_chip = 2**level * half_luma.shape[1] / arr.shape[1]
     margin = _margin(half_luma, leak_chip, key, payload)
     if level == _WEBP_LEVEL and _flat_share(activity, table) >= _WEBP_FLAT_SHARE:
         margin = min(margin, _webp_margin(luma(marked), float(2**level), key, payload))
-    return EmbedResult(image=out, psnr_y=psnr, margin=margin)
+    return EmbedResult(image=out, psnr_y=psnr, level=level, margin=margin)
 
 
 # Rows per strip are chosen so that one float32 strip is about this many bytes: the

@@ -481,6 +481,7 @@ def _residual(
     original_y: np.ndarray,
     h: np.ndarray,
     model: _HostModel,
+    level: int,
     original: np.ndarray | None = None,
 ) -> _Residual | None:
     lh, lw = leak_y.shape
@@ -494,7 +495,7 @@ def _residual(
     replica = _codec_replica(leak_y, original_y, h, original)
     if replica is not None and _level(leak_y - replica, valid) < _level(r, valid):
         r = (leak_y - replica) * valid
-    chip_px = float(2 ** chip_level(original_y.shape))
+    chip_px = float(2**level)
     # the chips sit in a band around 1/(2 chip) cycles per pixel: what is smoother than a
     # few chips (a tone misfit, the flat inside of an occluder) is not mark
     r -= cv2.GaussianBlur(r, (0, 0), max(1.0, chip_px * scale))
@@ -509,6 +510,7 @@ def residual_chips(
     *,
     params: CodecParams = DEFAULT_PARAMS,
     original: np.ndarray | None = None,
+    level: int | None = None,
 ) -> tuple[np.ndarray, float, int]:
     """Chip estimates of the mark in a leak, from the residual against its original.
 
@@ -526,6 +528,9 @@ def residual_chips(
     original : (H, W[, C]) ndarray, optional
         The original's pixels (RGB(A) or grey, any dtype): its JPEG replica is then
         compressed in colour, as a leak would have been.
+    level : int, optional
+        Chip level of the delivery sought (chips of ``2**level`` px in the original);
+        None: :func:`watermark._carrier.chip_level` of the original's size.
 
     Returns
     -------
@@ -537,6 +542,7 @@ def residual_chips(
         Index of the homography used (-1 when the leak shows none of the original).
     """
     t = TILE_CHIPS
+    level = chip_level(original_y.shape) if level is None else int(level)
     # compare the registrations (and find the leak's blur) on one probe window: the
     # choice looks at the host fit only, never at the mark
     candidates = _probe_windows(leak_y.shape, original_y.shape, homographies[0])
@@ -559,7 +565,7 @@ def residual_chips(
     best = (
         None
         if model is None
-        else _residual(leak_y, original_y, homographies[used], model, original)
+        else _residual(leak_y, original_y, homographies[used], model, level, original)
     )
     if best is None:
         return np.zeros((t, t)), 0.0, -1
@@ -571,7 +577,7 @@ def residual_chips(
     amp = cv2.warpPerspective(
         amp_o, h_inv, (lw, lh), flags=_INVERSE, borderMode=cv2.BORDER_REPLICATE
     )
-    chip_px = float(2 ** chip_level(original_y.shape))
+    chip_px = float(2**level)
     r, valid, scale = best.r, best.valid, best.scale
     window = max(2.0, 2.0 * chip_px * scale)
     power = cv2.GaussianBlur(r * r, (0, 0), window) + np.float32(_NOISE_FLOOR)
@@ -584,7 +590,6 @@ def residual_chips(
     # T chips from the original's top-left pixel), then correlate the folded tile with
     # the carrier's own bump: the matched filter of the smooth DWT chips, and continuous
     # in the homography (no chip-boundary rounding).
-    level = chip_level(original_y.shape)
     tile_px = t << level
     x, y = _leak_to_original((lh, lw), h_inv)
     xi = np.rint(x).astype(np.int32) % tile_px
@@ -614,6 +619,7 @@ def trace_registered(
     features: tuple[Features, bool] | None = None,
     refine: bool = True,
     original: np.ndarray | None = None,
+    level: int | None = None,
 ) -> tuple[Detection, np.ndarray, float]:
     """Refine a registration, read the chips from the residual and decide.
 
@@ -641,12 +647,14 @@ def trace_registered(
         used.
     original : ndarray, optional
         The original's pixels, see :func:`residual_chips`.
+    level : int, optional
+        Chip level of the deliveries sought, see :func:`residual_chips`.
 
     Returns
     -------
     detection : Detection
-        ``chip_px`` is the original's chip size; ``offset`` is (0, 0): the tile grid is
-        the original's.
+        ``chip_px`` is the chip size sought, in the original's pixels; ``offset`` is
+        (0, 0): the tile grid is the original's.
     homography : (3, 3) float64 ndarray
         The registration used.
     coverage : float
@@ -683,11 +691,12 @@ def trace_registered(
             if not any(np.allclose(snapped, o / o[2, 2]) for o in options):
                 options.append(snapped)
             break
+    level = chip_level(original_y.shape) if level is None else int(level)
     chips, coverage, used = residual_chips(
-        leak_y, original_y, options, params=params, original=original
+        leak_y, original_y, options, params=params, original=original, level=level
     )
     h = options[max(used, 0)]
-    chip_px = float(2 ** chip_level(original_y.shape))
+    chip_px = float(2**level)
     detection = detect_chips(
         chips,
         key,

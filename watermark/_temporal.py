@@ -71,7 +71,13 @@ POOLS = 2
 def _mark_one(
     frame: np.ndarray, key: bytes, payload: int, strength: float, estimate_margin: bool
 ) -> EmbedResult:
-    return embed_frame(frame, key, payload, strength=strength, estimate_margin=estimate_margin)
+    # the size rule's chips on every frame: embed_frame's own choice, made on frames with
+    # a margin only, would switch chip size within the clip
+    shape = np.shape(frame)
+    level = chip_level(shape) if len(shape) >= 2 else None  # a bad frame: embed_frame says why
+    return embed_frame(
+        frame, key, payload, strength=strength, estimate_margin=estimate_margin, level=level
+    )
 
 
 def mark_frames(
@@ -95,7 +101,8 @@ def mark_frames(
         Studio secret.
     payload : int
         Delivery id, 0 <= payload < 2**32; the same for every frame (a stable mark: no
-        flicker, and the frames of a clip pool their evidence).
+        flicker, and the frames of a clip pool their evidence). Every frame carries the
+        chips of :func:`watermark._carrier.chip_level`.
     strength : float
         Mark strength, in [0, 4].
     workers : int

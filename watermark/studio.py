@@ -13,6 +13,7 @@ the same delivery id) but never a delivered file without its delivery.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import secrets
@@ -23,7 +24,7 @@ from types import TracebackType
 
 import numpy as np
 
-from ._carrier import chip_level
+from ._carrier import chip_level, chip_levels
 from ._color import luma
 from ._detect import Detection, detect_frame, leak_scale
 from ._embed import WEAK_MARGIN, embed_frame
@@ -687,6 +688,7 @@ class Studio:
                         codec_version=CODEC_VERSION,
                         codec_params={
                             "strength": strength,
+                            "chip_level": chip_level((info.height, info.width)),
                             "video_codec": report.codec,
                             **DEFAULT_PARAMS.to_dict(),
                         },
@@ -768,7 +770,11 @@ class Studio:
                         vendor=vendor.name,
                         asset=self._asset_info(image, path),
                         codec_version=CODEC_VERSION,
-                        codec_params={"strength": strength, **DEFAULT_PARAMS.to_dict()},
+                        codec_params={
+                            "strength": strength,
+                            "chip_level": result.level,
+                            **DEFAULT_PARAMS.to_dict(),
+                        },
                         output_path=output_key,
                     )
             except BaseException:
@@ -1177,6 +1183,7 @@ class Studio:
                 candidates=candidates,
                 p_threshold=p_threshold,
                 original=orig_pixels,
+                level=_delivery_level(match),
             )
             if located.p_mark > _LOCATE_P:
                 # the mark is not where this registration puts it: a wrong registration
@@ -1234,14 +1241,12 @@ class Studio:
             )
         if blind:
             # the codec finds the chip size in the leak; the original's size gives the scale
+            level = _delivery_level(match)
             original_shape = (match.asset.height, match.asset.width)
-            scale = leak_scale(detection.chip_px, original_shape)
+            scale = leak_scale(detection.chip_px, original_shape, level=level)
             if context["geometry"] is None and detection.axes is not None and leak_shape:
                 context["geometry"] = describe_tile_axes(
-                    detection.axes,
-                    detection.offset,
-                    float(2 ** chip_level(original_shape)),
-                    leak_shape,
+                    detection.axes, detection.offset, float(2**level), leak_shape
                 )
         else:
             scale = None if informed is None else informed.geometry.scale_x
@@ -1327,25 +1332,44 @@ class Studio:
                         tries.append((*loaded, m.homography, asset, asset.original_path, view))
                         direct_inliers = max(direct_inliers, m.inliers)
             for orig_y, orig_pixels, h, asset, source_path, refine_with in tries:
-                detection, h, coverage = trace_registered(
-                    leak_y,
-                    orig_y,
-                    h,
-                    self._key,
-                    candidates=candidates,
-                    n_tests=n_tests,
-                    p_threshold=p_threshold,
-                    features=None if refine_with is None else (refine_with, mirrored),
-                    original=orig_pixels,
-                )
-                outcome = _Informed(
-                    detection, asset, source_path, describe_homography(h, leak_y.shape), coverage
-                )
-                if best is None or detection.p_value < best.detection.p_value:
-                    best = outcome
-                if detection.found:
-                    return best
+                # each chip level the original's deliveries carry is one more test of this
+                # registration: its p-value is corrected for them
+                levels = self._delivery_levels(asset, orig_y.shape)
+                for level in levels:
+                    detection, used, coverage = trace_registered(
+                        leak_y,
+                        orig_y,
+                        h,
+                        self._key,
+                        candidates=candidates,
+                        n_tests=n_tests * len(levels),
+                        p_threshold=p_threshold,
+                        features=None if refine_with is None else (refine_with, mirrored),
+                        original=orig_pixels,
+                        level=level,
+                    )
+                    outcome = _Informed(
+                        detection,
+                        asset,
+                        source_path,
+                        describe_homography(used, leak_y.shape),
+                        coverage,
+                    )
+                    if best is None or detection.p_value < best.detection.p_value:
+                        best = outcome
+                    if detection.found:
+                        return best
         return best
+
+    def _delivery_levels(self, asset: Asset | None, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Chip levels of the deliveries of `asset`, the size rule's first. An original
+        not in the registry may be the source of any delivery of its size: every level a
+        still of `shape` may carry. One never delivered: the size rule's."""
+        if asset is None:
+            return chip_levels(shape)
+        first = chip_level(shape)
+        levels = {_delivery_level(r) for r in self.registry.deliveries_of(asset.id)} or {first}
+        return tuple(sorted(levels, key=lambda lv: (lv != first, lv)))
 
     def _load_original(
         self, asset: Asset, notes: list[str]
@@ -1361,6 +1385,18 @@ class Studio:
             notes.append(f"{asset.original_path}: changed since it was registered; not used")
             return None
         return luma(image.pixels), image.pixels
+
+
+def _delivery_level(record: DeliveryRecord) -> int:
+    """Chip level a delivery was marked with: recorded in its codec parameters, or the
+    size rule's (:func:`watermark._carrier.chip_level`) for a delivery that predates it."""
+    try:
+        level = json.loads(record.delivery.codec_params).get("chip_level")
+    except (ValueError, AttributeError):  # not JSON, or not an object
+        level = None
+    if isinstance(level, int) and not isinstance(level, bool) and 1 <= level <= 5:
+        return level
+    return chip_level((record.asset.height, record.asset.width))
 
 
 def _is_clip_path(path: str) -> bool:
