@@ -210,6 +210,22 @@ def test_weak_fine_chips_from_720p_up_give_way_to_larger_ones():
     assert embed_frame(frame, KEY, 5, estimate_margin=False).level == 2
 
 
+@pytest.mark.parametrize(("fine", "coarse", "level"), [(0.8, 1.0, 2), (0.8, 1.3, 3), (0.0, 0.0, 2)])
+def test_larger_chips_need_a_clear_gain(
+    monkeypatch: pytest.MonkeyPatch, fine: float, coarse: float, level: int
+):
+    # a near tie keeps the size rule's chips: the half-size reference favours 8-px chips,
+    # and on a pencil sketch that took them on a small gain real leaks were lost
+    from watermark import _embed
+
+    def margin_by_chip(half: np.ndarray, leak_chip: float, key: bytes, payload: int) -> float:
+        return fine if leak_chip < 3.0 else coarse  # 2-px chips at half size: a 4-px mark
+
+    monkeypatch.setattr(_embed, "_margin", margin_by_chip)
+    out = embed_frame(textured_frame(720, 1280, seed=3), KEY, 5)
+    assert out.level == level and out.margin == (fine if level == 2 else coarse)
+
+
 @pytest.mark.parametrize("level", [0, 6, 2.5, True, "3"])
 def test_embed_refuses_a_bad_level(level: object):
     with pytest.raises(ValueError, match="level must be"):
