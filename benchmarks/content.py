@@ -2,7 +2,8 @@
 
     python benchmarks/content.py [--sizes 300x300 640x360 ...]
                                  [--attacks NAME... | matrix | geometry] [--vendors 3]
-                                 [--frames-per-size 1] [--workers 2] [--out DIR] [--seed 0]
+                                 [--frames-per-size 1] [--kinds KIND...] [--flat-rms 1.0]
+                                 [--save-frames DIR] [--workers 2] [--out DIR] [--seed 0]
 
 The corpus is a few dozen real frames; a studio's own are other content at other sizes.
 This script makes seeded frames of nine kinds at each size: flat cel fills with
@@ -16,9 +17,15 @@ after the same attack (any verdict is a false accusation). One frame per kind an
 gives one trial per attack; --frames-per-size N generates N frames of each (the first is
 the one-frame run's), so an accuracy is a rate over N different frames, not one frame's
 luck (the photo and the inked page are the same picture each time; only their attacks'
-seeds change). Table per kind x size: accuracy, wrong, unmarked verdicts, PSNR-Y and the
-margin embed reports (under 1.25 embed warns that the frame is weak). JSON in
-OUT/content.json. Exit 1 on any wrong verdict or any verdict on an unmarked frame.
+seeds change). Table per kind x size: accuracy, wrong, unmarked verdicts, PSNR-Y and
+SSIM-Y of the marked frame against the generated one, and the margin embed reports (under
+1.25 embed warns that the frame is weak). JSON in OUT/content.json. Exit 1 on any wrong
+verdict or any verdict on an unmarked frame.
+
+--kinds limits the run to some kinds. --flat-rms marks with another flat-fill amplitude
+(grey levels RMS; the codec's default is CodecParams.flat_rms) to measure what a stronger,
+more visible floor would buy; the trace does not depend on it. --save-frames writes each
+generated frame (unmarked, PNG) to a folder, so that quality.py can write its 1:1 crops.
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ from watermark._attacks import (
     apply_attack,
     attack_names,
 )
+from watermark._metrics import ssim_y
+from watermark._params import DEFAULT_PARAMS
 
 DEFAULT_SIZES = ("300x300", "640x360", "1280x720", "1920x1080", "3840x2160")
 DEFAULT_ATTACKS = ("none", "jpeg50", "scale0.5", "crop50", "screenshot", "social", "rotate2")
@@ -213,6 +222,7 @@ def _table_row(group: list[dict]) -> list[str]:
         str(sum(s["wrong"] for s in summaries)),
         f"{sum(s['unmarked_verdicts'] for s in summaries)}/{unmarked}",
         common.fmt(float(np.mean([r["psnr_y"] for r in group])), ".1f"),
+        common.fmt(float(np.min([r["ssim_y"] for r in group])), ".4f"),
         margin,
         ", ".join(a if n == 1 else f"{a} x{n}" for a, n in missed.items()) or "-",
     ]
@@ -229,6 +239,8 @@ class Task:
     attacks: tuple[str, ...]
     seed: int
     variant: int = 0  # which of --frames-per-size frames
+    flat_rms: float = DEFAULT_PARAMS.flat_rms  # grey levels RMS, see CodecParams
+    save_to: Path | None = None  # folder for the generated frame's PNG
 
 
 def run_task(task: Task) -> dict:
@@ -238,9 +250,12 @@ def run_task(task: Task) -> dict:
     parts = (task.seed, task.kind, h, w) + ((task.variant,) if task.variant else ())
     rng = np.random.default_rng(common.stable_seed(*parts))
     frame = KINDS[task.kind](h, w, rng)
+    if task.save_to is not None:
+        common.write_png(task.save_to / f"{frame_stem(task)}.png", frame)
     truth = task.payloads[0]
     candidates = np.array(task.payloads, dtype=np.uint64)
-    marked = embed_frame(frame, common.TEST_KEY, truth)
+    params = dataclasses.replace(DEFAULT_PARAMS, flat_rms=task.flat_rms)
+    marked = embed_frame(frame, common.TEST_KEY, truth, params=params)
     trials = []
     for attack in task.attacks:
         seed = common.stable_seed(task.seed, task.name, attack)
@@ -272,10 +287,18 @@ def run_task(task: Task) -> dict:
         "width": w,
         "height": h,
         "psnr_y": marked.psnr_y,
+        "ssim_y": ssim_y(frame, marked.image),
+        "level": marked.level,
         "margin": marked.margin,
         "weak": marked.weak,
         "trials": trials,
     }
+
+
+def frame_stem(task: Task) -> str:
+    """File name (no suffix) of a task's generated frame: ``cel_640x360``, ``cel_640x360_2``."""
+    h, w = task.shape
+    return f"{task.kind.replace(' ', '-')}_{w}x{h}" + (f"_{task.variant}" if task.variant else "")
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -312,6 +335,24 @@ def main() -> int:
         metavar="N",
         help="generated frames of each kind at each size, each its own seed (1)",
     )
+    parser.add_argument(
+        "--kinds",
+        nargs="+",
+        choices=list(KINDS),
+        default=list(KINDS),
+        metavar="KIND",
+        help=f"kinds of frame (default: all; choose from {', '.join(map(repr, KINDS))})",
+    )
+    parser.add_argument(
+        "--flat-rms",
+        type=float,
+        default=DEFAULT_PARAMS.flat_rms,
+        metavar="GREY",
+        help=f"mark amplitude in flat fills, grey levels RMS ({DEFAULT_PARAMS.flat_rms:g})",
+    )
+    parser.add_argument(
+        "--save-frames", type=Path, metavar="DIR", help="write the generated frames as PNG"
+    )
     parser.add_argument("--workers", type=int, default=2, help="worker processes (2)")
     parser.add_argument("--out", type=Path, default=common.DEFAULT_OUT, help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="run seed (0)")
@@ -327,6 +368,10 @@ def main() -> int:
         parser.error(f"--workers must be >= 1; got {args.workers}")
     if not 1 <= args.frames_per_size <= 1000:
         parser.error(f"--frames-per-size must be in 1..1000; got {args.frames_per_size}")
+    if not 0.0 < args.flat_rms <= DEFAULT_PARAMS.ceiling_rms:
+        parser.error(
+            f"--flat-rms must be in (0, {DEFAULT_PARAMS.ceiling_rms:g}]; got {args.flat_rms}"
+        )
     for path in (PHOTO, INKED):
         if not path.is_file():
             parser.error(f"{path} is missing (../shared/corpus beside the repository)")
@@ -345,9 +390,11 @@ def main() -> int:
             attacks,
             args.seed,
             v,
+            args.flat_rms,
+            args.save_frames,
         )
         for h, w in sizes
-        for kind in KINDS
+        for kind in dict.fromkeys(args.kinds)
         for v in range(args.frames_per_size)
     ]
     t0 = time.perf_counter()
@@ -377,6 +424,8 @@ def main() -> int:
         "attacks": list(attacks),
         "sizes": [f"{w}x{h}" for h, w in sizes],
         "frames_per_size": args.frames_per_size,
+        "kinds": list(dict.fromkeys(args.kinds)),
+        "flat_rms": args.flat_rms,
         "seed": args.seed,
         "workers": args.workers,
         "wall_s": wall,
@@ -385,13 +434,15 @@ def main() -> int:
     }
     json_path = common.write_json(args.out, "content.json", doc)
 
+    n_kinds = len(dict.fromkeys(args.kinds))
     print(
-        f"## Content and size: {len(KINDS)} kinds x {len(sizes)} sizes"
+        f"## Content and size: {n_kinds} kind{'s' if n_kinds > 1 else ''}"
+        + f" x {len(sizes)} size{'s' if len(sizes) > 1 else ''}"
         + (f" x {args.frames_per_size} frames" if args.frames_per_size > 1 else "")
         + f" x {len(attacks)} attacks ({', '.join(attacks)}), marked and unmarked\n"
     )
     psnr = "PSNR-Y dB" + (" (mean)" if args.frames_per_size > 1 else "")
-    headers = ["content", "size", "correct", "WRONG", "unmarked verdicts", psnr]
+    headers = ["content", "size", "correct", "WRONG", "unmarked verdicts", psnr, "SSIM-Y (min)"]
     headers += ["margin", "missed after"]
     print(common.markdown_table(headers, rows))
     trials = sum(len(r["trials"]) for r in results) // 2

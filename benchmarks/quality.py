@@ -1,17 +1,19 @@
 """Invisibility of the mark: PSNR-Y and SSIM-Y per frame, and 1:1 crops of flat regions.
 
-    python benchmarks/quality.py [--frames PATH...] [--out DIR] [--strength S]
+    python benchmarks/quality.py [--frames PATH...] [--out DIR] [--strength S] [--flat-rms GREY]
 
 For every image: embed with the fixed test key and payload, compare marked and original
 luma (PSNR-Y, SSIM-Y from watermark._metrics, not the codec's own figure). For the frames
 matching --crops, write the flattest --crop-size window (lowest luma variance) before and
 after marking, and the difference x16 around mid-grey, as PNGs under OUT/crops/.
-Table on stdout, JSON in OUT/quality.json.
+Table on stdout, JSON in OUT/quality.json. --flat-rms marks with another flat-fill
+amplitude (grey levels RMS, CodecParams.flat_rms) to see what a stronger floor costs.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fnmatch
 import sys
 import time
@@ -21,6 +23,7 @@ import numpy as np
 
 from watermark import embed_frame
 from watermark._metrics import psnr_y, ssim_y
+from watermark._params import DEFAULT_PARAMS
 from watermark.bench import flattest_window  # one implementation, shared with leaktrace bench
 
 PSNR_TARGET = 42.0  # dB, DESIGN.md
@@ -47,6 +50,13 @@ def main() -> int:
     common.add_common_args(parser)
     parser.add_argument("--strength", type=float, default=1.0, help="embed strength (1.0)")
     parser.add_argument(
+        "--flat-rms",
+        type=float,
+        default=DEFAULT_PARAMS.flat_rms,
+        metavar="GREY",
+        help=f"mark amplitude in flat fills, grey levels RMS ({DEFAULT_PARAMS.flat_rms:g})",
+    )
+    parser.add_argument(
         "--crops",
         nargs="*",
         default=list(DEFAULT_CROPS),
@@ -57,6 +67,11 @@ def main() -> int:
     args = parser.parse_args()
     if args.crop_size < 16:
         parser.error(f"--crop-size must be >= 16; got {args.crop_size}")
+    if not 0.0 < args.flat_rms <= DEFAULT_PARAMS.ceiling_rms:
+        parser.error(
+            f"--flat-rms must be in (0, {DEFAULT_PARAMS.ceiling_rms:g}]; got {args.flat_rms}"
+        )
+    params = dataclasses.replace(DEFAULT_PARAMS, flat_rms=args.flat_rms)
 
     paths = [
         f.path for f in common.frame_infos(args.frames)
@@ -65,7 +80,9 @@ def main() -> int:
     for i, path in enumerate(paths, start=1):
         image = common.read_image(path)
         t0 = time.perf_counter()
-        result = embed_frame(image, common.TEST_KEY, common.TEST_PAYLOAD, strength=args.strength)
+        result = embed_frame(
+            image, common.TEST_KEY, common.TEST_PAYLOAD, strength=args.strength, params=params
+        )
         ms = (time.perf_counter() - t0) * 1e3
         marked = result.image
         if marked.shape != image.shape or marked.dtype != image.dtype:
@@ -83,6 +100,7 @@ def main() -> int:
             "psnr_y_db": p,
             "ssim_y": s,
             "codec_psnr_y_db": result.psnr_y,
+            "chip_level": result.level,
             "embed_ms": ms,
         }
         if any(fnmatch.fnmatch(path.name, g) for g in args.crops):
@@ -108,7 +126,14 @@ def main() -> int:
             crops.append((path.name, r, c, crop_psnr))
         records.append(rec)
         rows.append(
-            [path.name, f"{w}x{h}", common.fmt(p), common.fmt(s, ".4f"), common.fmt(ms, ".0f")]
+            [
+                path.name,
+                f"{w}x{h}",
+                str(2**result.level),
+                common.fmt(p),
+                common.fmt(s, ".4f"),
+                common.fmt(ms, ".0f"),
+            ]
         )
         print(f"[quality] {i}/{len(paths)} {path.name}", file=sys.stderr, flush=True)
 
@@ -128,14 +153,19 @@ def main() -> int:
         "key": "sha256('leaktrace benchmark key A')",
         "payload": common.TEST_PAYLOAD,
         "strength": args.strength,
+        "flat_rms": args.flat_rms,
         "summary": summary,
         "frames": records,
         "machine": common.machine_info(),
     }
     json_path = common.write_json(args.out, "quality.json", doc)
 
-    print(f"## Quality (strength {args.strength:g}, payload {common.TEST_PAYLOAD:#010x})\n")
-    print(common.markdown_table(["frame", "size", "PSNR-Y dB", "SSIM-Y", "embed ms"], rows))
+    print(
+        f"## Quality (strength {args.strength:g}, flat fills {args.flat_rms:g} grey levels RMS, "
+        f"payload {common.TEST_PAYLOAD:#010x})\n"
+    )
+    headers = ["frame", "size", "chips px", "PSNR-Y dB", "SSIM-Y", "embed ms"]
+    print(common.markdown_table(headers, rows))
     print()
     print(
         common.markdown_table(
