@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 # The pure helpers and the machine record live in the package (``leaktrace bench`` uses them).
+from watermark._params import DEFAULT_PARAMS  # noqa: E402
 from watermark.bench import (  # noqa: E402, F401  (re-exported for the scripts)
     BENCH_KEY,
     distinct_payloads,
@@ -62,6 +63,31 @@ class FrameInfo:
 
 
 # ----------------------------------------------------------------------------- options
+
+
+def _flat_rms(text: str) -> float:
+    """--flat-rms value: grey levels RMS in (0, ceiling_rms]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < value <= DEFAULT_PARAMS.ceiling_rms:
+        raise argparse.ArgumentTypeError(
+            f"must be in (0, {DEFAULT_PARAMS.ceiling_rms:g}] grey levels; got {text}"
+        )
+    return value
+
+
+def add_flat_rms_arg(parser: argparse.ArgumentParser) -> None:
+    """--flat-rms: the mark's amplitude in flat fills (CodecParams.flat_rms), to measure
+    what another floor would buy and cost; the trace does not depend on it."""
+    parser.add_argument(
+        "--flat-rms",
+        type=_flat_rms,
+        default=DEFAULT_PARAMS.flat_rms,
+        metavar="GREY",
+        help=f"mark amplitude in flat fills, grey levels RMS ({DEFAULT_PARAMS.flat_rms:g})",
+    )
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:

@@ -343,13 +343,7 @@ def main() -> int:
         metavar="KIND",
         help=f"kinds of frame (default: all; choose from {', '.join(map(repr, KINDS))})",
     )
-    parser.add_argument(
-        "--flat-rms",
-        type=float,
-        default=DEFAULT_PARAMS.flat_rms,
-        metavar="GREY",
-        help=f"mark amplitude in flat fills, grey levels RMS ({DEFAULT_PARAMS.flat_rms:g})",
-    )
+    common.add_flat_rms_arg(parser)
     parser.add_argument(
         "--save-frames", type=Path, metavar="DIR", help="write the generated frames as PNG"
     )
@@ -368,10 +362,11 @@ def main() -> int:
         parser.error(f"--workers must be >= 1; got {args.workers}")
     if not 1 <= args.frames_per_size <= 1000:
         parser.error(f"--frames-per-size must be in 1..1000; got {args.frames_per_size}")
-    if not 0.0 < args.flat_rms <= DEFAULT_PARAMS.ceiling_rms:
-        parser.error(
-            f"--flat-rms must be in (0, {DEFAULT_PARAMS.ceiling_rms:g}]; got {args.flat_rms}"
-        )
+    if args.save_frames is not None:
+        try:
+            args.save_frames.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            parser.error(f"--save-frames: cannot create {args.save_frames}: {e.strerror}")
     for path in (PHOTO, INKED):
         if not path.is_file():
             parser.error(f"{path} is missing (../shared/corpus beside the repository)")

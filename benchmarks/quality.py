@@ -49,13 +49,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     common.add_common_args(parser)
     parser.add_argument("--strength", type=float, default=1.0, help="embed strength (1.0)")
-    parser.add_argument(
-        "--flat-rms",
-        type=float,
-        default=DEFAULT_PARAMS.flat_rms,
-        metavar="GREY",
-        help=f"mark amplitude in flat fills, grey levels RMS ({DEFAULT_PARAMS.flat_rms:g})",
-    )
+    common.add_flat_rms_arg(parser)
     parser.add_argument(
         "--crops",
         nargs="*",
@@ -67,10 +61,6 @@ def main() -> int:
     args = parser.parse_args()
     if args.crop_size < 16:
         parser.error(f"--crop-size must be >= 16; got {args.crop_size}")
-    if not 0.0 < args.flat_rms <= DEFAULT_PARAMS.ceiling_rms:
-        parser.error(
-            f"--flat-rms must be in (0, {DEFAULT_PARAMS.ceiling_rms:g}]; got {args.flat_rms}"
-        )
     params = dataclasses.replace(DEFAULT_PARAMS, flat_rms=args.flat_rms)
 
     paths = [
