@@ -37,6 +37,7 @@ from watermark.bench import (  # noqa: E402, F401  (re-exported for the scripts)
 )
 from watermark.bench import machine_info as _machine  # noqa: E402
 from watermark.bench import versions as _versions  # noqa: E402
+from watermark.media import publish_file, stage_file  # noqa: E402
 
 DEFAULT_FRAME_DIRS = (ROOT.parent / "shared/corpus/frames", ROOT.parent / "shared/corpus/photos")
 DEFAULT_OUT = ROOT / "benchmarks/out"
@@ -227,13 +228,14 @@ def machine_info() -> dict:
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
-    """Write an RGB or grey uint8/uint16 array as PNG."""
+    """Write an RGB or grey uint8/uint16 array as PNG, atomically (the package's staged
+    write: temp file, fsync, rename)."""
     bgr = rgb[..., ::-1] if rgb.ndim == 3 else rgb
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(bgr))
     if not ok:
         raise BenchError(f"cannot encode {path.name} as PNG")
     path.parent.mkdir(parents=True, exist_ok=True)
-    buf.tofile(path)
+    publish_file(stage_file(path, buf.tobytes()), path)
 
 
 def main_wrapper(main: Callable[[], int]) -> int:

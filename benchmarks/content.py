@@ -352,6 +352,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="run seed (0)")
     args = parser.parse_args()
     args.attacks = [n for a in args.attacks for n in ATTACK_SETS.get(a, (a,))]
+    kinds = list(dict.fromkeys(args.kinds))  # in order, once each
     unknown = [a for a in args.attacks if a not in attack_names()]
     if unknown:
         known = [*ATTACK_SETS, *attack_names()]
@@ -389,7 +390,7 @@ def main() -> int:
             args.save_frames,
         )
         for h, w in sizes
-        for kind in dict.fromkeys(args.kinds)
+        for kind in kinds
         for v in range(args.frames_per_size)
     ]
     t0 = time.perf_counter()
@@ -419,7 +420,7 @@ def main() -> int:
         "attacks": list(attacks),
         "sizes": [f"{w}x{h}" for h, w in sizes],
         "frames_per_size": args.frames_per_size,
-        "kinds": list(dict.fromkeys(args.kinds)),
+        "kinds": kinds,
         "flat_rms": args.flat_rms,
         "seed": args.seed,
         "workers": args.workers,
@@ -429,9 +430,8 @@ def main() -> int:
     }
     json_path = common.write_json(args.out, "content.json", doc)
 
-    n_kinds = len(dict.fromkeys(args.kinds))
     print(
-        f"## Content and size: {n_kinds} kind{'s' if n_kinds > 1 else ''}"
+        f"## Content and size: {len(kinds)} kind{'s' if len(kinds) > 1 else ''}"
         + f" x {len(sizes)} size{'s' if len(sizes) > 1 else ''}"
         + (f" x {args.frames_per_size} frames" if args.frames_per_size > 1 else "")
         + f" x {len(attacks)} attacks ({', '.join(attacks)}), marked and unmarked\n"
