@@ -37,6 +37,7 @@ from watermark.bench import (  # noqa: E402, F401  (re-exported for the scripts)
 )
 from watermark.bench import machine_info as _machine  # noqa: E402
 from watermark.bench import versions as _versions  # noqa: E402
+from watermark.errors import MediaError  # noqa: E402
 from watermark.media import publish_file, stage_file  # noqa: E402
 
 DEFAULT_FRAME_DIRS = (ROOT.parent / "shared/corpus/frames", ROOT.parent / "shared/corpus/photos")
@@ -234,8 +235,11 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(bgr))
     if not ok:
         raise BenchError(f"cannot encode {path.name} as PNG")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    publish_file(stage_file(path, buf.tobytes()), path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        publish_file(stage_file(path, buf.tobytes()), path)
+    except (OSError, MediaError) as exc:
+        raise BenchError(f"cannot write {path}: {exc}") from None
 
 
 def main_wrapper(main: Callable[[], int]) -> int:
