@@ -35,6 +35,11 @@ _RANSAC_PX = 0.006  # inlier tolerance, as a fraction of the leak's long side
 # on every run (evidence that can be reproduced), whatever else used OpenCV's generator;
 # this sets that generator's state in the calling thread
 _RANSAC_SEED = 20261205
+# Most draws ever made for one homography. MAGSAC++ stops as soon as it is confident, so
+# this ceiling only binds when few matches are right: at 1 in 6 (a textured frame turned
+# 90 degrees, whose repeated grain matches anywhere) 4,000 draws missed the model in about
+# 1 leak in 50; 20,000 miss it with odds near 1e-8 and cost under 10 ms where nothing fits.
+_RANSAC_MAX_DRAWS = 20000
 # Matches spanning less than this fraction of the leak's area pin down a similarity, not
 # the eight degrees of freedom of a homography (which then extrapolates wildly)
 _MIN_HOMOGRAPHY_SPREAD = 0.25
@@ -223,7 +228,7 @@ def estimate_homography(
         leak_xy.astype(np.float32),
         cv2.USAC_MAGSAC,
         tol,
-        maxIters=4000,
+        maxIters=_RANSAC_MAX_DRAWS,
         confidence=0.999,
     )
     if h is None or mask is None:
