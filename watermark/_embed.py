@@ -381,7 +381,8 @@ def _mark_integer(
         src, out = rgb[band], marked[band]
         up_c, down_c = (up, down)
         if colour:
-            up_c, down_c = cv2.merge((up, up, up)), cv2.merge((down, down, down))
+            up_c = cv2.cvtColor(up, cv2.COLOR_GRAY2RGB)
+            down_c = cv2.cvtColor(down, cv2.COLOR_GRAY2RGB)
         cv2.add(src, up_c, dst=out)
         cv2.subtract(out, down_c, dst=out)
         flat = (n, -1)  # countNonZero takes one channel
@@ -396,9 +397,9 @@ def _mark_integer(
         else:  # every channel moved by the step, and so did the luma (weights sum to 1)
             squared += cv2.norm(up, cv2.NORM_L2SQR) + cv2.norm(down, cv2.NORM_L2SQR)
         if want_half:
-            lum = grey[band].astype(np.float32)  # integers: exact in any order
-            lum += up
-            lum -= down
+            # integers in float32: exact in any order
+            lum = cv2.add(grey[band], up, dtype=cv2.CV_32F)
+            cv2.subtract(lum, down, dst=lum, dtype=cv2.CV_32F)
             if unit != 1.0:
                 lum *= np.float32(1.0 / unit)
             if half is not None:
