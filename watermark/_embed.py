@@ -14,6 +14,7 @@ from ._ecc import encode_payloads
 from ._keys import check_key, keyed_generator
 from ._mask import activity_map, masking_table
 from ._params import DEFAULT_PARAMS, CodecParams
+from ._ssim_budget import WindowStatistics, local_share, ssim_capped_table, window_statistics
 
 __all__ = ["WEAK_MARGIN", "EmbedResult", "amplitude_map", "embed_frame", "mark_pattern"]
 
@@ -125,7 +126,9 @@ def _tiled(tile: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return cv2.copyMakeBorder(src, 0, h - src.shape[0], 0, w - src.shape[1], cv2.BORDER_WRAP)
 
 
-def amplitude_map(grey: np.ndarray, params: CodecParams, *, unit: float = 1.0) -> np.ndarray:
+def amplitude_map(
+    grey: np.ndarray, params: CodecParams, *, unit: float = 1.0, level: int | None = None
+) -> np.ndarray:
     """Mark amplitude per pixel (grey levels RMS) for a frame's luma, as embedding uses it.
 
     Parameters
@@ -136,13 +139,19 @@ def amplitude_map(grey: np.ndarray, params: CodecParams, *, unit: float = 1.0) -
         Masking and strength table.
     unit : float
         Storage units per grey level.
+    level : int, optional
+        Chip DWT level the frame was marked with (the SSIM budget depends on it); None:
+        the size rule's (:func:`watermark._carrier.chip_level`).
 
     Returns
     -------
     (H, W) float32 ndarray
     """
     act = activity_map(grey, unit=unit)
-    return cv2.LUT(act, _amplitude_table(act, params))
+    chosen = chip_level(grey.shape) if level is None else int(level)
+    stats = window_statistics(grey, act, unit=unit) if params.min_ssim > 0 else None
+    table = _budgeted_table(_amplitude_table(act, params), stats, params, chosen, unit)
+    return cv2.LUT(act, table)
 
 
 def _amplitude_table(activity: np.ndarray, params: CodecParams) -> np.ndarray:
@@ -153,6 +162,29 @@ def _amplitude_table(activity: np.ndarray, params: CodecParams) -> np.ndarray:
         knee=params.knee,
         ceiling=params.ceiling_rms,
         target_rms=255.0 * 10.0 ** (-params.target_psnr / 20.0),
+    )
+
+
+def _budgeted_table(
+    table: np.ndarray,
+    stats: WindowStatistics | None,
+    params: CodecParams,
+    level: int,
+    unit: float,
+) -> np.ndarray:
+    """`table` capped by the SSIM budget for chips of `level` (:mod:`watermark._ssim_budget`);
+    `stats` None (``params.min_ssim`` 0): `table`."""
+    if stats is None:
+        return table
+    # dithered rounding to integer storage adds 1/6 of a storage step squared
+    noise = 0.0 if unit < 1.0 else 1.0 / (6.0 * unit * unit)
+    return ssim_capped_table(
+        table,
+        stats,
+        share=local_share(level),
+        noise=noise,
+        min_ssim=params.min_ssim,
+        floor=params.flat_rms,
     )
 
 
@@ -227,8 +259,11 @@ def embed_frame(
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if colour else rgb
     if grey.dtype == np.float64:
         grey = grey.astype(np.float32)
-    host = _Host(arr, rgb, grey, activity_map(grey, unit=storage_scale(arr.dtype)))
-    table = _amplitude_table(host.activity, params)
+    unit = storage_scale(arr.dtype)
+    host = _Host(arr, rgb, grey, activity_map(grey, unit=unit))
+    raw = _amplitude_table(host.activity, params)
+    stats = window_statistics(grey, host.activity, unit=unit) if params.min_ssim > 0 else None
+    table = _budgeted_table(raw, stats, params, chosen, unit)
     result = _embed_at(host, table, tile, key, payload, strength, estimate_margin)
     # A weak 4-px mark on a frame from 720 px up is also tried with 8-px chips, kept when
     # its margin is clearly larger: flat cel frames at 1280x720 then survive WebP 50.
@@ -237,6 +272,7 @@ def embed_frame(
     # margin does not see.
     if level is None and result.weak and len(chip_levels(arr.shape)) > 1:  # NaN: not weak
         tile = mark_pattern(key, payload, level=chosen + 1)
+        table = _budgeted_table(raw, stats, params, chosen + 1, unit)
         larger = _embed_at(host, table, tile, key, payload, strength, estimate_margin)
         if larger.margin > _LARGER_CHIPS_GAIN * result.margin:
             result = larger

@@ -573,7 +573,7 @@ def residual_chips(
     lh, lw = leak_y.shape
     oh, ow = original_y.shape
     h_inv = np.linalg.inv(h)
-    amp_o = amplitude_map(original_y, params)
+    amp_o = amplitude_map(original_y, params, level=level)
     amp = cv2.warpPerspective(
         amp_o, h_inv, (lw, lh), flags=_INVERSE, borderMode=cv2.BORDER_REPLICATE
     )

@@ -24,12 +24,19 @@ class CodecParams:
         Local activity (grey levels per pixel) that adds one gain unit of amplitude.
     ceiling_rms : float
         Largest mark RMS anywhere, in grey levels.
+    min_ssim : float
+        Luma SSIM (:func:`watermark._metrics.ssim_y`) the mark may bring a frame down to,
+        predicted before marking (:mod:`watermark._ssim_budget`): a frame predicted below
+        it has the mark's largest amplitudes capped, never under `flat_rms`. The
+        prediction is at most 0.001 above the SSIM measured after marking, so frames come
+        out at 0.98 or more; 0 turns the cap off.
     """
 
     target_psnr: float = 43.0
     flat_rms: float = 1.0
     knee: float = 4.0
     ceiling_rms: float = 6.0
+    min_ssim: float = 0.981
 
     def to_dict(self) -> dict[str, float]:
         """Plain dict, for the registry."""
