@@ -203,7 +203,9 @@ def embed_frame(
     The carrier tile (see :func:`mark_pattern`) is repeated from the top-left corner,
     scaled by a local-activity mask (``params.flat_rms`` grey levels in flat regions, more
     on edges and texture, up to ``params.target_psnr`` overall, see
-    :func:`watermark._mask.masking_map`), and added equally to R, G and B so that chroma is
+    :func:`watermark._mask.masking_map`) whose largest amplitudes are capped where the
+    frame's predicted SSIM would fall under ``params.min_ssim`` (see
+    :mod:`watermark._ssim_budget`), and added equally to R, G and B so that chroma is
     unchanged.
 
     Parameters
@@ -215,7 +217,8 @@ def embed_frame(
     payload : int
         Delivery id, 0 <= payload < 2**32.
     strength : float
-        Multiplier on the mark amplitude, in [0, 4]; 0 returns the input unchanged.
+        Multiplier on the mark amplitude (the SSIM budget's, which holds at 1), in [0, 4];
+        0 returns the input unchanged.
     params : CodecParams
         Masking and strength table.
     estimate_margin : bool
