@@ -17,6 +17,7 @@ may carry 8-px chips instead (:func:`chip_levels`, chosen by
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,7 @@ __all__ = [
     "WAVELET",
     "TileLayout",
     "carrier_tile",
+    "chip_bump",
     "chip_level",
     "chip_levels",
     "chip_values",
@@ -162,3 +164,24 @@ def carrier_tile(chips: np.ndarray, level: int) -> np.ndarray:
     tile = pywt.waverec2(coeffs, WAVELET, mode="periodization")
     rms = float(np.sqrt(np.mean(tile**2)))
     return (tile / rms).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def chip_bump(level: int) -> np.ndarray:
+    """One chip's carrier: the tile of a single non-zero chip, chip (0, 0).
+
+    Parameters
+    ----------
+    level : int
+        DWT level, 1 to 5.
+
+    Returns
+    -------
+    (T * 2**level, T * 2**level) float64 ndarray, read-only
+        :func:`carrier_tile` of the chips that are all 0 but chip (0, 0), which is 1.
+    """
+    chips = np.zeros((TILE_CHIPS, TILE_CHIPS))
+    chips[0, 0] = 1.0
+    bump = carrier_tile(chips, level).astype(np.float64)
+    bump.setflags(write=False)
+    return bump

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ._carrier import TILE_CHIPS, carrier_tile, chip_level
+from ._carrier import TILE_CHIPS, chip_bump, chip_level
 from ._color import luma
 from ._detect import Detection, detect_chips
 from ._embed import amplitude_map
@@ -274,16 +274,6 @@ def _fit_host(
     den = float(np.sum(valid * detail * detail))
     beta = float(np.sum(valid * detail * r)) / den if den > 0 else 0.0
     return fitted + np.float32(beta) * detail
-
-
-@functools.lru_cache(maxsize=8)
-def _chip_bump(level: int) -> np.ndarray:
-    """(P, P) carrier of a tile whose only non-zero chip is chip (0, 0) (read-only)."""
-    chips = np.zeros((TILE_CHIPS, TILE_CHIPS))
-    chips[0, 0] = 1.0
-    bump = carrier_tile(chips, level).astype(np.float64)
-    bump.setflags(write=False)
-    return bump
 
 
 def _correlate(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -597,7 +587,7 @@ def residual_chips(
     cell = (yi * tile_px + xi).ravel()
     folded = np.bincount(cell, weights=num.ravel(), minlength=tile_px * tile_px)
     folded_power = np.bincount(cell, weights=den.ravel(), minlength=tile_px * tile_px)
-    bump = _chip_bump(level)
+    bump = chip_bump(level)
     step = 1 << level
     sums = _correlate(folded.reshape(tile_px, tile_px), bump)[::step, ::step]
     power_sums = _correlate(folded_power.reshape(tile_px, tile_px), bump * bump)[::step, ::step]

@@ -34,7 +34,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ._carrier import TILE_CHIPS, carrier_tile
+from ._carrier import chip_bump
+from ._metrics import _PEAK, _SSIM_K1, _SSIM_K2, _SSIM_SIGMA, _SSIM_WIN
 
 __all__ = [
     "WindowStatistics",
@@ -44,11 +45,11 @@ __all__ = [
     "window_statistics",
 ]
 
-_WIN = 11  # SSIM's Gaussian window, px (watermark._metrics.ssim_y)
-_SIGMA = 1.5
+# SSIM's window and constants, as watermark._metrics.ssim_y measures it
+_WIN, _SIGMA = _SSIM_WIN, _SSIM_SIGMA
 _HALO = _WIN // 2
-_C1 = (0.01 * 255.0) ** 2
-_C2 = (0.03 * 255.0) ** 2
+_C1 = (_SSIM_K1 * _PEAK) ** 2
+_C2 = (_SSIM_K2 * _PEAK) ** 2
 _BINS = 64  # standard deviation and mean bins, 1 grey level wide; the last holds the rest
 # Frames above _WHOLE_PIXELS are sampled: the windows centred on _ROWS rows spread evenly
 # down the frame, every other window along each row (neighbours overlap almost wholly).
@@ -111,9 +112,7 @@ def local_share(level: int) -> float:
     >>> round(local_share(2), 3), round(local_share(3), 3)
     (0.532, 0.205)
     """
-    chips = np.zeros((TILE_CHIPS, TILE_CHIPS))
-    chips[0, 0] = 1.0  # one chip's bump: independent chips add their powers
-    bump = carrier_tile(chips, level).astype(np.float64)
+    bump = chip_bump(level)  # independent chips add their powers
     periodic = np.pad(bump, _HALO, mode="wrap")
     smooth = cv2.GaussianBlur(periodic, (_WIN, _WIN), _SIGMA)[_HALO:-_HALO, _HALO:-_HALO]
     return 1.0 - float(np.sum(smooth * smooth) / np.sum(bump * bump))
