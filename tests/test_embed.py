@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -7,7 +9,8 @@ from watermark._carrier import carrier_tile, chip_level, chip_values, tile_layou
 from watermark._color import luma
 from watermark._ecc import encode_payloads
 from watermark._embed import WEAK_MARGIN, _half_size, _margin, embed_frame, mark_pattern
-from watermark._mask import masking_map
+from watermark._mask import activity_map, black_fade, masking_map
+from watermark._params import DEFAULT_PARAMS
 
 from .frames import cel_frame, textured_frame
 
@@ -113,6 +116,42 @@ def test_mask_of_a_flat_frame_stays_at_the_flat_level():
         np.full((48, 48), 200, np.uint8), flat=1.0, knee=4.0, ceiling=6.0, target_rms=1.8
     )
     np.testing.assert_allclose(m, 1.0)
+
+
+def test_black_fade_keeps_ink_lines_and_fades_flat_black():
+    grey = np.full((64, 64), 0, np.uint8)
+    grey[:, 32:] = 6
+    grey[20:24, :] = 255  # an ink line on black: its edges are active
+    act = activity_map(grey)
+    keep = black_fade(grey, act, fade=8.0)
+    assert keep is not None and keep.dtype == np.float32 and keep.shape == grey.shape
+    assert keep[50, 10] == pytest.approx(0.5 / 8) and keep[50, 50] == pytest.approx(6.5 / 8)
+    assert np.all(keep[19:25] == 1.0)
+    assert np.all((keep > 0) & (keep <= 1))
+    # the same luma in 16 bits and in float keeps the same shares
+    wide = black_fade(grey.astype(np.uint16) * 257, act, fade=8.0, unit=257.0)
+    unit = black_fade(grey.astype(np.float32) / 255, act, fade=8.0, unit=1 / 255)
+    np.testing.assert_array_equal(wide, keep)
+    np.testing.assert_array_equal(unit, keep)
+    # nothing darker than the fade, or the fade off: every pixel keeps all of it
+    assert black_fade(np.maximum(grey, 8), act, fade=8.0) is None
+    assert black_fade(grey, act, fade=0.0) is None
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_mark_fades_on_flat_black_only(dtype):
+    img = cel_frame(128, 128, seed=4)
+    img[:40] = 0
+    scale = {np.uint8: 1, np.uint16: 257, np.float32: 1 / 255}[dtype]
+    img = (img.astype(np.float32) * scale).astype(dtype)
+    no_fade = dataclasses.replace(DEFAULT_PARAMS, black_fade=0.0)
+    faded = embed_frame(img, KEY, 5).image.astype(np.float64)
+    plain = embed_frame(img, KEY, 5, params=no_fade).image.astype(np.float64)
+    # about a sixteenth of the mark on the black bar (luma 0: 0.5 / 8), all of it well
+    # inside the picture
+    bar = (slice(0, 34),)
+    assert 0 < np.abs(faded[bar] - img[bar]).sum() < 0.1 * np.abs(plain[bar] - img[bar]).sum()
+    np.testing.assert_array_equal(faded[48:], plain[48:])
 
 
 def test_flat_frames_are_marked_above_the_target_psnr():

@@ -12,7 +12,7 @@ from ._color import LUMA_WEIGHTS, check_image, luma, storage_scale, to_storage
 from ._detect import accusation_threshold, self_score
 from ._ecc import encode_payloads
 from ._keys import check_key, keyed_generator
-from ._mask import activity_map, masking_table
+from ._mask import activity_map, black_fade, masking_table
 from ._params import DEFAULT_PARAMS, CodecParams
 from ._ssim_budget import WindowStatistics, local_share, ssim_capped_table, window_statistics
 
@@ -151,7 +151,9 @@ def amplitude_map(
     chosen = chip_level(grey.shape) if level is None else int(level)
     stats = window_statistics(grey, act, unit=unit) if params.min_ssim > 0 else None
     table = _budgeted_table(_amplitude_table(act, params), stats, params, chosen, unit)
-    return cv2.LUT(act, table)
+    amplitude = cv2.LUT(act, table)
+    fade = black_fade(grey, act, fade=params.black_fade, unit=unit)
+    return amplitude if fade is None else cv2.multiply(amplitude, fade, dst=amplitude)
 
 
 def _amplitude_table(activity: np.ndarray, params: CodecParams) -> np.ndarray:
@@ -185,6 +187,7 @@ def _budgeted_table(
         noise=noise,
         min_ssim=params.min_ssim,
         floor=params.flat_rms,
+        fade=params.black_fade,
     )
 
 
@@ -205,8 +208,9 @@ def embed_frame(
     on edges and texture, up to ``params.target_psnr`` overall, see
     :func:`watermark._mask.masking_map`) whose largest amplitudes are capped where the
     frame's predicted SSIM would fall under ``params.min_ssim`` (see
-    :mod:`watermark._ssim_budget`), and added equally to R, G and B so that chroma is
-    unchanged.
+    :mod:`watermark._ssim_budget`) and which fades toward black on flat pixels darker
+    than ``params.black_fade`` (:func:`watermark._mask.black_fade`), and added equally
+    to R, G and B so that chroma is unchanged.
 
     Parameters
     ----------
@@ -267,7 +271,7 @@ def embed_frame(
     raw = _amplitude_table(host.activity, params)
     stats = window_statistics(grey, host.activity, unit=unit) if params.min_ssim > 0 else None
     table = _budgeted_table(raw, stats, params, chosen, unit)
-    result = _embed_at(host, table, tile, key, payload, strength, estimate_margin)
+    result = _embed_at(host, table, tile, key, payload, strength, params, estimate_margin)
     # A weak 4-px mark on a frame from 720 px up is also tried with 8-px chips, kept when
     # its margin is clearly larger: flat cel frames at 1280x720 then survive WebP 50.
     # Under 720 px 8-px chips cost the geometric attacks (rotation then crop, the
@@ -276,7 +280,7 @@ def embed_frame(
     if level is None and result.weak and len(chip_levels(arr.shape)) > 1:  # NaN: not weak
         tile = mark_pattern(key, payload, level=chosen + 1)
         table = _budgeted_table(raw, stats, params, chosen + 1, unit)
-        larger = _embed_at(host, table, tile, key, payload, strength, estimate_margin)
+        larger = _embed_at(host, table, tile, key, payload, strength, params, estimate_margin)
         if larger.margin > _LARGER_CHIPS_GAIN * result.margin:
             result = larger
     return result
@@ -299,6 +303,7 @@ def _embed_at(
     key: bytes,
     payload: int,
     strength: float,
+    params: CodecParams,
     estimate_margin: bool,
 ) -> EmbedResult:
     """:func:`embed_frame` with the carrier `tile` (:func:`mark_pattern` of `payload`)
@@ -310,12 +315,23 @@ def _embed_at(
     gain = float(strength) * unit
     if rgb.dtype.kind == "f":
         mask = cv2.LUT(activity, table)
+        fade = black_fade(grey, activity, fade=params.black_fade, unit=unit)
+        if fade is not None:
+            cv2.multiply(mask, fade, dst=mask)
         marked = _add_float(rgb, cv2.multiply(_tiled(tile, grey.shape), mask, scale=gain))
         psnr = _psnr_y(rgb, marked, unit)
         half_luma = _half_size(luma(marked)) if estimate_margin else None
     else:
         marked, psnr, half_luma = _mark_integer(
-            rgb, grey, activity, table, tile, _dither_tile(key), gain, want_half=estimate_margin
+            rgb,
+            grey,
+            activity,
+            table,
+            tile,
+            _dither_tile(key),
+            gain,
+            fade=params.black_fade,
+            want_half=estimate_margin,
         )
     out = marked
     if colour and arr.shape[2] == 4:
@@ -352,6 +368,7 @@ def _mark_integer(
     dither: np.ndarray,
     gain: float,
     *,
+    fade: float,
     want_half: bool,
 ) -> tuple[np.ndarray, float, np.ndarray | None]:
     """Add the masked, dithered mark to an integer image, strip by strip.
@@ -372,6 +389,9 @@ def _mark_integer(
         Carrier tile and keyed dither tile, both repeated from the top-left corner.
     gain : float
         Strength times storage units per grey level.
+    fade : float
+        Grey level below which the mask fades toward black on flat pixels
+        (:func:`watermark._mask.black_fade`); 0: no fade.
     want_half : bool
         Also return the marked luma at half size (see :func:`_half_size`).
 
@@ -409,6 +429,9 @@ def _mark_integer(
         start = top % dither.shape[0]
         dither_band = dither_rows[start : start + n]
         mask = cv2.LUT(activity[band], table)
+        dark = black_fade(grey[band], activity[band], fade=fade, unit=unit)
+        if dark is not None:
+            cv2.multiply(mask, dark, dst=mask)
         # pattern x mask x gain, rounded with a keyed dither: flat fills get fine grain
         # instead of +-1 blobs with hard contours, and sub-level marks are kept on average
         exact = cv2.multiply(pattern, mask, dst=mask, scale=gain)

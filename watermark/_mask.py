@@ -7,10 +7,12 @@ neighbourhood, never spread to the flat fill around them.
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
-__all__ = ["ACTIVITY_STEPS", "activity_map", "masking_map", "masking_table"]
+__all__ = ["ACTIVITY_STEPS", "activity_map", "black_fade", "masking_map", "masking_table"]
 
 ACTIVITY_STEPS = 4  # fixed point: activity is stored in quarter grey levels per pixel
 _WINDOW = 5  # px
@@ -58,6 +60,51 @@ def activity_map(grey: np.ndarray, *, unit: float = 1.0) -> np.ndarray:
         n = min(rows, h - top)
         out[top : top + n] = cv2.blur(s, (_WINDOW, _WINDOW))[top - lo : top - lo + n]
     return out
+
+
+@functools.cache
+def _fade_table(fade: float) -> np.ndarray:
+    """(256,) float32, read-only: ``min(1, (i + 0.5) / fade)`` for i = 0..255."""
+    table = np.minimum(1.0, (np.arange(256) + 0.5) / fade).astype(np.float32)
+    table.flags.writeable = False
+    return table
+
+
+def black_fade(
+    grey: np.ndarray, activity: np.ndarray, *, fade: float, unit: float = 1.0
+) -> np.ndarray | None:
+    """Share of its mask amplitude each pixel keeps near black.
+
+    SSIM's luminance term counts a shift of the local mean against the mean's square, so
+    a grey level of mark on a near-black fill (letterbox bars, fades, night skies) costs
+    a frame far more SSIM than the same mark anywhere else, and half of it clips at black
+    anyway. Flat pixels darker than `fade` keep a linearly smaller share; activity counts
+    as brightness, so that ink lines and dark texture keep all of it.
+
+    Parameters
+    ----------
+    grey : (H, W) uint8, uint16 or float32 ndarray
+        Luma in storage units.
+    activity : (H, W) uint8 ndarray
+        Its :func:`activity_map`.
+    fade : float
+        Grey level (0..255 scale) from which pixels keep all of their amplitude; 0 or
+        less turns the fade off.
+    unit : float
+        Storage units per grey level of the 0..255 scale.
+
+    Returns
+    -------
+    (H, W) float32 ndarray in (0, 1], or None
+        ``min(1, (Y + a + 0.5) / fade)`` for luma ``Y`` rounded to grey levels and
+        activity ``a`` in grey levels per pixel (rounded together); None when every
+        pixel keeps all of it (`fade` off, or no pixel darker than ``fade - 0.5``).
+    """
+    if fade <= 0.0 or cv2.minMaxLoc(grey)[0] >= (fade - 0.5) * unit:
+        return None
+    g = grey if grey.dtype == np.uint8 else cv2.convertScaleAbs(grey, alpha=1.0 / unit)
+    darkness = cv2.addWeighted(g, 1.0, activity, 1.0 / ACTIVITY_STEPS, 0.0, dtype=cv2.CV_8U)
+    return cv2.LUT(darkness, _fade_table(float(fade)))
 
 
 def masking_map(

@@ -30,6 +30,13 @@ class CodecParams:
         it has the mark's largest amplitudes capped, never under `flat_rms`. The
         prediction is at most 0.001 above the SSIM measured after marking, so frames come
         out at 0.98 or more; 0 turns the cap off.
+    black_fade : float
+        Grey level, in [0, 8], below which the mark fades toward black on flat pixels:
+        a pixel of luma ``Y`` and activity ``a`` (grey levels per pixel) keeps
+        ``min(1, (Y + a + 0.5) / black_fade)`` of its amplitude
+        (:func:`watermark._mask.black_fade`). SSIM's luminance term counts a mark on
+        near-black fills (letterbox bars, fades) heavily, while dark texture and ink
+        lines keep all of it; 0 turns the fade off.
     """
 
     target_psnr: float = 43.0
@@ -37,6 +44,7 @@ class CodecParams:
     knee: float = 4.0
     ceiling_rms: float = 6.0
     min_ssim: float = 0.981
+    black_fade: float = 8.0
 
     def to_dict(self) -> dict[str, float]:
         """Plain dict, for the registry."""

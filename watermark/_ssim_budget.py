@@ -20,10 +20,13 @@ term, the second the luminance term::
     SSIM    ~= 1 - mean(loss_cs + loss_lum)
 
 ``q`` is the variance of the dithered rounding to integer storage (1/6 level**2 for 8-bit
-frames) and ``f = 1 - exp(-mu / A) / 2`` the share of the mark that near-black pixels keep
-(the half below black clips away). On the corpus and the generated frames of
-``benchmarks/content.py`` the prediction is within -0.006 (clipped white paper, where it
-errs low) and +0.001 of the SSIM measured after marking.
+frames, less for marks under a grey level, which round to 0 mostly) and
+``f = 1 - exp(-mu / A) / 2`` the share of the mark that near-black pixels keep (the half
+below black clips away). On flat near-black pixels ``A`` is the faded amplitude
+(:func:`watermark._mask.black_fade`), with the window's mean standing for the pixel's
+luma. On the corpus and the generated frames of ``benchmarks/content.py`` the
+prediction is within -0.006 (clipped white paper, where it errs low) and +0.001 of the
+SSIM measured after marking.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ _HALO = _WIN // 2
 _C1 = (_SSIM_K1 * _PEAK) ** 2
 _C2 = (_SSIM_K2 * _PEAK) ** 2
 _BINS = 64  # standard deviation and mean bins, 1 grey level wide; the last holds the rest
+# The spread histogram's mean bins, for the fade toward black: 1 level wide from black,
+# the last holding _DARK_BINS - 1 and up (the fade is modelled up to that level).
+_DARK_BINS = 9
 # Frames above _WHOLE_PIXELS are sampled: the windows centred on _ROWS rows spread evenly
 # down the frame, every other window along each row (neighbours overlap almost wholly).
 # Against the whole frame the prediction moved by at most 0.0009 on the corpus stills
@@ -77,10 +83,11 @@ class WindowStatistics:
 
     Attributes
     ----------
-    spread : (256, 64) float64 ndarray
+    spread : (256, 9, 64) float64 ndarray
         Share of windows by the activity level at their centre
-        (:func:`watermark._mask.activity_map`) and the host's local standard deviation,
-        in 1-level bins from 0 (the last bin holds 63 levels and up).
+        (:func:`watermark._mask.activity_map`), the host's local mean (1-level bins from
+        black, the last holding 8 and up) and its local standard deviation (1-level bins
+        from 0, the last holding 63 and up).
     mean : (256, 64) float64 ndarray
         The same by activity level and the host's local mean (0..255 scale), 1-level bins
         from black (the last holds 63 and up).
@@ -147,8 +154,7 @@ def window_statistics(
     """
     h, w = grey.shape
     if h < _WIN or w < _WIN:  # no whole window: nothing for ssim_y to average
-        empty = np.zeros((256, _BINS))
-        return WindowStatistics(empty, empty.copy())
+        return WindowStatistics(np.zeros((256, _DARK_BINS, _BINS)), np.zeros((256, _BINS)))
     if h * w <= _WHOLE_PIXELS or h < 2 * _ROWS:
         g = grey.astype(np.float32)
         if unit != 1.0:
@@ -183,26 +189,92 @@ def window_statistics(
     sd_bin = cv2.min(cv2.convertScaleAbs(cv2.sqrt(variance), beta=-0.5), _BINS - 1)
     mu_bin = cv2.min(cv2.convertScaleAbs(cv2.max(mu, 0.0), beta=-0.5), _BINS - 1)
     ranges = [0, 256, 0, _BINS]
-    by_spread = cv2.calcHist([act, sd_bin], [0, 1], None, [256, _BINS], ranges)
+    dark_bin = cv2.min(mu_bin, _DARK_BINS - 1)
+    bins, dark_ranges = [256, _DARK_BINS, _BINS], [0, 256, 0, _DARK_BINS, 0, _BINS]
+    by_spread = cv2.calcHist([act, dark_bin, sd_bin], [0, 1, 2], None, bins, dark_ranges)
     by_mean = cv2.calcHist([act, mu_bin], [0, 1], None, [256, _BINS], ranges)
     n = max(1, act.size)
     return WindowStatistics(by_spread.astype(np.float64) / n, by_mean.astype(np.float64) / n)
 
 
-def _losses(amp2: np.ndarray, share: float, noise: float) -> tuple[np.ndarray, np.ndarray]:
-    """(contrast-structure, luminance) loss of amplitudes**2 `amp2` (N, 1) in each bin,
-    (N, 64) each."""
-    level = np.arange(_BINS, dtype=np.float64)[None, :]  # bins' lower edges
-    varying = share * amp2 + noise
-    structure = varying / (2.0 * level * level + varying + _C2)
+@functools.cache
+def _fade_squares(fade: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """Squared share of its amplitude a window keeps near black
+    (:func:`watermark._mask.black_fade`, the window's mean standing for the pixel's luma).
+
+    Returns
+    -------
+    by_spread : (256, 9) float64 ndarray
+        Per activity level and mean bin of :attr:`WindowStatistics.spread`.
+    by_mean : (256, 64) float64 ndarray
+        Per activity level and mean bin of :attr:`WindowStatistics.mean`.
+    faded : int
+        Activity levels under this one fade in some bin; the others never do.
+    """
+    steps = 4.0  # activity is stored in quarter grey levels (watermark._mask.ACTIVITY_STEPS)
+    activity = np.arange(256, dtype=np.float64)[:, None] / steps
+    if fade <= 0.0:
+        return np.ones((256, _DARK_BINS)), np.ones((256, _BINS)), 0
+
+    def squares(bins: int) -> np.ndarray:
+        mean = np.arange(bins, dtype=np.float64)[None, :]  # bins' lower edges
+        share = np.minimum(1.0, (np.rint(mean + activity) + 0.5) / fade) ** 2
+        share.flags.writeable = False
+        return share
+
+    faded = int(np.count_nonzero(squares(1)[:, 0] < 1.0))
+    return squares(_DARK_BINS), squares(_BINS), faded
+
+
+def _structure(amp2: np.ndarray, spread: np.ndarray, share: float, noise: float) -> np.ndarray:
+    """Contrast-structure loss of a mark of amplitude**2 `amp2` on windows of local
+    standard deviation `spread` (grey levels); broadcast."""
+    # dithered rounding of a mark under a grey level mostly gives 0, and +-1 only as
+    # often as the mark's magnitude (about 0.8 of its RMS)
+    varying = share * amp2 + np.minimum(noise, 0.8 * np.sqrt(amp2))
+    return varying / (2.0 * spread * spread + varying + _C2)
+
+
+def _luminance(amp2: np.ndarray, mean: np.ndarray, share: float) -> np.ndarray:
+    """Luminance loss of a mark of amplitude**2 `amp2` on windows of local mean `mean`
+    (grey levels); broadcast."""
     shift = (1.0 - share) * amp2
-    kept = 1.0 - 0.5 * np.exp(-level / np.sqrt(np.maximum(amp2, 1e-12)))
-    luminance = kept * shift / (2.0 * level * level + shift + _C1)
-    return structure, luminance
+    kept = 1.0 - 0.5 * np.exp(-mean / np.sqrt(np.maximum(amp2, 1e-12)))
+    return kept * shift / (2.0 * mean * mean + shift + _C1)
+
+
+_SPREAD_LEVELS = np.arange(_BINS, dtype=np.float64)  # bins' lower edges
+_MEAN_LEVELS = _SPREAD_LEVELS
+
+
+def _level_losses(
+    amp2: np.ndarray,
+    levels: np.ndarray | slice,
+    stats: WindowStatistics,
+    share: float,
+    noise: float,
+    fade: float,
+) -> np.ndarray:
+    """Loss, as a share of all windows, of the windows at each activity level of `levels`
+    marked with amplitudes**2 `amp2` (one per level)."""
+    by_spread, by_mean, _ = _fade_squares(fade)
+    a2 = np.asarray(amp2, dtype=np.float64)
+    structure = _structure(
+        (a2[:, None] * by_spread[levels])[:, :, None], _SPREAD_LEVELS, share, noise
+    )
+    luminance = _luminance(a2[:, None] * by_mean[levels], _MEAN_LEVELS, share)
+    return np.sum(stats.spread[levels] * structure, axis=(1, 2)) + np.sum(
+        stats.mean[levels] * luminance, axis=1
+    )
 
 
 def predicted_ssim(
-    table: np.ndarray, stats: WindowStatistics, *, share: float, noise: float
+    table: np.ndarray,
+    stats: WindowStatistics,
+    *,
+    share: float,
+    noise: float,
+    fade: float,
 ) -> float:
     """Mean SSIM of the luma after marking with an amplitude table, predicted.
 
@@ -217,15 +289,17 @@ def predicted_ssim(
         :func:`local_share` of the chip level.
     noise : float
         Variance of the rounding to storage, grey levels squared (1/6 for 8-bit frames).
+    fade : float
+        Grey level below which the mark fades toward black on flat pixels
+        (:func:`watermark._mask.black_fade`), up to 8; 0: no fade.
 
     Returns
     -------
     float
         Predicted mean SSIM (module notes), at most 1.
     """
-    amp2 = np.asarray(table, dtype=np.float64)[:, None] ** 2
-    structure, luminance = _losses(amp2, share, noise)
-    return 1.0 - float(np.sum(stats.spread * structure) + np.sum(stats.mean * luminance))
+    amp2 = np.asarray(table, dtype=np.float64) ** 2
+    return 1.0 - float(np.sum(_level_losses(amp2, slice(None), stats, share, noise, fade)))
 
 
 def ssim_capped_table(
@@ -236,6 +310,7 @@ def ssim_capped_table(
     noise: float,
     min_ssim: float,
     floor: float,
+    fade: float,
 ) -> np.ndarray:
     """`table` capped so that the predicted SSIM stays at `min_ssim` or above.
 
@@ -243,7 +318,7 @@ def ssim_capped_table(
     ----------
     table : (256,) float32 ndarray
         Amplitude per activity level, non-decreasing, grey levels RMS.
-    stats, share, noise
+    stats, share, noise, fade
         As in :func:`predicted_ssim`.
     min_ssim : float
         The SSIM to keep, in [0, 1]; where the table capped at `floor` is predicted
@@ -260,14 +335,14 @@ def ssim_capped_table(
         table's range).
     """
     t = np.asarray(table, dtype=np.float64)
-    amp2 = t[:, None] ** 2
-    structure, luminance = _losses(amp2, share, noise)
-    per_level = np.sum(stats.spread * structure, axis=1) + np.sum(stats.mean * luminance, axis=1)
+    per_level = _level_losses(t * t, slice(None), stats, share, noise, fade)
     if 1.0 - float(per_level.sum()) >= min_ssim:
         return table
     # A cap c changes the levels whose amplitude exceeds it, a suffix of the table (it
     # grows with activity): the loss is the prefix's, unchanged, plus the suffix's
-    # windows at amplitude c, from suffix sums of the histograms.
+    # windows at amplitude c. Levels from `faded` up never fade, so their part comes
+    # from suffix sums of the histograms; the few under it are summed level by level.
+    faded = _fade_squares(fade)[2]
     below = np.concatenate([[0.0], np.cumsum(per_level)])
     spread_above = np.cumsum(stats.spread[::-1], axis=0)[::-1]
     mean_above = np.cumsum(stats.mean[::-1], axis=0)[::-1]
@@ -276,9 +351,22 @@ def ssim_capped_table(
         first = int(np.searchsorted(t, cap, side="right"))
         if first >= t.size:
             return 1.0 - float(below[-1])
-        s, m = _losses(np.array([[cap * cap]]), share, noise)
-        capped = float(spread_above[first] @ s[0] + mean_above[first] @ m[0])
-        return 1.0 - float(below[first]) - capped
+        c2 = cap * cap
+        lost = float(below[first])
+        if first < faded:
+            lost += float(
+                np.sum(
+                    _level_losses(
+                        np.full(faded - first, c2), slice(first, faded), stats, share, noise, fade
+                    )
+                )
+            )
+        rest = max(first, faded)
+        if rest < t.size:
+            s = _structure(np.array(c2), _SPREAD_LEVELS, share, noise)
+            m = _luminance(np.array(c2), _MEAN_LEVELS, share)
+            lost += float(np.sum(spread_above[rest] * s) + mean_above[rest] @ m)
+        return 1.0 - lost
 
     lo, hi = float(floor), float(t.max())
     if hi <= lo:
@@ -292,4 +380,7 @@ def ssim_capped_table(
             lo = mid
         else:
             hi = mid
-    return np.minimum(table, np.float32(lo)).astype(np.float32)
+    cap = np.float32(lo)
+    if cap > lo:  # rounded up to float32: one step down keeps the prediction
+        cap = np.nextafter(cap, np.float32(0.0))
+    return np.minimum(table, cap).astype(np.float32)
