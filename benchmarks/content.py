@@ -6,11 +6,13 @@
                                  [--save-frames DIR] [--workers 2] [--out DIR] [--seed 0]
 
 The corpus is a few dozen real frames; a studio's own are other content at other sizes.
-This script makes seeded frames of nine kinds at each size: flat cel fills with
+This script makes seeded frames of eleven kinds at each size: flat cel fills with
 outlines, a photo-like texture, a fine periodic weave (fabric, screen-door), manga-like
 line art toned with screentone dots and hatching, a smooth render (soft shading, no
 texture), a dark night frame, a sparse line drawing on pure white paper, a corpus
-line-art page levelled to pure white paper (a model sheet), and a corpus photo resized.
+line-art page levelled to pure white paper (a model sheet), a corpus photo resized, the
+render letterboxed to 2.39:1 between black bars, and the cel frame near the end of a
+fade to black.
 Each is marked for the first of --vendors random payloads and attacked; the marked leak
 is traced against all payloads (correct, WRONG or missed) and so is the unmarked frame
 after the same attack (any verdict is a false accusation). One frame per kind and size
@@ -174,6 +176,22 @@ def photo(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     return _resized(PHOTO, h, w)
 
 
+def letterboxed(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """The render at 2.39:1, centred between black (0) bars that fill the rest of the
+    height: a film frame delivered in a 16:9 or square container."""
+    picture = min(h, max(1, round(w / 2.39)))
+    top = (h - picture) // 2
+    img = np.zeros((h, w, 3), np.uint8)
+    img[top : top + picture] = render(picture, w, rng)
+    return img
+
+
+def fade(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """The cel frame at 4 % brightness, near the end of a fade to black: flat fills of
+    grey 1 to 10, where SSIM weighs a grey level of mark most."""
+    return (cel(h, w, rng).astype(np.float32) * 0.04).astype(np.uint8)
+
+
 KINDS: dict[str, Callable[[int, int, np.random.Generator], np.ndarray]] = {
     "cel": cel,
     "textured": textured,
@@ -184,6 +202,8 @@ KINDS: dict[str, Callable[[int, int, np.random.Generator], np.ndarray]] = {
     "white page": white_page,
     "inked page": inked_page,
     "photo": photo,
+    "letterboxed": letterboxed,
+    "fade": fade,
 }
 
 
