@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from scipy.special import ndtr
 
 from ._carrier import chip_bump
 from ._metrics import _PEAK, _SSIM_K1, _SSIM_K2, _SSIM_SIGMA, _SSIM_WIN
@@ -57,6 +58,7 @@ _BINS = 64  # standard deviation and mean bins, 1 grey level wide; the last hold
 # The spread histogram's mean bins, for the fade toward black: 1 level wide from black,
 # the last holding _DARK_BINS - 1 and up (the fade is modelled up to that level).
 _DARK_BINS = 9
+_FLOOR_BETA = -0.5 + 1.0 / 1024.0  # see window_statistics
 # Frames above _WHOLE_PIXELS are sampled: the windows centred on _ROWS rows spread evenly
 # down the frame, every other window along each row (neighbours overlap almost wholly).
 # Against the whole frame the prediction moved by at most 0.0009 on the corpus stills
@@ -68,13 +70,13 @@ _ROWS = 32
 _STEPS = 40  # bisection steps of the cap: far below a grey level's 1/10000
 # The cap only lowers the mask's gain above the flat-fill floor; what the floor itself
 # costs is out of its reach. Where the floor alone costs more SSIM than the budget leaves
-# room for (black letterbox bars or fades, whose near-black windows SSIM's luminance term
-# counts a grey level against heavily), the gain may still cost this much over the
-# floor's prediction: capping such a frame's picture down to the floor would cost its
-# mark much and win its SSIM little (a 1080p frame letterboxed by a quarter: 0.967 ->
-# 0.970, margin 2.80 -> 2.26). The generated frames that need the cap cost at most 0.0124
-# at the floor, so 1 - 0.981 binds for them.
-_GAIN_ALLOWANCE = 0.006
+# room for, the gain may still cost this much over the floor's prediction: capping such
+# a frame's picture down to the floor would cost its mark much and win its SSIM little.
+# Since the mark fades toward black (watermark._mask.black_fade) the floor costs at most
+# about 0.015 (flat fills of grey 8), so 0.981 binds for every frame; before, black
+# letterbox bars cost up to 0.03 at the floor, and capping a 1080p frame letterboxed by
+# a quarter down to it won 0.967 -> 0.970 for a margin of 2.80 -> 2.26.
+_GAIN_ALLOWANCE = 0.003
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,9 +187,11 @@ def window_statistics(
     mu = np.ascontiguousarray(mu)
     variance = cv2.max(cv2.subtract(second, cv2.multiply(mu, mu)), 0.0)
     # 1-level bins, each window counted at its bin's lower edge (the model's worse side):
-    # |x - 0.5| rounded to even is floor(x) for x >= 0, saturated at 255, then capped
-    sd_bin = cv2.min(cv2.convertScaleAbs(cv2.sqrt(variance), beta=-0.5), _BINS - 1)
-    mu_bin = cv2.min(cv2.convertScaleAbs(cv2.max(mu, 0.0), beta=-0.5), _BINS - 1)
+    # |x - 0.5 + 1/1024| rounded is floor(x) for x >= 0 (but within 1/1024 under the
+    # next level), saturated at 255, then capped; the 1/1024 keeps flat fills, whose
+    # mean is an exact level, off the half-way ties that round to even
+    sd_bin = cv2.min(cv2.convertScaleAbs(cv2.sqrt(variance), beta=_FLOOR_BETA), _BINS - 1)
+    mu_bin = cv2.min(cv2.convertScaleAbs(cv2.max(mu, 0.0), beta=_FLOOR_BETA), _BINS - 1)
     ranges = [0, 256, 0, _BINS]
     dark_bin = cv2.min(mu_bin, _DARK_BINS - 1)
     bins, dark_ranges = [256, _DARK_BINS, _BINS], [0, 256, 0, _DARK_BINS, 0, _BINS]
@@ -217,8 +221,11 @@ def _fade_squares(fade: float) -> tuple[np.ndarray, np.ndarray, int]:
         return np.ones((256, _DARK_BINS)), np.ones((256, _BINS)), 0
 
     def squares(bins: int) -> np.ndarray:
-        mean = np.arange(bins, dtype=np.float64)[None, :]  # bins' lower edges
-        share = np.minimum(1.0, (np.rint(mean + activity) + 0.5) / fade) ** 2
+        # at the bins' middles: a window's pixels sit on both sides of its mean, and the
+        # brighter ones keep more of the mark (at the lower edge the loss came out 10 %
+        # low on dim renders whose fills sit on every level from 4 to 8)
+        mean = np.arange(bins, dtype=np.float64)[None, :] + 0.5
+        share = np.minimum(1.0, (mean + activity + 0.5) / fade) ** 2
         share.flags.writeable = False
         return share
 
@@ -238,9 +245,14 @@ def _structure(amp2: np.ndarray, spread: np.ndarray, share: float, noise: float)
 def _luminance(amp2: np.ndarray, mean: np.ndarray, share: float) -> np.ndarray:
     """Luminance loss of a mark of amplitude**2 `amp2` on windows of local mean `mean`
     (grey levels); broadcast."""
-    shift = (1.0 - share) * amp2
-    kept = 1.0 - 0.5 * np.exp(-mean / np.sqrt(np.maximum(amp2, 1e-12)))
-    return kept * shift / (2.0 * mean * mean + shift + _C1)
+    amp = np.sqrt(np.maximum(amp2, 1e-12))
+    kept = 1.0 - 0.5 * np.exp(-mean / amp)
+    # what clips below black lifts the window's mean: E[max(0, -mean - v)] for a
+    # Gaussian mark v of RMS amp, amp * (pdf(z) - z * sf(z)) at z = mean / amp
+    z = mean / amp
+    lift = amp * (np.exp(-0.5 * z * z) / np.sqrt(2.0 * np.pi) - z * ndtr(-z))
+    shift = kept * (1.0 - share) * amp2 + lift * lift
+    return shift / (2.0 * mean * mean + shift + _C1)
 
 
 _SPREAD_LEVELS = np.arange(_BINS, dtype=np.float64)  # bins' lower edges
@@ -322,7 +334,7 @@ def ssim_capped_table(
         As in :func:`predicted_ssim`.
     min_ssim : float
         The SSIM to keep, in [0, 1]; where the table capped at `floor` is predicted
-        under ``min_ssim + 0.006``, the SSIM to keep is that prediction less 0.006 (what
+        under ``min_ssim + 0.003``, the SSIM to keep is that prediction less 0.003 (what
         the floor costs is out of the cap's reach).
     floor : float
         The smallest cap, grey levels RMS (the flat-fill amplitude).
