@@ -16,13 +16,14 @@ size), and a part that shifts the window's mean. The first lowers the contrast-s
 term, the second the luminance term::
 
     loss_cs  = (k A**2 + q) / (2 var + k A**2 + q + C2)
-    loss_lum = f (1 - k) A**2 / (2 mu**2 + (1 - k) A**2 + C1)
+    loss_lum = s / (2 mu**2 + s + C1),   s = f (1 - k) A**2 + d**2
     SSIM    ~= 1 - mean(loss_cs + loss_lum)
 
 ``q`` is the variance of the dithered rounding to integer storage (1/6 level**2 for 8-bit
 frames, less for marks under a grey level, which round to 0 mostly) and
 ``f = 1 - exp(-mu / A) / 2`` the share of the mark that near-black pixels keep (the half
-below black clips away). On flat near-black pixels ``A`` is the faded amplitude
+below black clips away), and ``d`` the lift of the window's mean by what clips there. On
+flat near-black pixels ``A`` is the faded amplitude
 (:func:`watermark._mask.black_fade`), with the window's mean standing for the pixel's
 luma. On the corpus and the generated frames of ``benchmarks/content.py`` the
 prediction is within -0.006 (clipped white paper, where it errs low) and +0.001 of the
@@ -39,6 +40,7 @@ import numpy as np
 from scipy.special import ndtr
 
 from ._carrier import chip_bump
+from ._mask import ACTIVITY_STEPS
 from ._metrics import _PEAK, _SSIM_K1, _SSIM_K2, _SSIM_SIGMA, _SSIM_WIN
 
 __all__ = [
@@ -215,8 +217,7 @@ def _fade_squares(fade: float) -> tuple[np.ndarray, np.ndarray, int]:
     faded : int
         Activity levels under this one fade in some bin; the others never do.
     """
-    steps = 4.0  # activity is stored in quarter grey levels (watermark._mask.ACTIVITY_STEPS)
-    activity = np.arange(256, dtype=np.float64)[:, None] / steps
+    activity = np.arange(256, dtype=np.float64)[:, None] / ACTIVITY_STEPS  # grey levels
     if fade <= 0.0:
         return np.ones((256, _DARK_BINS)), np.ones((256, _BINS)), 0
 
@@ -255,8 +256,7 @@ def _luminance(amp2: np.ndarray, mean: np.ndarray, share: float) -> np.ndarray:
     return shift / (2.0 * mean * mean + shift + _C1)
 
 
-_SPREAD_LEVELS = np.arange(_BINS, dtype=np.float64)  # bins' lower edges
-_MEAN_LEVELS = _SPREAD_LEVELS
+_LEVELS = np.arange(_BINS, dtype=np.float64)  # bins' lower edges, grey levels
 
 
 def _level_losses(
@@ -271,10 +271,8 @@ def _level_losses(
     marked with amplitudes**2 `amp2` (one per level)."""
     by_spread, by_mean, _ = _fade_squares(fade)
     a2 = np.asarray(amp2, dtype=np.float64)
-    structure = _structure(
-        (a2[:, None] * by_spread[levels])[:, :, None], _SPREAD_LEVELS, share, noise
-    )
-    luminance = _luminance(a2[:, None] * by_mean[levels], _MEAN_LEVELS, share)
+    structure = _structure((a2[:, None] * by_spread[levels])[:, :, None], _LEVELS, share, noise)
+    luminance = _luminance(a2[:, None] * by_mean[levels], _LEVELS, share)
     return np.sum(stats.spread[levels] * structure, axis=(1, 2)) + np.sum(
         stats.mean[levels] * luminance, axis=1
     )
@@ -375,8 +373,8 @@ def ssim_capped_table(
             )
         rest = max(first, faded)
         if rest < t.size:
-            s = _structure(np.array(c2), _SPREAD_LEVELS, share, noise)
-            m = _luminance(np.array(c2), _MEAN_LEVELS, share)
+            s = _structure(np.array(c2), _LEVELS, share, noise)
+            m = _luminance(np.array(c2), _LEVELS, share)
             lost += float(np.sum(spread_above[rest] * s) + mean_above[rest] @ m)
         return 1.0 - lost
 
