@@ -151,9 +151,17 @@ def amplitude_map(
     chosen = chip_level(grey.shape) if level is None else int(level)
     stats = window_statistics(grey, act, unit=unit) if params.min_ssim > 0 else None
     table = _budgeted_table(_amplitude_table(act, params), stats, params, chosen, unit)
-    amplitude = cv2.LUT(act, table)
-    fade = black_fade(grey, act, fade=params.black_fade, unit=unit)
-    return amplitude if fade is None else cv2.multiply(amplitude, fade, dst=amplitude)
+    return _mask_amplitude(grey, act, table, fade=params.black_fade, unit=unit)
+
+
+def _mask_amplitude(
+    grey: np.ndarray, activity: np.ndarray, table: np.ndarray, *, fade: float, unit: float
+) -> np.ndarray:
+    """Mark amplitude per pixel, float32 (grey levels): ``table[activity]``, faded toward
+    black on flat near-black pixels (:func:`watermark._mask.black_fade`)."""
+    amplitude = cv2.LUT(activity, table)
+    keep = black_fade(grey, activity, fade=fade, unit=unit)
+    return amplitude if keep is None else cv2.multiply(amplitude, keep, dst=amplitude)
 
 
 def _amplitude_table(activity: np.ndarray, params: CodecParams) -> np.ndarray:
@@ -314,10 +322,7 @@ def _embed_at(
     colour = arr.ndim == 3 and arr.shape[2] >= 3
     gain = float(strength) * unit
     if rgb.dtype.kind == "f":
-        mask = cv2.LUT(activity, table)
-        fade = black_fade(grey, activity, fade=params.black_fade, unit=unit)
-        if fade is not None:
-            cv2.multiply(mask, fade, dst=mask)
+        mask = _mask_amplitude(grey, activity, table, fade=params.black_fade, unit=unit)
         marked = _add_float(rgb, cv2.multiply(_tiled(tile, grey.shape), mask, scale=gain))
         psnr = _psnr_y(rgb, marked, unit)
         half_luma = _half_size(luma(marked)) if estimate_margin else None
@@ -428,10 +433,7 @@ def _mark_integer(
         pattern = pattern_rows[top % period : top % period + n]
         start = top % dither.shape[0]
         dither_band = dither_rows[start : start + n]
-        mask = cv2.LUT(activity[band], table)
-        dark = black_fade(grey[band], activity[band], fade=fade, unit=unit)
-        if dark is not None:
-            cv2.multiply(mask, dark, dst=mask)
+        mask = _mask_amplitude(grey[band], activity[band], table, fade=fade, unit=unit)
         # pattern x mask x gain, rounded with a keyed dither: flat fills get fine grain
         # instead of +-1 blobs with hard contours, and sub-level marks are kept on average
         exact = cv2.multiply(pattern, mask, dst=mask, scale=gain)
