@@ -9,7 +9,8 @@ from watermark._carrier import carrier_tile, chip_level, chip_values, tile_layou
 from watermark._color import luma
 from watermark._ecc import encode_payloads
 from watermark._embed import WEAK_MARGIN, _half_size, _margin, embed_frame, mark_pattern
-from watermark._mask import activity_map, black_fade, masking_map
+from watermark._mask import activity_map, black_fade, masking_map, transparent_pixels
+from watermark._metrics import ssim_y
 from watermark._params import DEFAULT_PARAMS
 
 from .frames import cel_frame, textured_frame
@@ -136,6 +137,65 @@ def test_black_fade_keeps_ink_lines_and_fades_flat_black():
     # nothing darker than the fade, or the fade off: every pixel keeps all of it
     assert black_fade(np.maximum(grey, 8), act, fade=8.0) is None
     assert black_fade(grey, act, fade=0.0) is None
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+def test_transparent_pixels_are_where_alpha_is_zero(dtype):
+    peak = 1.0 if np.dtype(dtype).kind == "f" else np.iinfo(dtype).max
+    alpha = np.full((6, 5), peak, dtype)
+    alpha[2:4, 1:3] = 0
+    alpha[5, 4] = peak / 255  # nearly transparent: seen, so not transparent
+    rgb = np.zeros((6, 5, 3), dtype)
+    clear = transparent_pixels(np.dstack([rgb, alpha]))
+    assert clear is not None and clear.dtype == np.uint8 and clear.shape == (6, 5)
+    np.testing.assert_array_equal(clear, np.where(alpha == 0, 255, 0))
+    assert transparent_pixels(rgb) is None
+    assert transparent_pixels(rgb[..., 0]) is None
+    assert transparent_pixels(np.dstack([rgb, np.full((6, 5), peak, dtype)])) is None
+
+
+def test_black_fade_spares_clear_pixels():
+    grey = np.zeros((32, 32), np.uint8)
+    clear = np.zeros_like(grey)
+    clear[:, :16] = 255
+    keep = black_fade(grey, activity_map(grey), fade=8.0, clear=clear)
+    assert keep is not None
+    assert np.all(keep[:, :16] == 1.0) and np.all(keep[:, 16:] == pytest.approx(0.5 / 8))
+
+
+def _sprite(height: int, width: int, surround: int) -> np.ndarray:
+    """A cel frame in RGBA whose top `surround` rows are transparent black."""
+    img = cel_frame(height, width, seed=8)
+    alpha = np.full((height, width), 255, np.uint8)
+    img[:surround] = 0
+    alpha[:surround] = 0
+    return np.dstack([img, alpha])
+
+
+def test_transparent_black_keeps_its_mark_where_the_budget_has_room():
+    img = _sprite(160, 160, 24)
+    opaque = img.copy()
+    opaque[..., 3] = 255
+    no_fade = dataclasses.replace(DEFAULT_PARAMS, black_fade=0.0)
+    sprite = embed_frame(img, KEY, 6).image
+    plain = embed_frame(img, KEY, 6, params=no_fade).image
+    faded = embed_frame(opaque, KEY, 6).image
+    surround = (slice(0, 18), slice(None), slice(0, 3))
+    # unseen where alpha is honoured: the whole mark, as if there were no fade ...
+    np.testing.assert_array_equal(sprite[surround], plain[surround])
+    # ... where the same pixels, opaque, keep a sixteenth of it (the surround is black)
+    assert 0 < faded[surround].sum() < 0.1 * sprite[surround].astype(np.int64).sum()
+    assert ssim_y(img, sprite) >= 0.98
+
+
+def test_a_mostly_transparent_black_frame_fades_its_surround():
+    # the whole mark on so much black would cost the RGB's SSIM more than the budget
+    img = _sprite(160, 160, 120)
+    opaque = img.copy()
+    opaque[..., 3] = 255
+    sprite = embed_frame(img, KEY, 6).image
+    np.testing.assert_array_equal(sprite[..., :3], embed_frame(opaque, KEY, 6).image[..., :3])
+    assert ssim_y(img, sprite) >= 0.98
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])

@@ -181,6 +181,17 @@ def test_informed_amplitude_fades_on_black():
     np.testing.assert_array_equal(amp[100:260], plain[100:260])
 
 
+def test_informed_amplitude_keeps_the_mark_on_clear_black():
+    grey = cv2.cvtColor(_letterboxed(3), cv2.COLOR_RGB2GRAY)
+    clear = np.zeros_like(grey)
+    clear[:40] = 255  # half the top bar transparent
+    amp = amplitude_map(grey, DEFAULT_PARAMS, clear=clear)
+    plain = amplitude_map(grey, dataclasses.replace(DEFAULT_PARAMS, black_fade=0.0))
+    faded = amplitude_map(grey, DEFAULT_PARAMS)
+    np.testing.assert_array_equal(amp[:34], plain[:34])
+    np.testing.assert_array_equal(amp[46:], faded[46:])
+
+
 @pytest.mark.parametrize("level", [5, 7, 30])
 def test_flat_fills_fall_in_their_own_mean_bin(level):
     # a flat fill's window mean is an exact level: half-way ties must not round it down
@@ -188,6 +199,42 @@ def test_flat_fills_fall_in_their_own_mean_bin(level):
     stats = window_statistics(grey, activity_map(grey))
     assert stats.mean[0, level] == pytest.approx(1.0)
     assert stats.spread[0, min(level, 8), 0] == pytest.approx(1.0)
+
+
+def test_windows_on_clear_pixels_never_fade_in_the_statistics():
+    grey = np.zeros((40, 60), np.uint8)
+    clear = np.zeros_like(grey)
+    clear[:, :30] = 255
+    stats = window_statistics(grey, activity_map(grey), clear=clear)
+    assert stats.clear is not None
+    # 30 - 5 of the 50 whole windows' centres are clear
+    assert stats.clear[0, 0] == pytest.approx(0.5) and stats.mean[0, 0] == pytest.approx(0.5)
+    assert stats.spread[0, 8, 0] == pytest.approx(0.5)  # the bin that never fades
+    assert stats.spread[0, 0, 0] == pytest.approx(0.5)
+    assert window_statistics(grey, activity_map(grey)).clear is None
+
+
+def test_prediction_counts_the_whole_mark_on_clear_black():
+    img = np.zeros((120, 160, 3), np.uint8)
+    img[:, 80:] = cel_frame(120, 80, seed=2)
+    grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    act = activity_map(grey)
+    clear = np.zeros_like(grey)
+    clear[:, :80] = 255
+    table = _amplitude_table(act, DEFAULT_PARAMS)
+    share, fade = local_share(chip_level(img.shape)), DEFAULT_PARAMS.black_fade
+
+    def prediction(mask):
+        stats = window_statistics(grey, act, clear=mask)
+        return predicted_ssim(table, stats, share=share, noise=1 / 6, fade=fade)
+
+    rgba = np.dstack([img, np.where(clear > 0, 0, 255).astype(np.uint8)])
+    marked = embed_frame(rgba, KEY, 4, params=OFF).image
+    measured = ssim_y(img, marked)
+    assert measured < 0.98  # the whole mark on black half the frame
+    # the model errs low on black (the clipped mark's structure is counted whole)
+    assert measured - 0.01 <= prediction(clear) <= measured + 0.0015
+    assert prediction(None) > 0.99
 
 
 @pytest.mark.parametrize("brightness", [0.03, 0.05])

@@ -12,9 +12,15 @@ from ._color import LUMA_WEIGHTS, check_image, luma, storage_scale, to_storage
 from ._detect import accusation_threshold, self_score
 from ._ecc import encode_payloads
 from ._keys import check_key, keyed_generator
-from ._mask import activity_map, black_fade, masking_table
+from ._mask import activity_map, black_fade, masking_table, transparent_pixels
 from ._params import DEFAULT_PARAMS, CodecParams
-from ._ssim_budget import WindowStatistics, local_share, ssim_capped_table, window_statistics
+from ._ssim_budget import (
+    WindowStatistics,
+    local_share,
+    predicted_ssim,
+    ssim_capped_table,
+    window_statistics,
+)
 
 __all__ = ["WEAK_MARGIN", "EmbedResult", "amplitude_map", "embed_frame", "mark_pattern"]
 
@@ -127,7 +133,12 @@ def _tiled(tile: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def amplitude_map(
-    grey: np.ndarray, params: CodecParams, *, unit: float = 1.0, level: int | None = None
+    grey: np.ndarray,
+    params: CodecParams,
+    *,
+    unit: float = 1.0,
+    level: int | None = None,
+    clear: np.ndarray | None = None,
 ) -> np.ndarray:
     """Mark amplitude per pixel (grey levels RMS) for a frame's luma, as embedding uses it.
 
@@ -142,6 +153,9 @@ def amplitude_map(
     level : int, optional
         Chip DWT level the frame was marked with (the SSIM budget depends on it); None:
         the size rule's (:func:`watermark._carrier.chip_level`).
+    clear : (H, W) uint8 ndarray, optional
+        The frame's :func:`watermark._mask.transparent_pixels`, which keep their mark
+        when the SSIM budget has room for it (as in :func:`embed_frame`).
 
     Returns
     -------
@@ -149,18 +163,25 @@ def amplitude_map(
     """
     act = activity_map(grey, unit=unit)
     chosen = chip_level(grey.shape) if level is None else int(level)
-    stats = window_statistics(grey, act, unit=unit) if params.min_ssim > 0 else None
-    table = _budgeted_table(_amplitude_table(act, params), stats, params, chosen, unit)
-    return _mask_amplitude(grey, act, table, fade=params.black_fade, unit=unit)
+    raw = _amplitude_table(act, params)
+    stats, clear = _frame_statistics(grey, act, clear, raw, params, chosen, unit)
+    table = _budgeted_table(raw, stats, params, chosen, unit)
+    return _mask_amplitude(grey, act, table, fade=params.black_fade, unit=unit, clear=clear)
 
 
 def _mask_amplitude(
-    grey: np.ndarray, activity: np.ndarray, table: np.ndarray, *, fade: float, unit: float
+    grey: np.ndarray,
+    activity: np.ndarray,
+    table: np.ndarray,
+    *,
+    fade: float,
+    unit: float,
+    clear: np.ndarray | None,
 ) -> np.ndarray:
     """Mark amplitude per pixel, float32 (grey levels): ``table[activity]``, faded toward
-    black on flat near-black pixels (:func:`watermark._mask.black_fade`)."""
+    black on flat near-black pixels but `clear` ones (:func:`watermark._mask.black_fade`)."""
     amplitude = cv2.LUT(activity, table)
-    keep = black_fade(grey, activity, fade=fade, unit=unit)
+    keep = black_fade(grey, activity, fade=fade, unit=unit, clear=clear)
     return amplitude if keep is None else cv2.multiply(amplitude, keep, dst=amplitude)
 
 
@@ -175,6 +196,46 @@ def _amplitude_table(activity: np.ndarray, params: CodecParams) -> np.ndarray:
     )
 
 
+def _rounding_noise(unit: float) -> float:
+    """Variance that dithered rounding to integer storage adds, grey levels squared: 1/6
+    of a storage step squared; 0 for float storage."""
+    return 0.0 if unit < 1.0 else 1.0 / (6.0 * unit * unit)
+
+
+def _frame_statistics(
+    grey: np.ndarray,
+    activity: np.ndarray,
+    clear: np.ndarray | None,
+    table: np.ndarray,
+    params: CodecParams,
+    level: int,
+    unit: float,
+) -> tuple[WindowStatistics | None, np.ndarray | None]:
+    """The SSIM budget's window statistics (None: no budget) and the transparent pixels
+    that keep their whole mark (None: none).
+
+    Transparent pixels are never seen where alpha is honoured, but SSIM measured on the
+    RGB counts them and a leak that drops alpha shows them: black, mostly, where the
+    mark costs SSIM most. They keep the whole mark (and carry it into such leaks) when
+    the frame's prediction with it, uncapped (`table` of chips of `level`), stays at
+    ``params.min_ssim``; else they fade like any other near-black pixel.
+    """
+    if params.min_ssim <= 0:
+        return None, clear
+    if clear is not None:
+        stats = window_statistics(grey, activity, unit=unit, clear=clear)
+        predicted = predicted_ssim(
+            table,
+            stats,
+            share=local_share(level),
+            noise=_rounding_noise(unit),
+            fade=params.black_fade,
+        )
+        if predicted >= params.min_ssim:
+            return stats, clear
+    return window_statistics(grey, activity, unit=unit), None
+
+
 def _budgeted_table(
     table: np.ndarray,
     stats: WindowStatistics | None,
@@ -186,13 +247,11 @@ def _budgeted_table(
     `stats` None (``params.min_ssim`` 0): `table`."""
     if stats is None:
         return table
-    # dithered rounding to integer storage adds 1/6 of a storage step squared
-    noise = 0.0 if unit < 1.0 else 1.0 / (6.0 * unit * unit)
     return ssim_capped_table(
         table,
         stats,
         share=local_share(level),
-        noise=noise,
+        noise=_rounding_noise(unit),
         min_ssim=params.min_ssim,
         floor=params.flat_rms,
         fade=params.black_fade,
@@ -217,8 +276,9 @@ def embed_frame(
     :func:`watermark._mask.masking_map`) whose largest amplitudes are capped where the
     frame's predicted SSIM would fall under ``params.min_ssim`` (see
     :mod:`watermark._ssim_budget`) and which fades toward black on flat pixels darker
-    than ``params.black_fade`` (:func:`watermark._mask.black_fade`), and added equally
-    to R, G and B so that chroma is unchanged.
+    than ``params.black_fade`` (:func:`watermark._mask.black_fade`; wholly transparent
+    pixels keep their mark when the budget has room for it), and added equally to R, G
+    and B so that chroma is unchanged.
 
     Parameters
     ----------
@@ -275,9 +335,12 @@ def embed_frame(
     if grey.dtype == np.float64:
         grey = grey.astype(np.float32)
     unit = storage_scale(arr.dtype)
-    host = _Host(arr, rgb, grey, activity_map(grey, unit=unit))
-    raw = _amplitude_table(host.activity, params)
-    stats = window_statistics(grey, host.activity, unit=unit) if params.min_ssim > 0 else None
+    activity = activity_map(grey, unit=unit)
+    raw = _amplitude_table(activity, params)
+    stats, clear = _frame_statistics(
+        grey, activity, transparent_pixels(arr), raw, params, chosen, unit
+    )
+    host = _Host(arr, rgb, grey, activity, clear)
     table = _budgeted_table(raw, stats, params, chosen, unit)
     result = _embed_at(host, table, tile, key, payload, strength, params, estimate_margin)
     # A weak 4-px mark on a frame from 720 px up is also tried with 8-px chips, kept when
@@ -296,12 +359,14 @@ def embed_frame(
 
 @dataclass(frozen=True, slots=True)
 class _Host:
-    """A frame to mark: the input, its RGB (or grey) pixels, luma and activity map."""
+    """A frame to mark: the input, its RGB (or grey) pixels, luma, activity map and
+    transparent pixels (:func:`watermark._mask.transparent_pixels`)."""
 
     arr: np.ndarray
     rgb: np.ndarray
     grey: np.ndarray
     activity: np.ndarray
+    clear: np.ndarray | None
 
 
 def _embed_at(
@@ -322,7 +387,9 @@ def _embed_at(
     colour = arr.ndim == 3 and arr.shape[2] >= 3
     gain = float(strength) * unit
     if rgb.dtype.kind == "f":
-        mask = _mask_amplitude(grey, activity, table, fade=params.black_fade, unit=unit)
+        mask = _mask_amplitude(
+            grey, activity, table, fade=params.black_fade, unit=unit, clear=host.clear
+        )
         marked = _add_float(rgb, cv2.multiply(_tiled(tile, grey.shape), mask, scale=gain))
         psnr = _psnr_y(rgb, marked, unit)
         half_luma = _half_size(luma(marked)) if estimate_margin else None
@@ -336,6 +403,7 @@ def _embed_at(
             _dither_tile(key),
             gain,
             fade=params.black_fade,
+            clear=host.clear,
             want_half=estimate_margin,
         )
     out = marked
@@ -374,6 +442,7 @@ def _mark_integer(
     gain: float,
     *,
     fade: float,
+    clear: np.ndarray | None,
     want_half: bool,
 ) -> tuple[np.ndarray, float, np.ndarray | None]:
     """Add the masked, dithered mark to an integer image, strip by strip.
@@ -397,6 +466,8 @@ def _mark_integer(
     fade : float
         Grey level below which the mask fades toward black on flat pixels
         (:func:`watermark._mask.black_fade`); 0: no fade.
+    clear : (H, W) uint8 ndarray or None
+        Pixels that never fade (:func:`watermark._mask.transparent_pixels`).
     want_half : bool
         Also return the marked luma at half size (see :func:`_half_size`).
 
@@ -433,7 +504,14 @@ def _mark_integer(
         pattern = pattern_rows[top % period : top % period + n]
         start = top % dither.shape[0]
         dither_band = dither_rows[start : start + n]
-        mask = _mask_amplitude(grey[band], activity[band], table, fade=fade, unit=unit)
+        mask = _mask_amplitude(
+            grey[band],
+            activity[band],
+            table,
+            fade=fade,
+            unit=unit,
+            clear=None if clear is None else clear[band],
+        )
         # pattern x mask x gain, rounded with a keyed dither: flat fills get fine grain
         # instead of +-1 blobs with hard contours, and sub-level marks are kept on average
         exact = cv2.multiply(pattern, mask, dst=mask, scale=gain)

@@ -25,6 +25,7 @@ from ._color import luma
 from ._detect import Detection, detect_chips
 from ._embed import amplitude_map
 from ._features import Features, local_features, match_features, mirror_matrix
+from ._mask import transparent_pixels
 from ._params import DEFAULT_PARAMS, CodecParams
 from ._register import (
     choose_model,
@@ -563,7 +564,10 @@ def residual_chips(
     lh, lw = leak_y.shape
     oh, ow = original_y.shape
     h_inv = np.linalg.inv(h)
-    amp_o = amplitude_map(original_y, params, level=level)
+    clear = None
+    if original is not None and original.shape[:2] == original_y.shape:
+        clear = transparent_pixels(original)
+    amp_o = amplitude_map(original_y, params, level=level, clear=clear)
     amp = cv2.warpPerspective(
         amp_o, h_inv, (lw, lh), flags=_INVERSE, borderMode=cv2.BORDER_REPLICATE
     )

@@ -12,7 +12,14 @@ import functools
 import cv2
 import numpy as np
 
-__all__ = ["ACTIVITY_STEPS", "activity_map", "black_fade", "masking_map", "masking_table"]
+__all__ = [
+    "ACTIVITY_STEPS",
+    "activity_map",
+    "black_fade",
+    "masking_map",
+    "masking_table",
+    "transparent_pixels",
+]
 
 ACTIVITY_STEPS = 4  # fixed point: activity is stored in quarter grey levels per pixel
 _WINDOW = 5  # px
@@ -71,7 +78,12 @@ def _fade_table(fade: float) -> np.ndarray:
 
 
 def black_fade(
-    grey: np.ndarray, activity: np.ndarray, *, fade: float, unit: float = 1.0
+    grey: np.ndarray,
+    activity: np.ndarray,
+    *,
+    fade: float,
+    unit: float = 1.0,
+    clear: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """Share of its mask amplitude each pixel keeps near black.
 
@@ -92,19 +104,49 @@ def black_fade(
         less turns the fade off.
     unit : float
         Storage units per grey level of the 0..255 scale.
+    clear : (H, W) uint8 ndarray, optional
+        255 on pixels that keep all of their amplitude whatever their luma, 0 elsewhere
+        (:func:`transparent_pixels`: nobody sees them, and they carry the mark of
+        sprites whose surround is transparent black); None: none.
 
     Returns
     -------
     (H, W) float32 ndarray in (0, 1], or None
         ``min(1, (Y + a + 0.5) / fade)`` for luma ``Y`` rounded to grey levels and
-        activity ``a`` in grey levels per pixel (rounded together); None when every
-        pixel keeps all of it (`fade` off, or no pixel darker than ``fade - 0.5``).
+        activity ``a`` in grey levels per pixel (rounded together), 1 on `clear` pixels;
+        None when every pixel keeps all of it (`fade` off, or no pixel darker than
+        ``fade - 0.5``).
     """
     if fade <= 0.0 or cv2.minMaxLoc(grey)[0] >= (fade - 0.5) * unit:
         return None
     g = grey if grey.dtype == np.uint8 else cv2.convertScaleAbs(grey, alpha=1.0 / unit)
     darkness = cv2.addWeighted(g, 1.0, activity, 1.0 / ACTIVITY_STEPS, 0.0, dtype=cv2.CV_8U)
+    if clear is not None:
+        cv2.bitwise_or(darkness, clear, dst=darkness)
     return cv2.LUT(darkness, _fade_table(float(fade)))
+
+
+def transparent_pixels(image: np.ndarray) -> np.ndarray | None:
+    """Where an RGBA frame is wholly transparent.
+
+    Parameters
+    ----------
+    image : (H, W), (H, W, 3) or (H, W, 4) ndarray
+        uint8, uint16 or float32; alpha is the fourth channel.
+
+    Returns
+    -------
+    (H, W) uint8 ndarray or None
+        255 where alpha is 0, else 0; None when the frame has no alpha channel or no
+        pixel with alpha 0.
+    """
+    if image.ndim != 3 or image.shape[2] != 4:
+        return None
+    alpha = np.ascontiguousarray(image[..., 3])
+    if alpha.dtype == np.float64:
+        alpha = alpha.astype(np.float32)
+    clear = cv2.compare(alpha, 0, cv2.CMP_EQ)
+    return clear if cv2.countNonZero(clear) else None
 
 
 def masking_map(

@@ -20,14 +20,15 @@ term, the second the luminance term::
     SSIM    ~= 1 - mean(loss_cs + loss_lum)
 
 ``q`` is the variance of the dithered rounding to integer storage (1/6 level**2 for 8-bit
-frames, less for marks under a grey level, which round to 0 mostly) and
-``f = 1 - exp(-mu / A) / 2`` the share of the mark that near-black pixels keep (the half
-below black clips away), and ``d`` the lift of the window's mean by what clips there. On
-flat near-black pixels ``A`` is the faded amplitude
-(:func:`watermark._mask.black_fade`), with the window's mean standing for the pixel's
-luma. On the corpus and the generated frames of ``benchmarks/content.py`` the
-prediction is within -0.006 (clipped white paper, where it errs low) and +0.001 of the
-SSIM measured after marking.
+frames, less for marks under a grey level, which round to 0 mostly), ``f`` the share of
+the mark's variance that survives the clip at black (``Var(max(0, mu + v)) / A**2`` for a
+Gaussian mark ``v``: 0.34 on black, 0.75 at ``mu = A``) and ``d`` the lift of the
+window's mean by what clips there (``E[max(0, mu + v)] - mu``). On flat near-black
+pixels ``A`` is the faded amplitude (:func:`watermark._mask.black_fade`), with the
+window's mean standing for the pixel's luma; wholly transparent pixels, when they keep
+their mark, have windows of their own (:attr:`WindowStatistics.clear`). On the corpus
+and the generated frames of ``benchmarks/content.py`` the prediction is within -0.006
+(clipped white paper, where it errs low) and +0.001 of the SSIM measured after marking.
 """
 
 from __future__ import annotations
@@ -94,11 +95,17 @@ class WindowStatistics:
         from 0, the last holding 63 and up).
     mean : (256, 64) float64 ndarray
         The same by activity level and the host's local mean (0..255 scale), 1-level bins
-        from black (the last holds 63 and up).
+        from black (the last holds 63 and up), for the windows centred on pixels that may
+        fade toward black.
+    clear : (256, 64) float64 ndarray or None
+        As `mean`, for the windows centred on pixels that never fade (transparent ones,
+        :func:`watermark._mask.transparent_pixels`; `spread` counts them in its last mean
+        bin); None: there are none.
     """
 
     spread: np.ndarray
     mean: np.ndarray
+    clear: np.ndarray | None = None
 
 
 @functools.cache
@@ -137,7 +144,11 @@ def _sampled_rows(h: int) -> np.ndarray:
 
 
 def window_statistics(
-    grey: np.ndarray, activity: np.ndarray, *, unit: float = 1.0
+    grey: np.ndarray,
+    activity: np.ndarray,
+    *,
+    unit: float = 1.0,
+    clear: np.ndarray | None = None,
 ) -> WindowStatistics:
     """SSIM window statistics of a frame's luma, for :func:`predicted_ssim`.
 
@@ -149,6 +160,9 @@ def window_statistics(
         Its :func:`watermark._mask.activity_map`.
     unit : float
         Storage units per grey level of the 0..255 scale.
+    clear : (H, W) uint8 ndarray, optional
+        255 on pixels whose mark never fades toward black (the `clear` of
+        :func:`watermark._mask.black_fade`), 0 elsewhere.
 
     Returns
     -------
@@ -168,6 +182,7 @@ def window_statistics(
         second = cv2.GaussianBlur(g * g, (_WIN, _WIN), _SIGMA, borderType=cv2.BORDER_REFLECT)
         second = second[inside]
         act = activity[inside]
+        centre = None if clear is None else clear[inside]
     else:
         rows = _sampled_rows(h)
         g = grey[rows.ravel()].astype(np.float32).reshape(_ROWS, _WIN, w)
@@ -185,6 +200,7 @@ def window_statistics(
 
         mu, second = window_mean(g), window_mean(g * g)
         act = activity[rows[:, _HALO], cols]
+        centre = None if clear is None else clear[rows[:, _HALO], cols]
     act = np.ascontiguousarray(act)
     mu = np.ascontiguousarray(mu)
     variance = cv2.max(cv2.subtract(second, cv2.multiply(mu, mu)), 0.0)
@@ -196,11 +212,24 @@ def window_statistics(
     mu_bin = cv2.min(cv2.convertScaleAbs(cv2.max(mu, 0.0), beta=_FLOOR_BETA), _BINS - 1)
     ranges = [0, 256, 0, _BINS]
     dark_bin = cv2.min(mu_bin, _DARK_BINS - 1)
+    faded = None
+    if centre is not None:
+        centre = np.ascontiguousarray(centre)
+        # windows centred on clear pixels go to the spread histogram's last mean bin,
+        # which never fades, and to a mean histogram of their own
+        cv2.max(dark_bin, cv2.min(centre, _DARK_BINS - 1), dst=dark_bin)
+        faded = cv2.bitwise_not(centre)
     bins, dark_ranges = [256, _DARK_BINS, _BINS], [0, 256, 0, _DARK_BINS, 0, _BINS]
     by_spread = cv2.calcHist([act, dark_bin, sd_bin], [0, 1, 2], None, bins, dark_ranges)
-    by_mean = cv2.calcHist([act, mu_bin], [0, 1], None, [256, _BINS], ranges)
+    by_mean = cv2.calcHist([act, mu_bin], [0, 1], faded, [256, _BINS], ranges)
+    by_clear = None
+    if centre is not None:
+        by_clear = cv2.calcHist([act, mu_bin], [0, 1], centre, [256, _BINS], ranges)
+        by_clear = by_clear.astype(np.float64) / max(1, act.size)
     n = max(1, act.size)
-    return WindowStatistics(by_spread.astype(np.float64) / n, by_mean.astype(np.float64) / n)
+    return WindowStatistics(
+        by_spread.astype(np.float64) / n, by_mean.astype(np.float64) / n, by_clear
+    )
 
 
 @functools.cache
@@ -247,11 +276,14 @@ def _luminance(amp2: np.ndarray, mean: np.ndarray, share: float) -> np.ndarray:
     """Luminance loss of a mark of amplitude**2 `amp2` on windows of local mean `mean`
     (grey levels); broadcast."""
     amp = np.sqrt(np.maximum(amp2, 1e-12))
-    kept = 1.0 - 0.5 * np.exp(-mean / amp)
-    # what clips below black lifts the window's mean: E[max(0, -mean - v)] for a
-    # Gaussian mark v of RMS amp, amp * (pdf(z) - z * sf(z)) at z = mean / amp
+    # a Gaussian mark v of RMS amp on luma `mean`, clipped at black: max(0, mean + v)
     z = mean / amp
-    lift = amp * (np.exp(-0.5 * z * z) / np.sqrt(2.0 * np.pi) - z * ndtr(-z))
+    pdf, sf = np.exp(-0.5 * z * z) / np.sqrt(2.0 * np.pi), ndtr(-z)
+    # the share of the mark's variance that survives the clip, Var(max(-z, v / amp)),
+    # written so that nothing cancels as z grows (it tends to 1)
+    kept = 1.0 - sf + z * z * sf * (1.0 - sf) - z * pdf * (1.0 - 2.0 * sf) - pdf * pdf
+    # and the lift of the window's mean by what clips: amp * (pdf(z) - z * sf(z))
+    lift = amp * (pdf - z * sf)
     shift = kept * (1.0 - share) * amp2 + lift * lift
     return shift / (2.0 * mean * mean + shift + _C1)
 
@@ -290,7 +322,10 @@ def _level_losses(
         ]
     )
     luminance = _luminance(a2[:, None] * by_mean[levels], _LEVELS, share)
-    return structure + np.sum(stats.mean[levels] * luminance, axis=1)
+    losses = structure + np.sum(stats.mean[levels] * luminance, axis=1)
+    if stats.clear is not None:
+        losses += np.sum(stats.clear[levels] * _luminance(a2[:, None], _LEVELS, share), axis=1)
+    return losses
 
 
 def predicted_ssim(
@@ -370,7 +405,8 @@ def ssim_capped_table(
     faded = _fade_squares(fade)[2]
     below = np.concatenate([[0.0], np.cumsum(per_level)])
     spread_above = np.cumsum(stats.spread[::-1], axis=0)[::-1]
-    mean_above = np.cumsum(stats.mean[::-1], axis=0)[::-1]
+    mean = stats.mean if stats.clear is None else stats.mean + stats.clear
+    mean_above = np.cumsum(mean[::-1], axis=0)[::-1]
 
     def ssim_at(cap: float) -> float:
         first = int(np.searchsorted(t, cap, side="right"))
@@ -406,6 +442,6 @@ def ssim_capped_table(
         else:
             hi = mid
     cap = np.float32(lo)
-    if cap > lo:  # rounded up to float32: one step down keeps the prediction
+    if float(cap) > lo:  # rounded up to float32: one step down keeps the prediction
         cap = np.nextafter(cap, np.float32(0.0))
     return np.minimum(table, cap).astype(np.float32)
