@@ -107,3 +107,44 @@ def png_chunk(kind: bytes, payload: bytes) -> bytes:
         + payload
         + struct.pack(">I", zlib.crc32(kind + payload))
     )
+
+
+def several_pictures(path: Path, pictures: int) -> Path:
+    """An animated PNG or WebP, or a multi-page TIFF (by the suffix), of `pictures`
+    different 64x48 textures, written by Pillow."""
+    from PIL import Image  # the test extra
+
+    frames = [Image.fromarray(texture((48, 64, 3), seed=i)) for i in range(pictures)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    return path
+
+
+def tiff_with_thumbnail(path: Path) -> Path:
+    """A little-endian, uncompressed grey TIFF: a 64x48 page, then a 16x12 copy marked
+    reduced-resolution (NewSubfileType 1) in the next directory, as cameras and scanners
+    write thumbnails."""
+    sizes = [(64, 48, 0), (16, 12, 1)]
+    pixels = [texture((h, w), seed=3).tobytes() for w, h, _ in sizes]
+    offsets = [8, 8 + len(pixels[0])]
+    ifd_at = [offsets[1] + len(pixels[1])]
+    ifd_size = 2 + 10 * 12 + 4
+    ifd_at.append(ifd_at[0] + ifd_size)
+    out = bytearray(b"II*\x00" + struct.pack("<I", ifd_at[0]) + pixels[0] + pixels[1])
+    for i, (w, h, subfile) in enumerate(sizes):
+        entries = [
+            struct.pack("<HHII", 254, 4, 1, subfile),
+            struct.pack("<HHIHH", 256, 3, 1, w, 0),
+            struct.pack("<HHIHH", 257, 3, 1, h, 0),
+            struct.pack("<HHIHH", 258, 3, 1, 8, 0),
+            struct.pack("<HHIHH", 259, 3, 1, 1, 0),
+            struct.pack("<HHIHH", 262, 3, 1, 1, 0),
+            struct.pack("<HHII", 273, 4, 1, offsets[i]),
+            struct.pack("<HHIHH", 277, 3, 1, 1, 0),
+            struct.pack("<HHIHH", 278, 3, 1, h, 0),
+            struct.pack("<HHII", 279, 4, 1, w * h),
+        ]
+        following = ifd_at[1] if i == 0 else 0
+        out += struct.pack("<H", len(entries)) + b"".join(entries) + struct.pack("<I", following)
+    path.write_bytes(bytes(out))
+    return path

@@ -18,7 +18,14 @@ from watermark.errors import StudioError
 from watermark.samples import sample_frames
 from watermark.studio import HOME_ENV, REGISTRY_NAME, SECRET_NAME, Studio, TraceRecord
 
-from ._factories import BAD_FILES, make_bad_file, sha256_of, texture, write_encoded
+from ._factories import (
+    BAD_FILES,
+    make_bad_file,
+    several_pictures,
+    sha256_of,
+    texture,
+    write_encoded,
+)
 from .frames import hatched_frame
 
 
@@ -225,6 +232,30 @@ def test_embed_bad_input(runner: CliRunner, home: Path, tmp_path: Path, kind: st
     assert [p for p in out.rglob("*") if p.is_file()] == []
     assert sha256_of(bad) == before
     assert deliveries(home) == 0 and assets(home) == 0
+
+
+def test_a_file_of_several_pictures_is_not_marked_and_is_traced_with_a_note(
+    runner: CliRunner, home: Path, tmp_path: Path
+) -> None:
+    anim = several_pictures(tmp_path / "in" / "anim.webp", 3)
+    before = sha256_of(anim)
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["embed", str(anim), "--vendor", "Acme", "--out", str(out), "--home", str(home)]
+    )
+    assert result.exit_code == 1
+    line = one_error_line(result.stderr)
+    assert f"{anim}: an animated WebP of 3 frames; leaktrace marks one picture per file" in line
+    assert [p for p in out.rglob("*") if p.is_file()] == []
+    assert deliveries(home) == 0 and assets(home) == 0 and sha256_of(anim) == before
+    traced = runner.invoke(app, ["trace", str(anim), "--json", "--home", str(home)])
+    assert traced.exit_code == 0
+    (record,) = json.loads(traced.stdout)
+    assert record["error"] is None and record["found"] is False
+    assert "only the first of the file's 3 pictures was traced" in record["notes"]
+    indexed = runner.invoke(app, ["asset", "add", str(anim), "--home", str(home)])
+    assert indexed.exit_code == 1 and "an animated WebP of 3 frames" in indexed.stderr
+    assert assets(home) == 0
 
 
 def test_embed_bad_input_among_good_json(runner: CliRunner, home: Path, tmp_path: Path) -> None:

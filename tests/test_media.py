@@ -28,8 +28,10 @@ from ._factories import (
     CORPUS,
     make_bad_file,
     png_chunk,
+    several_pictures,
     sha256_of,
     texture,
+    tiff_with_thumbnail,
     write_encoded,
 )
 
@@ -494,3 +496,71 @@ def test_iter_image_files(tmp_path: Path) -> None:
     assert iter_image_files([tmp_path / "notes.txt"]) == [
         (tmp_path / "notes.txt", Path("notes.txt"))
     ]
+
+
+# --------------------------------------------------------------------- several pictures
+
+
+@pytest.mark.parametrize(
+    ("name", "pictures", "words"),
+    [
+        ("anim.png", 3, "an animated PNG of 3 frames"),
+        ("anim.webp", 3, "an animated WebP of 3 frames"),
+        ("pages.tiff", 2, "a TIFF of 2 pages"),
+    ],
+)
+def test_a_file_of_several_pictures_is_counted_and_refused_when_one_is_needed(
+    tmp_path: Path, name: str, pictures: int, words: str
+) -> None:
+    path = several_pictures(tmp_path / name, pictures)
+    before = sha256_of(path)
+    loaded = read_image(path)
+    assert loaded.pictures == pictures
+    assert loaded.shape == (48, 64)
+    # the first picture is the one decoded (WebP frames come back lossy: the nearest one)
+    error = [
+        np.abs(loaded.pixels[..., :3].astype(int) - texture((48, 64, 3), seed=i)).mean()
+        for i in range(pictures)
+    ]
+    assert error[0] < 8.0 and error[0] < min(error[1:]) / 4
+    with pytest.raises(MediaError) as caught:
+        read_image(path, single=True)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: {words}; ") and "\n" not in message
+    assert sha256_of(path) == before
+
+
+def test_one_picture_files_count_one(tmp_path: Path) -> None:
+    # a still written as one frame, and a TIFF whose second directory is a thumbnail
+    still = several_pictures(tmp_path / "still.webp", 1)
+    thumbnail = tiff_with_thumbnail(tmp_path / "thumb.tif")
+    assert read_image(still, single=True).pictures == 1
+    loaded = read_image(thumbnail, single=True)
+    assert loaded.pictures == 1 and loaded.shape == (48, 64)
+    np.testing.assert_array_equal(loaded.pixels, texture((48, 64), seed=3))
+    png = write_encoded(tmp_path / "a.png", texture((40, 50, 3)))
+    assert read_image(png, single=True).pictures == 1
+    # a directory chain that loops back to its start is walked once
+    data = bytearray(thumbnail.read_bytes())
+    first = struct.unpack_from("<I", data, 4)[0]
+    data[-4:] = struct.pack("<I", first)
+    looped = tmp_path / "looped.tif"
+    looped.write_bytes(bytes(data))
+    assert read_image(looped, single=True).pictures == 1
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".tif"])
+def test_cmyk_files_are_read_as_rgb_but_not_marked(tmp_path: Path, suffix: str) -> None:
+    from PIL import Image  # the test extra
+
+    rgb = texture((48, 64, 3))
+    cmyk = tmp_path / f"inks{suffix}"
+    Image.fromarray(rgb).convert("CMYK").save(cmyk)
+    plain = tmp_path / f"plain{suffix}"
+    Image.fromarray(rgb).save(plain)
+    loaded = read_image(cmyk)
+    assert loaded.cmyk and loaded.shape == (48, 64)  # RGB (a CMYK TIFF: RGBA)
+    assert not read_image(plain, markable=True).cmyk
+    with pytest.raises(MediaError, match=r"a CMYK (JPEG|TIFF); leaktrace marks RGB and grey"):
+        read_image(cmyk, markable=True)
+    read_image(cmyk, single=True)  # indexing an original is not marking it

@@ -984,7 +984,7 @@ def mark_sequence(
     def frames() -> Iterator[np.ndarray]:
         shape = None
         for path in item.frames:
-            loaded = read_image(path)
+            loaded = read_image(path, markable=True)
             shape = _same_size(item, path, loaded.shape, shape)
             digests.append(loaded.sha256)
             formats.append((loaded.format, loaded.metadata))

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from .errors import MediaError
-from .metadata import NO_METADATA, ImageMetadata, read_metadata, write_metadata
+from .metadata import NO_METADATA, ImageMetadata, is_cmyk, read_metadata, write_metadata
 
 __all__ = [
     "FORMATS",
@@ -108,6 +108,13 @@ class LoadedImage:
     metadata : ImageMetadata
         The ICC profile, EXIF, XMP and the like that a marked copy carries over (see
         :mod:`watermark.metadata`).
+    pictures : int
+        Pictures the file holds: the frames of an animated PNG or WebP, the pages of a
+        TIFF (reduced-resolution copies not counted); 1 for the rest. Only the first is
+        decoded into `pixels`.
+    cmyk : bool
+        The file stores four inks (a CMYK JPEG or TIFF), which `pixels` holds converted
+        to RGB (see :func:`watermark.metadata.is_cmyk`).
     """
 
     pixels: np.ndarray
@@ -116,6 +123,8 @@ class LoadedImage:
     path: Path
     sha256: str
     metadata: ImageMetadata = NO_METADATA
+    pictures: int = 1
+    cmyk: bool = False
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -126,7 +135,13 @@ class LoadedImage:
 # --------------------------------------------------------------------------- reading
 
 
-def read_image(path: str | os.PathLike[str], *, limits: MediaLimits = LIMITS) -> LoadedImage:
+def read_image(
+    path: str | os.PathLike[str],
+    *,
+    limits: MediaLimits = LIMITS,
+    single: bool = False,
+    markable: bool = False,
+) -> LoadedImage:
     """Read and decode an image file, refusing anything malformed before decoding it.
 
     Parameters
@@ -135,6 +150,13 @@ def read_image(path: str | os.PathLike[str], *, limits: MediaLimits = LIMITS) ->
         PNG, JPEG, TIFF, WebP or BMP file; the format is recognised from its bytes.
     limits : MediaLimits, optional
         Size bounds; see :data:`LIMITS`.
+    single : bool, optional
+        Refuse a file that holds more than one picture (an animation, a multi-page TIFF):
+        for callers that would index the first picture alone.
+    markable : bool, optional
+        Refuse what a marked copy in the same format could not reproduce: several
+        pictures (only the first would be marked) and CMYK colour (the copy would be
+        RGB, its colours those of a conversion without colour management).
 
     Returns
     -------
@@ -147,7 +169,8 @@ def read_image(path: str | os.PathLike[str], *, limits: MediaLimits = LIMITS) ->
         The file is missing, unreadable, empty, larger than ``limits.max_file_bytes``,
         not a supported image, truncated or corrupt, smaller than ``limits.min_side``
         or larger than ``limits.max_side`` / ``limits.max_pixels`` (checked from the
-        header, before decoding), or decodes to an unsupported sample type.
+        header, before decoding), decodes to an unsupported sample type, or is refused
+        by `single` or `markable`.
 
     Examples
     --------
@@ -186,6 +209,14 @@ def read_image(path: str | os.PathLike[str], *, limits: MediaLimits = LIMITS) ->
         raise MediaError(f"{path}: corrupt or truncated {fmt.upper()} header") from None
     except _HeaderError as exc:
         raise MediaError(f"{path}: {exc}") from None
+    pictures, cmyk = _picture_count(data, fmt), is_cmyk(data, fmt)
+    if (single or markable) and pictures > 1:
+        raise MediaError(f"{path}: {_pictures_text(fmt, pictures)}; {_ONE_PICTURE}")
+    if markable and cmyk:
+        raise MediaError(
+            f"{path}: a CMYK {fmt.upper()}; leaktrace marks RGB and grey pictures, and an "
+            "RGB copy would not keep the file's colours: convert it to RGB first"
+        )
 
     decoded = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
     if decoded is None:
@@ -207,6 +238,8 @@ def read_image(path: str | os.PathLike[str], *, limits: MediaLimits = LIMITS) ->
         path=path,
         sha256=hashlib.sha256(data).hexdigest(),
         metadata=read_metadata(data, fmt),
+        pictures=pictures,
+        cmyk=cmyk,
     )
 
 
@@ -382,6 +415,101 @@ _HEADER_PARSERS = {
     "webp": _webp_size,
     "bmp": _bmp_size,
 }
+
+
+_ONE_PICTURE = (
+    "leaktrace marks one picture per file: save each as its own file, "
+    "or the frames as an image sequence"
+)
+_MAX_IFDS = 4096  # TIFF directories walked at most (a chain that loops is corrupt)
+
+
+def _picture_count(data: bytes, fmt: str) -> int:
+    """Pictures an image file holds: animation frames or TIFF pages (see
+    :attr:`LoadedImage.pictures`); 1 when the container has a single picture.
+
+    Reads chunk and directory headers only. A chain that cannot be followed to its end
+    counts the pictures found up to there (the first one decodes on its own).
+
+    Parameters
+    ----------
+    data : bytes
+        The whole file.
+    fmt : str
+        Its format, one of :data:`FORMATS`.
+
+    Returns
+    -------
+    int, >= 1
+    """
+    try:
+        if fmt == "png":
+            return _png_pictures(data)
+        if fmt == "webp":
+            return _webp_pictures(data)
+        if fmt == "tiff":
+            return _tiff_pages(data)
+    except (struct.error, IndexError):
+        pass
+    return 1
+
+
+def _pictures_text(fmt: str, pictures: int) -> str:
+    if fmt == "tiff":
+        return f"a TIFF of {pictures} pages"
+    return f"an animated {fmt.upper() if fmt == 'png' else 'WebP'} of {pictures} frames"
+
+
+def _png_pictures(data: bytes) -> int:
+    """Frames of an animated PNG: the acTL chunk's count, which comes before IDAT."""
+    pos = 8
+    while pos + 12 <= len(data):
+        length, ctype = struct.unpack_from(">I4s", data, pos)
+        if ctype == b"acTL":
+            return max(1, struct.unpack_from(">I", data, pos + 8)[0])
+        if ctype in (b"IDAT", b"IEND"):
+            break
+        pos += 12 + length
+    return 1
+
+
+def _webp_pictures(data: bytes) -> int:
+    """Frames of an animated WebP: its ANMF chunks (VP8X with the animation flag)."""
+    if data[12:16] != b"VP8X" or not data[20] & 0x02:
+        return 1
+    frames, pos = 0, 12
+    while pos + 8 <= len(data):
+        ctype = data[pos : pos + 4]
+        (length,) = struct.unpack_from("<I", data, pos + 4)
+        frames += ctype == b"ANMF"
+        pos += 8 + length + (length & 1)
+    return max(1, frames)
+
+
+def _tiff_pages(data: bytes) -> int:
+    """Directories of a TIFF's main chain that are pages: not marked as reduced-resolution
+    copies (thumbnails, pyramid levels) by bit 0 of NewSubfileType (tag 254)."""
+    order = "<" if data[:2] == b"II" else ">"
+    big = struct.unpack_from(order + "H", data, 2)[0] == 43
+    count_code, offset_code, step, value_at = ("Q", "Q", 20, 12) if big else ("H", "I", 12, 8)
+    (ifd,) = struct.unpack_from(order + offset_code, data, 8 if big else 4)
+    pages, seen = 0, set()
+    while ifd and ifd not in seen and len(seen) < _MAX_IFDS:
+        seen.add(ifd)
+        (count,) = struct.unpack_from(order + count_code, data, ifd)
+        first = ifd + struct.calcsize(count_code)
+        reduced = False
+        for i in range(min(int(count), 8)):  # entries go by tag: 254 comes first, if at all
+            tag, typ = struct.unpack_from(order + "HH", data, first + i * step)
+            if tag > 254:
+                break
+            if tag == 254 and typ == 4:
+                reduced = bool(
+                    struct.unpack_from(order + "I", data, first + i * step + value_at)[0] & 1
+                )
+        pages += not reduced
+        (ifd,) = struct.unpack_from(order + offset_code, data, first + int(count) * step)
+    return max(1, pages)
 
 
 def _to_rgb(decoded: np.ndarray) -> np.ndarray:

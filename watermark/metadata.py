@@ -29,7 +29,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-__all__ = ["NO_METADATA", "ImageMetadata", "read_metadata", "write_metadata"]
+__all__ = ["NO_METADATA", "ImageMetadata", "is_cmyk", "read_metadata", "write_metadata"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +309,38 @@ def _write_webp(encoded: bytes, items) -> bytes:
 # tag -> the value types it is carried with (BYTE, UNDEFINED: byte strings, so the
 # file's byte order does not matter)
 _TIFF_CARRIED = {34675: (7, 1), 700: (1, 7)}
+
+
+def is_cmyk(data: bytes, format: str) -> bool:
+    """Whether the file stores its colour as four inks: a JPEG of four components (CMYK
+    or YCCK) or a separated TIFF (PhotometricInterpretation 5). The decoder hands such a
+    file over as RGB, without its colour management. Lenient like the readers: False
+    when the structure cannot be read.
+
+    Parameters
+    ----------
+    data : bytes
+        The whole file.
+    format : str
+        Its container format ("png", "jpeg", "webp", "tiff", "bmp").
+    """
+    try:
+        if format == "jpeg":
+            for marker, start, _ in _jpeg_segments(data):
+                if marker in _JPEG_FRAMES:  # Nf, after P, Y and X
+                    return data[start + 9] == 4
+        elif format == "tiff":
+            order, _, entries = _tiff_ifd0(data)
+            for tag, kind, _, at in entries:
+                if tag == 262 and kind == 3:
+                    return struct.unpack_from(order + "H", data, at + 8)[0] == 5
+    except (ValueError, struct.error, IndexError):
+        pass
+    return False
+
+
+# JPEG start-of-frame markers: C0-CF except DHT (C4), JPG (C8) and DAC (CC)
+_JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
 def _tiff_ifd0(data: bytes) -> tuple[str, int, list[tuple[int, int, int, int]]]:

@@ -733,7 +733,7 @@ class Studio:
     def _embed_one(self, path: Path, out: Path, vendor: Vendor, strength: float) -> EmbedRecord:
         """Mark one file; every expected failure becomes a ``"failed"`` record."""
         try:
-            image = read_image(path)
+            image = read_image(path, markable=True)
             output_key = str(out.resolve())
             previous = self.registry.find_delivery(image.sha256, vendor.name, output_key)
             if out.exists():
@@ -856,7 +856,7 @@ class Studio:
         records: list[AssetRecord] = []
         for done, (path, _) in enumerate(pairs, start=1):
             try:
-                image = read_image(path)
+                image = read_image(path, single=True)
                 present = self.registry.has_features(image.sha256)
                 info = self._asset_info(image, path)
                 asset = self.registry.add_asset(info, pinned=True)
@@ -1086,6 +1086,8 @@ class Studio:
         notes: list[str] = []
         try:
             image = read_image(path)
+            if image.pictures > 1:
+                notes.append(f"only the first of the file's {image.pictures} pictures was traced")
             return self._trace_pixels(
                 image.pixels, str(path), candidates, p_threshold, index, reference, notes
             )
