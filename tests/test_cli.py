@@ -216,38 +216,34 @@ def test_embed_json(runner: CliRunner, home: Path, tmp_path: Path) -> None:
     assert table.exit_code == 0 and "skipped" in table.stdout
 
 
+def embed_refused(runner: CliRunner, home: Path, source: Path, out: Path) -> str:
+    """Embed `source` alone, which must fail: exit 1, nothing written or registered, the
+    source unchanged; the error line."""
+    before = sha256_of(source)
+    result = runner.invoke(
+        app, ["embed", str(source), "--vendor", "Acme", "--out", str(out), "--home", str(home)]
+    )
+    assert result.exit_code == 1
+    assert [p for p in out.rglob("*") if p.is_file()] == []
+    assert deliveries(home) == 0 and assets(home) == 0 and sha256_of(source) == before
+    return one_error_line(result.stderr)
+
+
 @pytest.mark.parametrize("kind", sorted(BAD_FILES))
 def test_embed_bad_input(runner: CliRunner, home: Path, tmp_path: Path, kind: str) -> None:
     src = tmp_path / "in"
     src.mkdir()
     bad = make_bad_file(kind, src)
-    before = sha256_of(bad)
-    out = tmp_path / "out"
-    result = runner.invoke(
-        app, ["embed", str(bad), "--vendor", "Acme", "--out", str(out), "--home", str(home)]
-    )
-    assert result.exit_code == 1
-    line = one_error_line(result.stderr)
+    line = embed_refused(runner, home, bad, tmp_path / "out")
     assert str(bad) in line and BAD_FILES[kind][1] in line
-    assert [p for p in out.rglob("*") if p.is_file()] == []
-    assert sha256_of(bad) == before
-    assert deliveries(home) == 0 and assets(home) == 0
 
 
 def test_a_file_of_several_pictures_is_not_marked_and_is_traced_with_a_note(
     runner: CliRunner, home: Path, tmp_path: Path
 ) -> None:
     anim = several_pictures(tmp_path / "in" / "anim.webp", 3)
-    before = sha256_of(anim)
-    out = tmp_path / "out"
-    result = runner.invoke(
-        app, ["embed", str(anim), "--vendor", "Acme", "--out", str(out), "--home", str(home)]
-    )
-    assert result.exit_code == 1
-    line = one_error_line(result.stderr)
+    line = embed_refused(runner, home, anim, tmp_path / "out")
     assert f"{anim}: an animated WebP of 3 frames; leaktrace marks one picture per file" in line
-    assert [p for p in out.rglob("*") if p.is_file()] == []
-    assert deliveries(home) == 0 and assets(home) == 0 and sha256_of(anim) == before
     traced = runner.invoke(app, ["trace", str(anim), "--json", "--home", str(home)])
     assert traced.exit_code == 0
     (record,) = json.loads(traced.stdout)
