@@ -252,6 +252,9 @@ def test_a_file_of_several_pictures_is_not_marked_and_is_traced_with_a_note(
     indexed = runner.invoke(app, ["asset", "add", str(anim), "--home", str(home)])
     assert indexed.exit_code == 1 and "an animated WebP of 3 frames" in indexed.stderr
     assert assets(home) == 0
+    leak = write_encoded(tmp_path / "leak.png", texture((64, 64, 3)))
+    against = runner.invoke(app, ["trace", str(leak), "--original", str(anim), "--home", str(home)])
+    assert against.exit_code == 1 and "an animated WebP of 3 frames" in against.stderr
 
 
 def test_embed_bad_input_among_good_json(runner: CliRunner, home: Path, tmp_path: Path) -> None:

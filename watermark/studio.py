@@ -944,7 +944,7 @@ class Studio:
             raise StudioError(f"max_frames must be >= 1, got {max_frames}")
         reference = None
         if original is not None:
-            loaded = read_image(original)
+            loaded = read_image(original, single=True)
             reference = _Reference(
                 luma(loaded.pixels), loaded.sha256, str(loaded.path), loaded.pixels
             )
