@@ -564,3 +564,22 @@ def test_cmyk_files_are_read_as_rgb_but_not_marked(tmp_path: Path, suffix: str) 
     with pytest.raises(MediaError, match=r"a CMYK (JPEG|TIFF); leaktrace marks RGB and grey"):
         read_image(cmyk, markable=True)
     read_image(cmyk, single=True)  # indexing an original is not marking it
+
+
+@pytest.mark.parametrize(("subsampling", "factors"), [(0, (1, 1)), (1, (2, 1)), (2, (2, 2))])
+def test_a_marked_jpeg_keeps_its_chroma_subsampling(
+    tmp_path: Path, subsampling: int, factors: tuple[int, int]
+) -> None:
+    from PIL import Image, JpegImagePlugin  # the test extra
+
+    source = tmp_path / "source.jpg"
+    Image.fromarray(texture((64, 96, 3))).save(source, quality=95, subsampling=subsampling)
+    loaded = read_image(source)
+    assert loaded.jpeg_sampling == factors
+    copy = tmp_path / "copy.jpg"
+    copy.write_bytes(encode_image(loaded.pixels, format="jpeg", jpeg_sampling=factors))
+    assert JpegImagePlugin.get_sampling(Image.open(copy)) == subsampling
+    grey = write_encoded(tmp_path / "grey.jpg", texture((64, 96)), ".jpg")
+    assert read_image(grey).jpeg_sampling is None
+    with pytest.raises(ValueError, match="jpeg_sampling must be one of"):
+        encode_image(loaded.pixels, format="jpeg", jpeg_sampling=(3, 1))

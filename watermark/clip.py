@@ -979,7 +979,7 @@ def mark_sequence(
     check_sequence(item)
     staged: list[Path] = []
     digests: list[str] = []
-    formats: list[tuple[str, ImageMetadata]] = []
+    formats: list[tuple[str, ImageMetadata, tuple[int, int] | None]] = []
 
     def frames() -> Iterator[np.ndarray]:
         shape = None
@@ -987,7 +987,7 @@ def mark_sequence(
             loaded = read_image(path, markable=True)
             shape = _same_size(item, path, loaded.shape, shape)
             digests.append(loaded.sha256)
-            formats.append((loaded.format, loaded.metadata))
+            formats.append((loaded.format, loaded.metadata, loaded.jpeg_sampling))
             yield loaded.pixels
 
     tally = _Tally()
@@ -995,9 +995,13 @@ def mark_sequence(
         for n, result in enumerate(
             mark_frames(frames(), key, payload, strength=strength, workers=workers)
         ):
-            fmt, metadata = formats[n]
+            fmt, metadata, sampling = formats[n]
             data = encode_image(
-                result.image, format=fmt, jpeg_quality=jpeg_quality, metadata=metadata
+                result.image,
+                format=fmt,
+                jpeg_quality=jpeg_quality,
+                metadata=metadata,
+                jpeg_sampling=sampling,
             )
             staged.append(stage_file(out_frames[n], data))
             tally.add(result)

@@ -26,7 +26,14 @@ import cv2
 import numpy as np
 
 from .errors import MediaError
-from .metadata import NO_METADATA, ImageMetadata, is_cmyk, read_metadata, write_metadata
+from .metadata import (
+    NO_METADATA,
+    ImageMetadata,
+    is_cmyk,
+    jpeg_sampling,
+    read_metadata,
+    write_metadata,
+)
 
 __all__ = [
     "FORMATS",
@@ -115,6 +122,9 @@ class LoadedImage:
     cmyk : bool
         The file stores four inks (a CMYK JPEG or TIFF), which `pixels` holds converted
         to RGB (see :func:`watermark.metadata.is_cmyk`).
+    jpeg_sampling : (int, int) or None
+        A colour JPEG's chroma subsampling (see :func:`watermark.metadata.jpeg_sampling`),
+        which a marked copy keeps; None for other files.
     """
 
     pixels: np.ndarray
@@ -125,6 +135,7 @@ class LoadedImage:
     metadata: ImageMetadata = NO_METADATA
     pictures: int = 1
     cmyk: bool = False
+    jpeg_sampling: tuple[int, int] | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -240,6 +251,7 @@ def read_image(
         metadata=read_metadata(data, fmt),
         pictures=pictures,
         cmyk=cmyk,
+        jpeg_sampling=jpeg_sampling(data) if fmt == "jpeg" else None,
     )
 
 
@@ -416,6 +428,15 @@ _HEADER_PARSERS = {
     "bmp": _bmp_size,
 }
 
+
+# luma over chroma sampling factors -> OpenCV's JPEG sampling parameter
+_JPEG_SAMPLING = {
+    (1, 1): cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
+    (2, 1): cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422,
+    (2, 2): cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420,
+    (1, 2): cv2.IMWRITE_JPEG_SAMPLING_FACTOR_440,
+    (4, 1): cv2.IMWRITE_JPEG_SAMPLING_FACTOR_411,
+}
 
 _ONE_PICTURE = (
     "leaktrace marks one picture per file: save each as its own file, "
@@ -609,6 +630,7 @@ def encode_image(
     format: str,
     jpeg_quality: int = 95,
     metadata: ImageMetadata | None = None,
+    jpeg_sampling: tuple[int, int] | None = None,
 ) -> bytes:
     """Encode pixels into the bytes of an image file.
 
@@ -624,6 +646,9 @@ def encode_image(
     metadata : ImageMetadata, optional
         Metadata of the source file (:attr:`LoadedImage.metadata`) to carry into this
         one; it must come from a file of the same `format`.
+    jpeg_sampling : (int, int), optional
+        Chroma subsampling of a colour JPEG (:attr:`LoadedImage.jpeg_sampling`): (1, 1),
+        (2, 1), (2, 2), (1, 2) or (4, 1); default the encoder's 4:2:0.
 
     Returns
     -------
@@ -665,11 +690,17 @@ def encode_image(
     if pixels.ndim == 3:
         code = cv2.COLOR_RGB2BGR if pixels.shape[2] == 3 else cv2.COLOR_RGBA2BGRA
         pixels = cv2.cvtColor(pixels, code)
+    if jpeg_sampling is not None and jpeg_sampling not in _JPEG_SAMPLING:
+        raise ValueError(
+            f"jpeg_sampling must be one of {sorted(_JPEG_SAMPLING)}; got {jpeg_sampling}"
+        )
     params = {
         "png": [cv2.IMWRITE_PNG_COMPRESSION, _PNG_COMPRESSION],
         "jpeg": [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)],
         "webp": [cv2.IMWRITE_WEBP_QUALITY, _WEBP_LOSSLESS],
     }.get(format, [])
+    if format == "jpeg" and jpeg_sampling is not None:
+        params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, _JPEG_SAMPLING[jpeg_sampling]]
     ok, encoded = cv2.imencode(_ENCODE_EXTENSION[format], pixels, params)
     if not ok:
         raise MediaError(f"cannot encode a {pixels.shape} {pixels.dtype} image as {format}")

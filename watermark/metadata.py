@@ -29,7 +29,14 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-__all__ = ["NO_METADATA", "ImageMetadata", "is_cmyk", "read_metadata", "write_metadata"]
+__all__ = [
+    "NO_METADATA",
+    "ImageMetadata",
+    "is_cmyk",
+    "jpeg_sampling",
+    "read_metadata",
+    "write_metadata",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +344,35 @@ def is_cmyk(data: bytes, format: str) -> bool:
     except (ValueError, struct.error, IndexError):
         pass
     return False
+
+
+def jpeg_sampling(data: bytes) -> tuple[int, int] | None:
+    """Chroma subsampling of a colour JPEG: its luma component's horizontal and vertical
+    sampling factors over its chroma components', e.g. (1, 1) for 4:4:4, (2, 1) for 4:2:2,
+    (2, 2) for 4:2:0. None for a grey or CMYK JPEG, unequal chroma factors, or a structure
+    that cannot be read.
+
+    Parameters
+    ----------
+    data : bytes
+        The whole file.
+    """
+    try:
+        for marker, start, _ in _jpeg_segments(data):
+            if marker in _JPEG_FRAMES:
+                if data[start + 9] != 3:  # Nf: components
+                    return None
+                # each component: id, Hi << 4 | Vi, table
+                y, cb, cr = (data[start + 11 + 3 * i] for i in range(3))
+                if cb != cr or cb & 0x0F == 0 or cb >> 4 == 0:
+                    return None
+                h, v = (y >> 4) / (cb >> 4), (y & 0x0F) / (cb & 0x0F)
+                if h != int(h) or v != int(v):
+                    return None
+                return int(h), int(v)
+    except (ValueError, struct.error, IndexError):
+        pass
+    return None
 
 
 # JPEG start-of-frame markers: C0-CF except DHT (C4), JPG (C8) and DAC (CC)

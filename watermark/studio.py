@@ -761,6 +761,7 @@ class Studio:
                 format=image.format,
                 jpeg_quality=JPEG_QUALITY,
                 metadata=image.metadata,
+                jpeg_sampling=image.jpeg_sampling,
             )
             tmp = stage_file(out, data)
             try:
