@@ -27,6 +27,7 @@ import numpy as np
 
 from .errors import MediaError
 from .metadata import (
+    JPEG_FRAME_MARKERS,
     NO_METADATA,
     ImageMetadata,
     is_cmyk,
@@ -64,8 +65,6 @@ _SIXTEEN_BIT_FORMATS = frozenset({"png", "tiff"})
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_COMPRESSION = 6
 _WEBP_LOSSLESS = 101  # OpenCV: a WebP quality above 100 selects lossless coding
-# JPEG start-of-frame markers: C0-CF except DHT (C4), JPG (C8) and DAC (CC).
-_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 
 
@@ -330,7 +329,7 @@ def _jpeg_size(data: bytes, limits: MediaLimits) -> tuple[int, int]:
         (length,) = struct.unpack_from(">H", data, pos + 2)
         if pos + 2 + length > end:
             raise _HeaderError("truncated JPEG (header segment cut short)")
-        if marker in _JPEG_SOF:
+        if marker in JPEG_FRAME_MARKERS:
             height, width = struct.unpack_from(">HH", data, pos + 5)
             _check_size(height, width, limits)
             size = (height, width)

@@ -333,10 +333,9 @@ def is_cmyk(data: bytes, format: str) -> bool:
     """
     try:
         if format == "jpeg":
-            for marker, start, _ in _jpeg_segments(data):
-                if marker in _JPEG_FRAMES:  # Nf, after P, Y and X
-                    return data[start + 9] == 4
-        elif format == "tiff":
+            frame = _jpeg_frame(data)
+            return frame is not None and data[frame + 9] == 4  # Nf, after P, Y and X
+        if format == "tiff":
             order, _, entries = _tiff_ifd0(data)
             for tag, kind, _, at in entries:
                 if tag == 262 and kind == 3:
@@ -358,25 +357,31 @@ def jpeg_sampling(data: bytes) -> tuple[int, int] | None:
         The whole file.
     """
     try:
-        for marker, start, _ in _jpeg_segments(data):
-            if marker in _JPEG_FRAMES:
-                if data[start + 9] != 3:  # Nf: components
-                    return None
-                # each component: id, Hi << 4 | Vi, table
-                y, cb, cr = (data[start + 11 + 3 * i] for i in range(3))
-                if cb != cr or cb & 0x0F == 0 or cb >> 4 == 0:
-                    return None
-                h, v = (y >> 4) / (cb >> 4), (y & 0x0F) / (cb & 0x0F)
-                if h != int(h) or v != int(v):
-                    return None
-                return int(h), int(v)
+        frame = _jpeg_frame(data)
+        if frame is None or data[frame + 9] != 3:  # Nf: components
+            return None
+        # each component: id, Hi << 4 | Vi, table
+        y, cb, cr = (data[frame + 11 + 3 * i] for i in range(3))
+        if cb != cr or cb & 0x0F == 0 or cb >> 4 == 0:
+            return None
+        h, v = (y >> 4) / (cb >> 4), (y & 0x0F) / (cb & 0x0F)
+        if h != int(h) or v != int(v):
+            return None
+        return int(h), int(v)
     except (ValueError, struct.error, IndexError):
-        pass
-    return None
+        return None
 
 
 # JPEG start-of-frame markers: C0-CF except DHT (C4), JPG (C8) and DAC (CC)
-_JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_frame(data: bytes) -> int | None:
+    """Offset of a JPEG's start-of-frame segment (its marker's 0xFF), or None."""
+    for marker, start, _ in _jpeg_segments(data):
+        if marker in JPEG_FRAME_MARKERS:
+            return start
+    return None
 
 
 def _tiff_ifd0(data: bytes) -> tuple[str, int, list[tuple[int, int, int, int]]]:
