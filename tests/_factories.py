@@ -27,6 +27,8 @@ BAD_FILES: dict[str, tuple[str, str]] = {
     "empty": ("empty.png", "empty file"),
     "truncated_png": ("cut.png", "truncated PNG"),
     "truncated_jpeg": ("cut.jpg", "truncated JPEG"),
+    "cut_jpeg_scan": ("patched.jpg", "corrupt JPEG data"),
+    "damaged_tiff": ("damaged.tif", "corrupt TIFF data"),
     "text_as_png": ("notes.png", "not an image"),
     "one_pixel": ("dot.png", "too small"),
     "huge_header": ("huge.png", "too large"),
@@ -83,6 +85,16 @@ def make_bad_file(kind: str, folder: Path) -> Path:
         data = write_encoded(folder / "full.jpg", frame, ".jpg").read_bytes()
         (folder / "full.jpg").unlink()
         path.write_bytes(data[: len(data) * 2 // 3])
+    elif kind == "cut_jpeg_scan":  # cut inside the scan, end marker put back
+        data = write_encoded(folder / "full.jpg", frame, ".jpg").read_bytes()
+        (folder / "full.jpg").unlink()
+        path.write_bytes(data[: len(data) // 2] + b"\xff\xd9")
+    elif kind == "damaged_tiff":  # 64 bytes of the LZW strip garbled
+        data = bytearray(write_encoded(folder / "full.tif", frame, ".tif").read_bytes())
+        (folder / "full.tif").unlink()
+        middle = len(data) // 2
+        data[middle : middle + 64] = bytes(b ^ 0x5A for b in data[middle : middle + 64])
+        path.write_bytes(bytes(data))
     elif kind == "text_as_png":
         path.write_text("these are meeting notes, not an image\n")
     elif kind == "one_pixel":

@@ -162,6 +162,43 @@ def test_bad_files_are_refused(tmp_path: Path, kind: str) -> None:
     assert sha256_of(path) == before
 
 
+@pytest.mark.parametrize("kind", ["cut_jpeg_scan", "damaged_tiff"])
+def test_decoder_damage_reports_are_refused_and_kept_off_stderr(
+    tmp_path: Path, kind: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    path = make_bad_file(kind, tmp_path)
+    with pytest.raises(MediaError, match=r"the decoder reports: \S"):
+        read_image(path)
+    assert capfd.readouterr().err == ""  # the decoder's own line was caught, not printed
+
+
+def test_harmless_decoder_warnings_are_neither_refused_nor_printed(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    pixels = texture((32, 48, 3))
+    good = write_encoded(tmp_path / "ok.jpg", pixels, ".jpg").read_bytes()
+    path = tmp_path / "stray.jpg"  # libjpeg: "3 extraneous bytes before marker 0xd9"
+    path.write_bytes(good[:-2] + b"\x11\x11\x11" + good[-2:])
+    assert np.array_equal(read_image(path).pixels, read_image(tmp_path / "ok.jpg").pixels)
+    assert capfd.readouterr().err == ""
+
+
+def test_other_output_during_a_decode_still_reaches_stderr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    path = write_encoded(tmp_path / "ok.png", texture((32, 48, 3)))
+    decode = media.cv2.imdecode
+
+    def chatty(buffer: np.ndarray, flags: int) -> np.ndarray:
+        os.write(2, b"[ WARN:0@0.1] global loadsave.cpp:1 a harmless warning\n")
+        os.write(2, b"progress 50%\n")  # e.g. another thread's progress bar
+        return decode(buffer, flags)
+
+    monkeypatch.setattr(media.cv2, "imdecode", chatty)
+    assert read_image(path).shape == (32, 48)
+    assert capfd.readouterr().err == "progress 50%\n"
+
+
 def test_huge_header_is_refused_before_decoding(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -281,7 +318,7 @@ def _tiff(entries: list[tuple[int, int, int]], order: str = "<") -> bytes:
         (_tiff([(256, 4, 64)]), "no image size tags"),
         (b"II*\x00" + struct.pack("<IH", 8, 5000), "implausible directory"),
         (b"II+\x00" + struct.pack("<HHQQ", 8, 0, 16, 0), "no image size tags"),
-        (_tiff([(256, 4, 64), (257, 4, 64)]), "decoder failed"),
+        (_tiff([(256, 4, 64), (257, 4, 64)]), 'missing required "StripOffsets"'),
     ],
     ids=["huge", "tiny-bigendian", "bad-type", "no-tags", "bad-ifd", "bigtiff", "no-data"],
 )

@@ -8,7 +8,9 @@ starts with the file's path.
 Decoding is defensive: the container header is parsed here, before OpenCV sees the bytes,
 so that a file claiming enormous dimensions is refused before anything is allocated, and
 a truncated PNG (no ``IEND`` chunk) or JPEG (no ``EOI`` marker after the scan) is refused
-instead of being decoded partially.
+instead of being decoded partially. What the C decoders report while still returning pixels
+(libjpeg's corrupt-data warnings, libtiff's errors) is caught and refused too, so that a
+damaged file is never marked, indexed or traced as if its grey patches were its picture.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ import hashlib
 import os
 import secrets
 import struct
+import tempfile
+import threading
 import zlib
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -228,7 +233,9 @@ def read_image(
             "RGB copy would not keep the file's colours: convert it to RGB first"
         )
 
-    decoded = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    decoded, damage = _decode(buffer)
+    if damage:
+        raise MediaError(f"{path}: corrupt {fmt.upper()} data (the decoder reports: {damage})")
     if decoded is None:
         raise MediaError(f"{path}: corrupt {fmt.upper()} data (decoder failed)")
     try:
@@ -256,6 +263,89 @@ def read_image(
 
 class _HeaderError(Exception):
     """Internal: a header check failed (message without the path)."""
+
+
+# What the decoders write to stderr, matched line by line. libjpeg warns, and goes on with
+# grey blocks, when the entropy-coded data is cut or corrupt ("Corrupt JPEG data: ..."
+# except stray bytes before a marker, which it skips); OpenCV logs libtiff's errors
+# ("[ERROR:...] ... TIFF_Error ...") and may still return the strips it read. Those lines
+# mean lost pixels. The other warnings below leave the picture whole.
+_DAMAGE_LINES = (
+    "Corrupt JPEG data:",
+    "Premature end of JPEG file",
+    "Inconsistent progression sequence",
+    "[ERROR:",
+)
+_HARMLESS_LINES = (
+    "Warning: unknown JFIF revision",
+    "Warning: thumbnail image size",
+    "Unknown Adobe color transform",
+    "Invalid SOS parameters for sequential JPEG",
+    "[ WARN:",
+    "[ INFO:",
+)
+_STRAY_BYTES = "extraneous bytes before marker"
+# File descriptor 2 is one per process: two threads decoding at once would swap it
+# under each other.
+_STDERR_LOCK = threading.Lock()
+
+
+def _decode(buffer: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """``cv2.imdecode(buffer, IMREAD_UNCHANGED)`` and the damage its decoder reported.
+
+    The C libraries report damage only as text on file descriptor 2, not through
+    OpenCV's API, so the descriptor is pointed at a temporary file while decoding. Lines
+    that mean lost pixels are returned (joined with "; ", without their prefixes); the
+    decoders' harmless warnings are dropped; anything else (another thread's output) is
+    written back to stderr unchanged.
+    """
+    with _STDERR_LOCK, _stderr_captured() as written:
+        decoded = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    damage, others = [], []
+    for line in bytes(written).splitlines(keepends=True):
+        text = line.decode("utf-8", "replace").strip()
+        if text.startswith(_DAMAGE_LINES) and _STRAY_BYTES not in text:
+            damage.append(_damage_text(text))
+        elif not (text.startswith(_HARMLESS_LINES) or _STRAY_BYTES in text):
+            others.append(line)
+    if others:
+        os.write(2, b"".join(others))
+    return decoded, "; ".join(damage)
+
+
+@contextmanager
+def _stderr_captured() -> Iterator[bytearray]:
+    """Point file descriptor 2 at a temporary file; the bytearray yielded receives what
+    was written to it once the block ends (stays empty where fd 2 cannot be redirected,
+    e.g. a daemon without one)."""
+    written = bytearray()
+    with ExitStack() as stack:
+        try:
+            sink = stack.enter_context(tempfile.TemporaryFile())
+            saved = os.dup(2)
+        except OSError:
+            yield written
+            return
+        try:
+            os.dup2(sink.fileno(), 2)
+            yield written
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            written += sink.read()
+
+
+def _damage_text(text: str) -> str:
+    """A decoder's line without its prefixes: ``Corrupt JPEG data: bad Huffman code`` ->
+    ``bad Huffman code``; ``[ERROR:0@0.03] global grfmt_tiff.cpp:117 TIFF_Error Using code
+    not yet in table`` -> ``Using code not yet in table``."""
+    if text.startswith("[ERROR:"):
+        parts = text.split(" ", 3)
+        text = parts[3] if len(parts) == 4 else text
+    for prefix in ("Corrupt JPEG data: ", "TIFF_Error "):
+        text = text.removeprefix(prefix)
+    return text
 
 
 def _sniff(data: bytes) -> str | None:
