@@ -257,16 +257,19 @@ _IHDR_16 = png_chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 16, 8, 0, 0, 0, 0))
             + _IHDR_16
             + png_chunk(b"IDAT", b"garbage")
             + png_chunk(b"IEND", b""),
-            "decoder failed",
+            r"the decoder reports: IDAT: incorrect header check\)$",
         ),
     ],
     ids=["short", "no-ihdr", "bad-crc", "garbage-idat"],
 )
-def test_corrupt_png(tmp_path: Path, data: bytes, fragment: str) -> None:
+def test_corrupt_png(
+    tmp_path: Path, data: bytes, fragment: str, capfd: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "bad.png"
     path.write_bytes(data)
     with pytest.raises(MediaError, match=fragment):
         read_image(path)
+    assert capfd.readouterr().err == ""  # libpng's own "libpng error:" line is not echoed
 
 
 def _jpeg_bytes(tmp_path: Path) -> bytes:

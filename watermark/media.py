@@ -268,15 +268,18 @@ class _HeaderError(Exception):
 # What the decoders write to stderr, matched line by line. libjpeg warns, and goes on with
 # grey blocks, when the entropy-coded data is cut or corrupt ("Corrupt JPEG data: ..."
 # except stray bytes before a marker, which it skips); OpenCV logs libtiff's errors
-# ("[ERROR:...] ... TIFF_Error ...") and may still return the strips it read. Those lines
-# mean lost pixels. The other warnings below leave the picture whole.
+# ("[ERROR:...] ... TIFF_Error ...") and may still return the strips it read; libpng
+# prints its errors before giving up. Those lines mean lost pixels. The warnings below
+# leave the picture whole.
 _DAMAGE_LINES = (
     "Corrupt JPEG data:",
     "Premature end of JPEG file",
     "Inconsistent progression sequence",
+    "libpng error:",
     "[ERROR:",
 )
 _HARMLESS_LINES = (
+    "libpng warning:",
     "Warning: unknown JFIF revision",
     "Warning: thumbnail image size",
     "Unknown Adobe color transform",
@@ -343,7 +346,7 @@ def _damage_text(text: str) -> str:
     if text.startswith("[ERROR:"):
         parts = text.split(" ", 3)
         text = parts[3] if len(parts) == 4 else text
-    for prefix in ("Corrupt JPEG data: ", "TIFF_Error "):
+    for prefix in ("Corrupt JPEG data: ", "TIFF_Error ", "libpng error: "):
         text = text.removeprefix(prefix)
     return text
 
