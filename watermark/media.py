@@ -182,7 +182,8 @@ def read_image(
     ------
     MediaError
         The file is missing, unreadable, empty, larger than ``limits.max_file_bytes``,
-        not a supported image, truncated or corrupt, smaller than ``limits.min_side``
+        not a supported image, truncated or corrupt (the container's own checks, or
+        lost pixels its decoder reports while decoding), smaller than ``limits.min_side``
         or larger than ``limits.max_side`` / ``limits.max_pixels`` (checked from the
         header, before decoding), decodes to an unsupported sample type, or is refused
         by `single` or `markable`.
