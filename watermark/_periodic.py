@@ -65,8 +65,10 @@ def _capped_spectra(windows: np.ndarray, taper: np.ndarray) -> tuple[np.ndarray,
     # windows have no bin that large, and are done
     loud = fast & (magnitude > np.float32(PEAK_GREY * float(taper.sum()) / 2.0))
     held = np.flatnonzero(loud.any(axis=(1, 2)))
-    spectra, magnitude, loud = spectra[held], magnitude[held], loud[held]
-    log_mag = np.log(magnitude + np.float32(1e-3))
+    if held.size < len(windows):  # (hatching holds them all: no copy then)
+        spectra, magnitude, loud = spectra[held], magnitude[held], loud[held]
+    log_mag = np.add(magnitude, np.float32(1e-3))
+    np.log(log_mag, out=log_mag)
     # the vertical frequency axis wraps; the half axis mirrors (Hermitian symmetry)
     log_mag = scipy.ndimage.uniform_filter1d(log_mag, NEIGHBOURS, axis=1, mode="wrap")
     log_mag = scipy.ndimage.uniform_filter1d(log_mag, NEIGHBOURS, axis=2, mode="mirror")
@@ -86,11 +88,20 @@ def _capped_spectra(windows: np.ndarray, taper: np.ndarray) -> tuple[np.ndarray,
     win, ny, nx = win[is_peak, None], ny[is_peak], nx[is_peak]
     lobe = strong[win, ny, nx]
     win, ny, nx = np.broadcast_to(win, ny.shape)[lobe], ny[lobe], nx[lobe]
-    scale = np.ones(magnitude.shape, np.float32)
-    scale[win, ny, nx] = PEAK_RATIO * reference[win, ny, nx] / magnitude[win, ny, nx]
+    scale = PEAK_RATIO * reference[win, ny, nx] / magnitude[win, ny, nx]
     keep = np.unique(win)
-    spectra = spectra[keep] * scale[keep]
+    if keep.size < len(spectra):
+        spectra, win = spectra[keep], np.searchsorted(keep, win)
+    # only the lobe bins change (a bin of two lobes gets the same factor twice, once)
+    spectra[win, ny, nx] *= scale
     return spectra, held[keep]
+
+
+def _tapered_back(spectra: np.ndarray, windows: np.ndarray, taper: np.ndarray) -> np.ndarray:
+    """The tapered windows whose spectra (less their mean) were capped, (N, B, B) float32."""
+    b = windows.shape[-1]
+    means = windows.mean(axis=(1, 2), keepdims=True)
+    return scipy.fft.irfft2(spectra, s=(b, b), workers=1) + means * taper
 
 
 def _square(fy: np.ndarray, fx: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, ...]:
@@ -158,11 +169,13 @@ def cap_periodic_peaks(y: np.ndarray) -> np.ndarray:
     out = np.zeros(((rows + 1) * hop, (cols + 1) * hop), np.float32)
     quads = out.reshape(rows + 1, hop, cols + 1, hop)
     for top, n, windows in _window_rows(padded, hop, b):
-        back = windows * taper
         spectra, held = _capped_spectra(windows, taper)
-        if held.size:
-            means = windows[held].mean(axis=(1, 2), keepdims=True)
-            back[held] = scipy.fft.irfft2(spectra, s=(b, b), workers=1) + means * taper
+        if held.size == len(windows):  # (dense hatching: every window, no copies)
+            back = _tapered_back(spectra, windows, taper)
+        else:
+            back = windows * taper
+            if held.size:
+                back[held] = _tapered_back(spectra, windows[held], taper)
         back = back.reshape(n, cols, 2, hop, 2, hop)
         for qy in (0, 1):
             for qx in (0, 1):
