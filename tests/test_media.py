@@ -199,6 +199,25 @@ def test_other_output_during_a_decode_still_reaches_stderr(
     assert capfd.readouterr().err == "progress 50%\n"
 
 
+def test_many_damage_lines_are_cut_to_two_and_a_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    path = write_encoded(tmp_path / "ok.png", texture((32, 48, 3)))
+    decode = media.cv2.imdecode
+
+    def failing_strips(buffer: np.ndarray, flags: int) -> np.ndarray:
+        for strip in range(5):
+            os.write(
+                2, f"[ERROR:0@0.1] global grfmt_tiff.cpp:117 TIFF_Error strip {strip}\n".encode()
+            )
+        return decode(buffer, flags)
+
+    monkeypatch.setattr(media.cv2, "imdecode", failing_strips)
+    with pytest.raises(MediaError, match=r"reports: strip 0; strip 1; and 3 more\)$"):
+        read_image(path)
+    assert capfd.readouterr().err == ""
+
+
 def test_huge_header_is_refused_before_decoding(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

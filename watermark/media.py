@@ -299,9 +299,9 @@ def _decode(buffer: np.ndarray) -> tuple[np.ndarray | None, str]:
 
     The C libraries report damage only as text on file descriptor 2, not through
     OpenCV's API, so the descriptor is pointed at a temporary file while decoding. Lines
-    that mean lost pixels are returned (joined with "; ", without their prefixes); the
-    decoders' harmless warnings are dropped; anything else (another thread's output) is
-    written back to stderr unchanged.
+    that mean lost pixels are returned (the first two, joined with "; ", without their
+    prefixes, then how many more); the decoders' harmless warnings are dropped; anything
+    else (another thread's output) is written back to stderr unchanged.
     """
     with _STDERR_LOCK, _stderr_captured() as written:
         decoded = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
@@ -314,6 +314,8 @@ def _decode(buffer: np.ndarray) -> tuple[np.ndarray | None, str]:
             others.append(line)
     if others:
         os.write(2, b"".join(others))
+    if len(damage) > 2:  # a strip or tile per line: the first two say what it is
+        damage[2:] = [f"and {len(damage) - 2} more"]
     return decoded, "; ".join(damage)
 
 
