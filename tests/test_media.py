@@ -183,36 +183,36 @@ def test_harmless_decoder_warnings_are_neither_refused_nor_printed(
     assert capfd.readouterr().err == ""
 
 
-def test_other_output_during_a_decode_still_reaches_stderr(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
-) -> None:
-    path = write_encoded(tmp_path / "ok.png", texture((32, 48, 3)))
+def _decoder_writing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str) -> Path:
+    """A PNG whose decode (cv2.imdecode, patched) first writes `text` to fd 2, as the C
+    decoders do."""
     decode = media.cv2.imdecode
 
     def chatty(buffer: np.ndarray, flags: int) -> np.ndarray:
-        os.write(2, b"[ WARN:0@0.1] global loadsave.cpp:1 a harmless warning\n")
-        os.write(2, b"progress 50%\n")  # e.g. another thread's progress bar
+        os.write(2, text.encode())
         return decode(buffer, flags)
 
     monkeypatch.setattr(media.cv2, "imdecode", chatty)
+    return write_encoded(tmp_path / "ok.png", texture((32, 48, 3)))
+
+
+def test_other_output_during_a_decode_still_reaches_stderr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    harmless = "[ WARN:0@0.1] global loadsave.cpp:1 a harmless warning\n"
+    other = "progress 50%\n"  # e.g. another thread's progress bar
+    path = _decoder_writing(monkeypatch, tmp_path, harmless + other)
     assert read_image(path).shape == (32, 48)
-    assert capfd.readouterr().err == "progress 50%\n"
+    assert capfd.readouterr().err == other
 
 
 def test_many_damage_lines_are_cut_to_two_and_a_count(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    path = write_encoded(tmp_path / "ok.png", texture((32, 48, 3)))
-    decode = media.cv2.imdecode
-
-    def failing_strips(buffer: np.ndarray, flags: int) -> np.ndarray:
-        for strip in range(5):
-            os.write(
-                2, f"[ERROR:0@0.1] global grfmt_tiff.cpp:117 TIFF_Error strip {strip}\n".encode()
-            )
-        return decode(buffer, flags)
-
-    monkeypatch.setattr(media.cv2, "imdecode", failing_strips)
+    lines = "".join(
+        f"[ERROR:0@0.1] global grfmt_tiff.cpp:117 TIFF_Error strip {strip}\n" for strip in range(5)
+    )
+    path = _decoder_writing(monkeypatch, tmp_path, lines)
     with pytest.raises(MediaError, match=r"reports: strip 0; strip 1; and 3 more\)$"):
         read_image(path)
     assert capfd.readouterr().err == ""
