@@ -364,10 +364,9 @@ def jpeg_sampling(data: bytes) -> tuple[int, int] | None:
         y, cb, cr = (data[frame + 11 + 3 * i] for i in range(3))
         if cb != cr or cb & 0x0F == 0 or cb >> 4 == 0:
             return None
-        h, v = (y >> 4) / (cb >> 4), (y & 0x0F) / (cb & 0x0F)
-        if h != int(h) or v != int(v):
-            return None
-        return int(h), int(v)
+        h, h_rest = divmod(y >> 4, cb >> 4)
+        v, v_rest = divmod(y & 0x0F, cb & 0x0F)
+        return None if h_rest or v_rest else (h, v)
     except (ValueError, struct.error, IndexError):
         return None
 
