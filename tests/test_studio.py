@@ -212,6 +212,29 @@ def test_embed_bad_file_in_batch(studio: Studio, tmp_path: Path, kind: str) -> N
     assert rows(studio, "deliveries") == 1 and rows(studio, "assets") == 1
 
 
+def test_embed_takes_away_only_the_folders_it_made_and_left_empty(
+    studio: Studio, tmp_path: Path
+) -> None:
+    src = tmp_path / "in"
+    write_encoded(src / "shots" / "good.png", texture((96, 128, 3)))
+    (src / "broken" / "deep").mkdir(parents=True)
+    bad = make_bad_file("truncated_png", src / "broken" / "deep")
+    records = studio.embed_files([src], "Acme", tmp_path / "new" / "out")
+    assert sorted(r.status for r in records) == ["embedded", "failed"]
+    assert {p.relative_to(tmp_path) for p in (tmp_path / "new").rglob("*")} == {
+        Path("new/out"),
+        Path("new/out/shots"),
+        Path("new/out/shots/good.png"),
+    }
+    kept = tmp_path / "kept"
+    (kept / "old").mkdir(parents=True)  # folders that were there before stay, empty or not
+    (record,) = studio.embed_files([bad], "Acme", kept)
+    assert record.status == "failed" and bad.exists()
+    assert [p.name for p in kept.iterdir()] == ["old"]
+    (record,) = studio.embed_files([bad], "Acme", tmp_path / "a" / "b")
+    assert record.status == "failed" and not (tmp_path / "a").exists()
+
+
 def test_embed_unknown_vendor_writes_nothing(studio: Studio, tmp_path: Path) -> None:
     src = write_encoded(tmp_path / "a.png", texture((64, 64, 3)))
     with pytest.raises(RegistryError, match="unknown vendor 'Nobody'"):
@@ -320,7 +343,7 @@ def test_embed_rename_failure_rolls_back(
     (record,) = studio.embed_files([src], "Acme", tmp_path / "out")
     assert record.status == "failed" and "Input/output error" in record.error
     assert rows(studio, "deliveries") == 0 and rows(studio, "assets") == 0
-    assert list((tmp_path / "out").iterdir()) == []
+    assert not (tmp_path / "out").exists()  # the folder it made, empty, is taken away
 
 
 def test_embed_commit_failure_leaves_no_file(
@@ -334,7 +357,7 @@ def test_embed_commit_failure_leaves_no_file(
     monkeypatch.setattr(studio_module.Registry, "add_delivery", failing_add)
     (record,) = studio.embed_files([src], "Acme", tmp_path / "out")
     assert record.status == "failed" and "disk I/O error" in record.error
-    assert list((tmp_path / "out").iterdir()) == []
+    assert not (tmp_path / "out").exists()
 
 
 def test_embed_interrupted_after_commit(
@@ -348,7 +371,7 @@ def test_embed_interrupted_after_commit(
     monkeypatch.setattr(studio_module, "publish_file", interrupted)
     with pytest.raises(KeyboardInterrupt):
         studio.embed_files([src], "Acme", tmp_path / "out")
-    assert list((tmp_path / "out").iterdir()) == []  # no temp file left
+    assert not (tmp_path / "out").exists()  # no temp file left, nor the folder
     assert rows(studio, "deliveries") == 1  # a delivery without a file: allowed, resumable
 
 

@@ -12,6 +12,7 @@ the same delivery id) but never a delivered file without its delivery.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -518,7 +519,8 @@ class Studio:
         vendor : str
             A registered vendor.
         out_dir : path-like
-            Output folder, created if missing. Each output is
+            Output folder, created if missing (and the folders this call created are
+            removed again if it leaves them empty). Each output is
             ``out_dir / <path relative to its input folder>`` (a file input:
             ``out_dir / <name>``), in the input's format (stills: JPEG at quality 95;
             sequence frames keep their names, format and bit depth; videos their
@@ -576,18 +578,25 @@ class Studio:
                     f"{key}: output of {names[0]} would overwrite an input file; "
                     "choose another --out"
                 )
-        _prepare_out_dir(out_root)
-
+        # folders this batch creates are taken away again if it leaves them empty (every
+        # input in them failed): a refused batch leaves nothing behind
+        new_folders = _missing_folders([out_root / "probe", *(o for outs in outputs for o in outs)])
         records: list[EmbedRecord] = []
         options = {"codec": codec, "crf": crf, "preset": preset, "workers": workers}
-        for index, (item, outs) in enumerate(zip(items, outputs, strict=True)):
-            if item.kind == "image":
-                records.append(self._embed_one(item.path, outs[0], vendor_row, strength))
-            else:
-                tick = _clip_tick(frame_progress, item.name)
-                records.append(self._embed_clip(item, outs, vendor_row, strength, options, tick))
-            if progress is not None:
-                progress(index + 1, len(items), item.path)
+        try:
+            _prepare_out_dir(out_root)
+            for index, (item, outs) in enumerate(zip(items, outputs, strict=True)):
+                if item.kind == "image":
+                    records.append(self._embed_one(item.path, outs[0], vendor_row, strength))
+                else:
+                    tick = _clip_tick(frame_progress, item.name)
+                    records.append(
+                        self._embed_clip(item, outs, vendor_row, strength, options, tick)
+                    )
+                if progress is not None:
+                    progress(index + 1, len(items), item.path)
+        finally:
+            _remove_empty_folders(new_folders)
         return records
 
     def _embed_clip(
@@ -1415,6 +1424,24 @@ def _occupied_message(out: Path, holders: list[DeliveryRecord]) -> str:
     else:
         owner = "it is not a delivery of this file to this vendor"
     return f"{out}: already exists and {owner}; not overwritten (choose another --out)"
+
+
+def _missing_folders(paths: Iterable[Path]) -> list[Path]:
+    """The folders above `paths` that do not exist yet, deepest first."""
+    missing: set[Path] = set()
+    for path in paths:
+        folder = path.parent
+        while folder not in missing and folder != folder.parent and not folder.exists():
+            missing.add(folder)
+            folder = folder.parent
+    return sorted(missing, key=lambda f: len(f.parts), reverse=True)
+
+
+def _remove_empty_folders(folders: Iterable[Path]) -> None:
+    """Remove each of `folders` that is empty, in order (deepest first); the others stay."""
+    for folder in folders:
+        with contextlib.suppress(OSError):  # not empty, already gone, or not ours
+            folder.rmdir()
 
 
 def _prepare_out_dir(out_dir: Path) -> None:
