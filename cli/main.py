@@ -408,6 +408,14 @@ def trace(
         int,
         typer.Option("--max-frames", min=1, help="Clips: frames pooled at most (the work bound)."),
     ] = DEFAULT_MAX_FRAMES,
+    damaged_ok: Annotated[
+        bool,
+        typer.Option(
+            "--damaged-ok",
+            help="Stills: trace what the decoder recovers of a cut or corrupt file "
+            "instead of refusing it (the record notes the damage).",
+        ),
+    ] = False,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -436,6 +444,7 @@ def trace(
             progress=tick,
             max_frames=max_frames,
             frame_progress=frames,
+            damaged=damaged_ok,
         )
     if as_json:
         _print_json([r.to_json() for r in records])

@@ -238,6 +238,27 @@ def test_embed_bad_input(runner: CliRunner, home: Path, tmp_path: Path, kind: st
     assert str(bad) in line and BAD_FILES[kind][1] in line
 
 
+def test_trace_damaged_ok_traces_a_cut_jpeg_with_a_note(
+    runner: CliRunner, home: Path, tmp_path: Path
+) -> None:
+    cut = make_bad_file("truncated_jpeg", tmp_path)
+    before = sha256_of(cut)
+    refused = runner.invoke(app, ["trace", str(cut), "--home", str(home)])
+    assert refused.exit_code == 1
+    assert (
+        one_error_line(refused.stderr) == f"error: {cut}: truncated JPEG (no end-of-image marker)"
+    )
+    args = ["trace", str(cut), "--damaged-ok", "--home", str(home)]
+    table = runner.invoke(app, args)
+    assert table.exit_code == 0 and f"{cut}: note: the file is damaged" in table.stdout
+    traced = runner.invoke(app, [*args, "--json"])
+    assert traced.exit_code == 0
+    (record,) = json.loads(traced.stdout)
+    assert record["error"] is None and record["found"] is False
+    assert record["notes"][0].startswith("the file is damaged (the decoder reports: cut short")
+    assert sha256_of(cut) == before
+
+
 def test_a_file_of_several_pictures_is_not_marked_and_is_traced_with_a_note(
     runner: CliRunner, home: Path, tmp_path: Path
 ) -> None:

@@ -172,6 +172,41 @@ def test_decoder_damage_reports_are_refused_and_kept_off_stderr(
     assert capfd.readouterr().err == ""  # the decoder's own line was caught, not printed
 
 
+@pytest.mark.parametrize(
+    ("kind", "reported"),
+    [
+        ("truncated_jpeg", "cut short, no end-of-image marker; premature end of data segment"),
+        ("cut_jpeg_scan", "premature end of data segment"),
+    ],
+)
+def test_damaged_files_are_read_on_request_with_what_the_decoder_reported(
+    tmp_path: Path, kind: str, reported: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    path = make_bad_file(kind, tmp_path)
+    before = sha256_of(path)
+    image = read_image(path, damaged=True)
+    assert reported in image.damage and "\n" not in image.damage
+    assert image.shape == (64, 80) and image.sha256 == before == sha256_of(path)
+    whole = texture((64, 80, 3))  # what make_bad_file encoded: the first rows survive
+    assert np.abs(image.pixels[:8].astype(int) - whole[:8]).mean() < 8.0
+    assert capfd.readouterr().err == ""
+
+
+def test_whole_files_read_with_damaged_report_no_damage(tmp_path: Path) -> None:
+    path = write_encoded(tmp_path / "ok.jpg", texture((32, 48, 3)), ".jpg")
+    image = read_image(path, damaged=True)
+    assert image.damage == "" and np.array_equal(image.pixels, read_image(path).pixels)
+
+
+@pytest.mark.parametrize(
+    "kind", ["damaged_tiff", "truncated_png", "empty", "text_as_png", "huge_header"]
+)
+def test_damaged_admits_only_jpeg_damage(tmp_path: Path, kind: str) -> None:
+    path = make_bad_file(kind, tmp_path)
+    with pytest.raises(MediaError, match=BAD_FILES[kind][1]):
+        read_image(path, damaged=True)
+
+
 def test_harmless_decoder_warnings_are_neither_refused_nor_printed(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

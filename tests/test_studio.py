@@ -406,6 +406,30 @@ def test_trace_finds_vendor(studio: Studio, tmp_path: Path) -> None:
     assert results[0].p_value < 1e-6 and results[0].scale == pytest.approx(1.0, abs=0.01)
 
 
+def test_trace_of_a_cut_jpeg_is_refused_or_on_request_traced_with_a_note(
+    studio: Studio, tmp_path: Path
+) -> None:
+    src = write_encoded(tmp_path / "a.png", sample_frames()[1][1])
+    (acme,) = studio.embed_files([src], "Acme", tmp_path / "acme")
+    cut = _cut_copy(Path(acme.output), tmp_path / "cut.jpg")  # a download cut short
+    (refused,) = studio.trace_files([cut])
+    assert refused.error == f"{cut}: truncated JPEG (no end-of-image marker)"
+    (traced,) = studio.trace_files([cut], damaged=True)
+    assert traced.error is None and traced.found and traced.vendor == "Acme"
+    assert traced.delivery_id == acme.delivery_id and traced.p_value < 1e-6
+    (note,) = traced.notes
+    assert note.startswith("the file is damaged (the decoder reports: cut short")
+    (unmarked,) = studio.trace_files([_cut_copy(src, tmp_path / "u.jpg")], damaged=True)
+    assert unmarked.error is None and not unmarked.found and unmarked.notes
+
+
+def _cut_copy(src: Path, path: Path) -> Path:
+    """`src` as JPEG, its data cut at 60 % (no end marker)."""
+    data = write_encoded(path, read_image(src).pixels, ".jpg").read_bytes()
+    path.write_bytes(data[: len(data) * 6 // 10])
+    return path
+
+
 def test_trace_unreadable_files(studio: Studio, tmp_path: Path) -> None:
     good = write_encoded(tmp_path / "good.png", texture((64, 64, 3)))
     bads = [make_bad_file(kind, tmp_path) for kind in sorted(BAD_FILES)]

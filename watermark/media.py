@@ -11,6 +11,8 @@ a truncated PNG (no ``IEND`` chunk) or JPEG (no ``EOI`` marker after the scan) i
 instead of being decoded partially. What the C decoders report while still returning pixels
 (libjpeg's corrupt-data warnings, libtiff's errors) is caught and refused too, so that a
 damaged file is never marked, indexed or traced as if its grey patches were its picture.
+Only a leak's reader may ask for a damaged JPEG's recoverable part (``damaged=True``),
+and it is told what the decoder reported.
 """
 
 from __future__ import annotations
@@ -129,6 +131,9 @@ class LoadedImage:
     jpeg_sampling : (int, int) or None
         A colour JPEG's chroma subsampling (see :func:`watermark.metadata.jpeg_sampling`),
         which a marked copy keeps; None for other files.
+    damage : str
+        What the decoder reported losing, for a file read with ``damaged=True`` (see
+        :func:`read_image`); empty for a whole file.
     """
 
     pixels: np.ndarray
@@ -140,6 +145,7 @@ class LoadedImage:
     pictures: int = 1
     cmyk: bool = False
     jpeg_sampling: tuple[int, int] | None = None
+    damage: str = ""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -156,6 +162,7 @@ def read_image(
     limits: MediaLimits = LIMITS,
     single: bool = False,
     markable: bool = False,
+    damaged: bool = False,
 ) -> LoadedImage:
     """Read and decode an image file, refusing anything malformed before decoding it.
 
@@ -172,6 +179,14 @@ def read_image(
         Refuse what a marked copy in the same format could not reproduce: several
         pictures (only the first would be marked) and CMYK colour (the copy would be
         RGB, its colours those of a conversion without colour management).
+    damaged : bool, optional
+        Return what libjpeg recovers of a damaged JPEG instead of refusing it: data cut
+        short (its end marker missing or put back) or corrupt. The lost blocks are
+        libjpeg's filler (flat grey) or garbled blocks, never someone else's pixels;
+        ``damage`` says what it reported. For a leak, whose surviving part still carries
+        its mark; never for a file to be marked or indexed. Other formats are refused as
+        without it: what OpenCV returns for a TIFF strip that does not decode is not the
+        picture.
 
     Returns
     -------
@@ -183,7 +198,8 @@ def read_image(
     MediaError
         The file is missing, unreadable, empty, larger than ``limits.max_file_bytes``,
         not a supported image, truncated or corrupt (the container's own checks, or
-        lost pixels its decoder reports while decoding), smaller than ``limits.min_side``
+        lost pixels its decoder reports while decoding; with `damaged`, a JPEG only
+        when libjpeg recovers nothing), smaller than ``limits.min_side``
         or larger than ``limits.max_side`` / ``limits.max_pixels`` (checked from the
         header, before decoding), decodes to an unsupported sample type, or is refused
         by `single` or `markable`.
@@ -219,8 +235,13 @@ def read_image(
     fmt = _sniff(data)
     if fmt is None:
         raise MediaError(f"{path}: not an image (unrecognised file signature)")
+    cut = False  # a JPEG cut short, read with `damaged`
     try:
-        height, width = _HEADER_PARSERS[fmt](data, limits)
+        if fmt == "jpeg" and damaged:
+            (height, width), scan = _jpeg_header(data, limits)
+            cut = not _has_jpeg_end(data, scan)
+        else:
+            height, width = _HEADER_PARSERS[fmt](data, limits)
     except (struct.error, IndexError):
         raise MediaError(f"{path}: corrupt or truncated {fmt.upper()} header") from None
     except _HeaderError as exc:
@@ -234,11 +255,16 @@ def read_image(
             "RGB copy would not keep the file's colours: convert it to RGB first"
         )
 
+    if cut:  # OpenCV feeds libjpeg the buffer once: at its end, without an end marker,
+        # libjpeg waits for more data and OpenCV gives up; with one, it decodes what is there
+        buffer = np.concatenate([buffer, np.array([0xFF, 0xD9], np.uint8)])
     decoded, damage = _decode(buffer)
-    if damage:
+    if damage and (decoded is None or not damaged or fmt != "jpeg"):
         raise MediaError(f"{path}: corrupt {fmt.upper()} data (the decoder reports: {damage})")
     if decoded is None:
         raise MediaError(f"{path}: corrupt {fmt.upper()} data (decoder failed)")
+    if cut:
+        damage = "; ".join(filter(None, ["cut short, no end-of-image marker", damage]))
     try:
         pixels = _to_rgb(decoded)
     except _HeaderError as exc:
@@ -259,6 +285,7 @@ def read_image(
         pictures=pictures,
         cmyk=cmyk,
         jpeg_sampling=jpeg_sampling(data) if fmt == "jpeg" else None,
+        damage=damage,
     )
 
 
@@ -407,6 +434,14 @@ def _png_size(data: bytes, limits: MediaLimits) -> tuple[int, int]:
 
 def _jpeg_size(data: bytes, limits: MediaLimits) -> tuple[int, int]:
     """(H, W) from the SOF segment; require an EOI marker after the first scan."""
+    size, scan = _jpeg_header(data, limits)
+    if not _has_jpeg_end(data, scan):
+        raise _HeaderError("truncated JPEG (no end-of-image marker)")
+    return size
+
+
+def _jpeg_header(data: bytes, limits: MediaLimits) -> tuple[tuple[int, int], int]:
+    """(H, W) from the SOF segment, and the offset of the first scan's header (SOS)."""
     pos, end = 2, len(data)
     size: tuple[int, int] | None = None
     while True:
@@ -434,9 +469,12 @@ def _jpeg_size(data: bytes, limits: MediaLimits) -> tuple[int, int]:
         pos += 2 + length
     if size is None:
         raise _HeaderError("corrupt JPEG (no frame header before the image data)")
-    if data.find(b"\xff\xd9", pos) < 0:
-        raise _HeaderError("truncated JPEG (no end-of-image marker)")
-    return size
+    return size, pos
+
+
+def _has_jpeg_end(data: bytes, start: int) -> bool:
+    """An EOI marker after offset `start` (past the header: an EXIF thumbnail has its own)."""
+    return data.find(b"\xff\xd9", start) >= 0
 
 
 def _tiff_size(data: bytes, limits: MediaLimits) -> tuple[int, int]:

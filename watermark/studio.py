@@ -905,6 +905,7 @@ class Studio:
         progress: ProgressCallback | None = None,
         max_frames: int = DEFAULT_MAX_FRAMES,
         frame_progress: FrameProgressCallback | None = None,
+        damaged: bool = False,
     ) -> list[TraceRecord]:
         """Look for registered marks in suspect files, stills and clips.
 
@@ -933,6 +934,11 @@ class Studio:
         frame_progress : callable, optional
             ``frame_progress(done, total, name)`` every few frames a clip's trace has
             read (both passes: pooling, then the windows of ``seen``).
+        damaged : bool, optional
+            Trace what the decoder recovers of a damaged still (a JPEG cut short or
+            corrupt, a TIFF strip that does not decode) instead of refusing it; its record
+            says so in ``notes`` (see :func:`watermark.media.read_image`). The lost part
+            is flat filler, which holds no mark, so the p-value keeps its meaning.
 
         Returns
         -------
@@ -963,7 +969,9 @@ class Studio:
         records: list[TraceRecord] = []
         for done, item in enumerate(items, start=1):
             if item.kind == "image":
-                record = self._trace_one(item.path, candidates, p_threshold, index, reference)
+                record = self._trace_one(
+                    item.path, candidates, p_threshold, index, reference, damaged
+                )
             else:
                 tick = _clip_tick(frame_progress, item.name)
                 record = self._trace_clip(item, candidates, p_threshold, max_frames, tick)
@@ -1091,11 +1099,17 @@ class Studio:
         p_threshold: float,
         index: AssetIndex,
         reference: _Reference | None,
+        damaged: bool = False,
     ) -> TraceRecord:
         """Trace one file; a read failure becomes a record with ``error`` set."""
         notes: list[str] = []
         try:
-            image = read_image(path)
+            image = read_image(path, damaged=damaged)
+            if image.damage:
+                notes.append(
+                    f"the file is damaged (the decoder reports: {image.damage}); "
+                    "what it recovered was traced"
+                )
             if image.pictures > 1:
                 notes.append(f"only the first of the file's {image.pictures} pictures was traced")
             return self._trace_pixels(
