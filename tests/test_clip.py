@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import av
@@ -203,6 +204,43 @@ def test_bad_videos_fail_cleanly(tmp_path: Path, kind: str) -> None:
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     with pytest.raises(MediaError, match=str(src)):
+        mark_video(src, out_dir / "x.mp4", KEY, PAYLOAD)
+    assert list(out_dir.iterdir()) == []
+
+
+def _cut_between_key_frames(path: Path, tmp_path: Path) -> Path:
+    """24 frames at 24 fps with a key frame every 8, re-muxed from the third packet on (as
+    a stream-copy cut between key frames): frames 3 to 8 have no key frame before them."""
+    whole = tmp_path / "whole.mp4"
+    with av.open(str(whole), "w") as out:
+        video = out.add_stream(
+            "libx264", rate=24, options={"preset": "ultrafast", "x264-params": "keyint=8"}
+        )
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        for n in range(24):
+            rgb = textured_frame(48, 64, seed=n)
+            out.mux(video.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        out.mux(video.encode(None))
+    with av.open(str(whole)) as inp, av.open(str(path), "w") as out:
+        source = inp.streams.video[0]
+        copy = out.add_stream_from_template(source)
+        packets = [p for p in inp.demux(source) if p.dts is not None]
+        assert [p.is_keyframe for p in packets][:9] == [True] + [False] * 7 + [True]
+        for packet in packets[2:]:
+            packet.stream = copy
+            out.mux(packet)
+    return path
+
+
+def test_a_clip_starting_without_a_key_frame_is_refused_with_the_reason(tmp_path: Path) -> None:
+    src = _cut_between_key_frames(tmp_path / "cut.mp4", tmp_path)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(
+        MediaError,
+        match=rf"^{re.escape(str(src))}: its first 0\.25 s cannot be decoded: the video starts "
+        r"without a key frame \(16 of the 22 frames it declares decode\)",
+    ):
         mark_video(src, out_dir / "x.mp4", KEY, PAYLOAD)
     assert list(out_dir.iterdir()) == []
 

@@ -626,12 +626,13 @@ class MarkReport:
 
 
 class _Tally:
-    """Running PSNR mean and smallest sampled margin."""
+    """Running PSNR mean and smallest sampled margin; the first frame's time stamp."""
 
     def __init__(self) -> None:
         self.frames = 0
         self.psnr_sum = 0.0
         self.margin = math.inf
+        self.first_time: float | None = None  # seconds
 
     def add(self, r: EmbedResult) -> None:
         self.frames += 1
@@ -806,12 +807,28 @@ def stage_marked_video(
         discard_file(tmp)
         if tally.frames == 0:
             raise MediaError(f"{src}: no decodable video frame")
+        lead = _undecodable_lead(vin, tally.first_time)
+        if lead > 0.0:
+            raise MediaError(
+                f"{src}: its first {lead:.2f} s cannot be decoded: the video starts without a "
+                f"key frame ({tally.frames} of the {declared} frames it declares decode), as a "
+                "stream-copy cut between key frames does; cut it at a key frame or re-encode it"
+            )
         raise MediaError(
             f"{src}: truncated or corrupt: {tally.frames} of the {declared} frames it declares "
             "could be decoded"
         )
     _fsync(tmp)
     return tally.report(family.name, seconds), tmp
+
+
+def _undecodable_lead(vin: Any, first_time: float | None) -> float:
+    """Seconds from the stream's start to its first decoded frame, when that is more than
+    half a frame (the decoder skipped frames that lack a key frame before them); else 0."""
+    if first_time is None or vin.start_time is None or not vin.time_base:
+        return 0.0
+    lead = first_time - float(vin.start_time * vin.time_base)
+    return lead if lead > 0.5 / _fps(vin) else 0.0
 
 
 def _duration(inp: Any, vin: Any, frames: int) -> float:
@@ -878,6 +895,8 @@ def _mark_streams(
 
     def planes() -> Iterator[np.ndarray]:
         for frame in _decode(inp, vin, src, copy_packet):
+            if tally.first_time is None and frame.time is not None:
+                tally.first_time = float(frame.time)
             frame = _plane_ready(frame)
             frame.make_writable()
             y, bits = _luma_plane(frame)
