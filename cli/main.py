@@ -113,6 +113,13 @@ asset_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(asset_app, name="asset")
+delivery_app = typer.Typer(
+    help="Look up deliveries: which original went to which vendor, when, and where.",
+    epilog=_EPILOG,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(delivery_app, name="delivery")
 
 HomeOption = Annotated[
     Path | None,
@@ -259,6 +266,59 @@ def vendor_list(ctx: typer.Context, home: HomeOption = None, as_json: JsonOption
     for vendor in vendors:
         table.add_row(vendor.name, vendor.created_at)
     Console().print(table)
+
+
+@delivery_app.command("list", epilog=_EPILOG)
+def delivery_list(
+    ctx: typer.Context,
+    vendor: Annotated[
+        str | None,
+        typer.Option("--vendor", metavar="NAME", help="Only this vendor's deliveries."),
+    ] = None,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List deliveries, oldest first: id, vendor, original, when, and the marked copy's path."""
+    with Studio.open(_home(ctx, home)) as studio:
+        records = studio.list_deliveries(vendor)
+    if as_json:
+        _print_json([r.to_json() for r in records])
+        return
+    table = Table()
+    for name in ("delivery", "vendor", "asset", "size", "delivered (UTC)", "output"):
+        table.add_column(name, overflow="fold")
+    for r in records:
+        table.add_row(
+            r.delivery.delivery_id,
+            r.vendor.name,
+            r.asset.original_path,
+            f"{r.asset.width}x{r.asset.height}",
+            r.delivery.created_at,
+            r.delivery.output_path,
+        )
+    Console().print(table)
+
+
+@delivery_app.command("show", epilog=_EPILOG)
+def delivery_show(
+    ctx: typer.Context,
+    delivery_id: Annotated[
+        str,
+        typer.Argument(metavar="ID", help="Delivery id: 8 hex digits, as trace prints it."),
+    ],
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show one delivery: vendor, original (path, SHA-256, size), when, where, codec."""
+    with Studio.open(_home(ctx, home)) as studio:
+        record = studio.get_delivery(delivery_id)
+    document = record.to_json()
+    if as_json:
+        _print_json(document)
+        return
+    for name, value in document.items():
+        text = json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
+        typer.echo(f"{name}: {text}")
 
 
 @app.command(epilog=_EPILOG)

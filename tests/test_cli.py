@@ -183,6 +183,44 @@ def test_vendor_add_duplicate_and_invalid(runner: CliRunner, home: Path) -> None
     assert bad.exit_code == 1 and "invalid vendor name" in one_error_line(bad.stderr)
 
 
+def test_delivery_list_and_show(runner: CliRunner, home: Path, tmp_path: Path) -> None:
+    src = write_encoded(tmp_path / "shots" / "a.png", texture((96, 128, 3), seed=1))
+    made = {}
+    for vendor in ("Acme", "Bluebird"):
+        out = tmp_path / vendor
+        args = ["embed", str(src), "--vendor", vendor, "--out", str(out), "--json"]
+        result = runner.invoke(app, [*args, "--home", str(home)])
+        assert result.exit_code == 0, result.stderr
+        made[vendor] = json.loads(result.stdout)[0]
+    listed = runner.invoke(app, ["delivery", "list", "--json", "--home", str(home)])
+    assert listed.exit_code == 0 and listed.stderr == ""
+    document = json.loads(listed.stdout)
+    assert [(d["vendor"], d["delivery_id"]) for d in document] == [
+        (v, made[v]["delivery_id"]) for v in ("Acme", "Bluebird")
+    ]
+    assert {d["asset"] for d in document} == {str(src.resolve())}
+    assert {d["asset_sha256"] for d in document} == {sha256_of(src)}
+    assert document[1]["output"] == str(Path(made["Bluebird"]["output"]).resolve())
+    only = runner.invoke(
+        app, ["delivery", "list", "--vendor", "bluebird", "--json", "--home", str(home)]
+    )
+    assert [d["vendor"] for d in json.loads(only.stdout)] == ["Bluebird"]
+    table = runner.invoke(app, ["delivery", "list", "--home", str(home)])
+    assert table.exit_code == 0 and made["Acme"]["delivery_id"] in table.stdout
+    wanted = made["Bluebird"]["delivery_id"]
+    shown = runner.invoke(app, ["delivery", "show", wanted.upper(), "--json", "--home", str(home)])
+    assert shown.exit_code == 0 and json.loads(shown.stdout) == document[1]
+    text = runner.invoke(app, ["delivery", "show", wanted, "--home", str(home)])
+    assert text.exit_code == 0 and "vendor: Bluebird\n" in text.stdout
+    for args, message in [
+        (["list", "--vendor", "Nobody"], "unknown vendor 'Nobody'"),
+        (["show", "zz"], "a delivery id is 8 hex digits; got 'zz'"),
+        (["show", "00000000"], "no delivery 00000000 in this studio"),
+    ]:
+        failed = runner.invoke(app, ["delivery", *args, "--home", str(home)])
+        assert failed.exit_code == 1 and message in one_error_line(failed.stderr)
+
+
 # --------------------------------------------------------------------------- embed
 
 

@@ -140,6 +140,33 @@ def test_add_and_lookup_delivery(reg: Registry) -> None:
     assert reg.count_deliveries() == 1
 
 
+def test_list_deliveries_oldest_first_and_by_vendor(reg: Registry) -> None:
+    assert reg.list_deliveries() == []
+    reg.add_vendor("Bluebird")
+    first = add(reg, 0x00000000, n=1)
+    second = add(reg, 0x0F0F0F0F, vendor="Bluebird", n=1, out="/out/b.png")
+    third = add(reg, 0xF0F0F0F0, n=2, out="/out/c.png")
+    assert reg.list_deliveries() == [first, second, third]
+    assert reg.list_deliveries("acme") == [first, third]  # names compare without case
+    assert reg.list_deliveries("Bluebird") == [second]
+    with pytest.raises(RegistryError, match="unknown vendor 'Nobody'"):
+        reg.list_deliveries("Nobody")
+    document = third.to_json()
+    assert document == {
+        "delivery_id": "f0f0f0f0",
+        "vendor": "Acme",
+        "asset": "/shots/2.png",
+        "asset_sha256": asset(2).sha256,
+        "width": 64,
+        "height": 48,
+        "delivered_at": third.delivery.created_at,
+        "output": "/out/c.png",
+        "codec_version": "test",
+        "codec_params": {"strength": 1.0},
+    }
+    assert json.loads(json.dumps(document)) == document
+
+
 def test_add_delivery_refusals(reg: Registry) -> None:
     add(reg, 0)
     with pytest.raises(RegistryError, match="closer than"):

@@ -185,6 +185,31 @@ class DeliveryRecord:
     vendor: Vendor
     asset: Asset
 
+    def to_json(self) -> dict[str, object]:
+        """The record as ``leaktrace delivery list --json`` prints it.
+
+        Keys: delivery_id, vendor, asset (the original's path when delivered),
+        asset_sha256, width, height (px), delivered_at (UTC, ISO-8601), output (where the
+        marked copy was written), codec_version, codec_params (an object; the stored text
+        if it is not JSON).
+        """
+        try:
+            params: object = json.loads(self.delivery.codec_params)
+        except ValueError:
+            params = self.delivery.codec_params
+        return {
+            "delivery_id": self.delivery.delivery_id,
+            "vendor": self.vendor.name,
+            "asset": self.asset.original_path,
+            "asset_sha256": self.asset.sha256,
+            "width": self.asset.width,
+            "height": self.asset.height,
+            "delivered_at": self.delivery.created_at,
+            "output": self.delivery.output_path,
+            "codec_version": self.delivery.codec_version,
+            "codec_params": params,
+        }
+
 
 def format_delivery_id(payload: int) -> str:
     """Display form of a payload: 8 lowercase hex digits.
@@ -724,6 +749,23 @@ class Registry:
         rows = self._conn.execute(
             _RECORD_QUERY + "WHERE d.output_path = ? ORDER BY d.id", (output_path,)
         ).fetchall()
+        return [_record(row) for row in rows]
+
+    def list_deliveries(self, vendor: str | None = None) -> list[DeliveryRecord]:
+        """Every delivery with its vendor and asset, oldest first; only `vendor`'s when given.
+
+        Raises
+        ------
+        RegistryError
+            `vendor` is given and not registered.
+        """
+        if vendor is None:
+            rows = self._conn.execute(_RECORD_QUERY + "ORDER BY d.id").fetchall()
+        else:
+            vendor_id = self.get_vendor(vendor).id
+            rows = self._conn.execute(
+                _RECORD_QUERY + "WHERE d.vendor_id = ? ORDER BY d.id", (vendor_id,)
+            ).fetchall()
         return [_record(row) for row in rows]
 
     def count_deliveries(self) -> int:

@@ -71,6 +71,7 @@ from .registry import (
     Registry,
     Vendor,
     format_delivery_id,
+    parse_delivery_id,
 )
 
 __all__ = [
@@ -491,6 +492,28 @@ class Studio:
     def list_vendors(self) -> list[Vendor]:
         """All vendors, sorted by name."""
         return self.registry.list_vendors()
+
+    def list_deliveries(self, vendor: str | None = None) -> list[DeliveryRecord]:
+        """Every delivery, oldest first; only `vendor`'s when given (see
+        :meth:`Registry.list_deliveries`)."""
+        return self.registry.list_deliveries(vendor)
+
+    def get_delivery(self, delivery_id: str) -> DeliveryRecord:
+        """The delivery with this id (8 hex digits, as trace reports it).
+
+        Raises
+        ------
+        StudioError
+            `delivery_id` is not 8 hex digits, or no delivery has it.
+        """
+        try:
+            payload = parse_delivery_id(delivery_id)
+        except ValueError as exc:
+            raise StudioError(str(exc)) from None
+        record = self.registry.lookup(payload)
+        if record is None:
+            raise StudioError(f"no delivery {delivery_id.lower()} in this studio")
+        return record
 
     # -- embedding
 
