@@ -17,11 +17,18 @@ from watermark._temporal import (
     normalised_detail,
     trace_frames,
 )
-from watermark.clip import MediaItem, find_media, iter_clip_frames, mark_video, probe_clip
+from watermark.clip import (
+    MediaItem,
+    find_media,
+    iter_clip_frames,
+    mark_video,
+    probe_clip,
+    sequence_digest,
+)
 from watermark.errors import MediaError
 from watermark.media import read_image, write_image
 
-from ._factories import CORPUS
+from ._factories import CORPUS, sha256_of
 from .frames import cel_frame, textured_frame
 
 KEY = b"clip-test-key-0123456789abcdefgh"
@@ -429,9 +436,11 @@ def test_studio_marks_a_sequence_and_traces_it_as_one_clip(tmp_path: Path, depth
     (traced,) = studio.trace_files([tmp_path / "out"])
     assert traced.found and traced.vendor == "Acme"
     assert traced.delivery_id == record.delivery_id and 1 <= traced.frames <= 6
+    assert traced.sha256 == sequence_digest(sha256_of(p) for p in out)  # what was examined
     # one frame of the sequence alone traces like any still
     (single,) = studio.trace_files([out[3]])
     assert single.found and single.delivery_id == record.delivery_id
+    assert single.sha256 == sha256_of(out[3])
     # a rerun skips the delivered sequence; nothing is marked twice
     (again,) = studio.embed_files([tmp_path / "in"], "Acme", tmp_path / "out")
     assert again.status == "skipped" and again.delivery_id == record.delivery_id
@@ -458,8 +467,9 @@ def test_studio_traces_a_video_with_the_time_ranges_it_shows_the_mark(tmp_path: 
     assert traced.found and traced.vendor == "Bluebird" and traced.delivery_id == blue.delivery_id
     assert traced.seen and traced.seen[0][0] == pytest.approx(0.0)
     assert traced.seen[-1][1] == pytest.approx(2.0, abs=0.05)  # 48 frames at 24 fps
+    assert traced.sha256 == sha256_of(tmp_path / "blue" / "shot.mp4")
     (source,) = studio.trace_files([src])  # the unmarked source: no verdict
-    assert not source.found and source.error is None
+    assert not source.found and source.error is None and source.sha256 == sha256_of(src)
     studio.close()
 
 

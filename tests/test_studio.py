@@ -403,6 +403,9 @@ def test_trace_finds_vendor(studio: Studio, tmp_path: Path) -> None:
     ]
     assert results[0].delivery_id == blue.delivery_id
     assert results[0].asset == str(src.resolve())
+    assert [r.sha256 for r in results] == [
+        sha256_of(Path(p)) for p in (blue.output, acme.output, src)
+    ]
     assert results[0].p_value < 1e-6 and results[0].scale == pytest.approx(1.0, abs=0.01)
 
 
@@ -440,7 +443,7 @@ def test_trace_unreadable_files(studio: Studio, tmp_path: Path) -> None:
     for record, bad, kind in zip(results[1:], bads, sorted(BAD_FILES), strict=True):
         assert record.found is False and record.error.startswith(str(bad))
         assert BAD_FILES[kind][1] in record.error
-        assert record.to_json()["p_value"] is None
+        assert record.to_json()["p_value"] is None and record.sha256 is None
 
 
 def test_trace_refusals(studio: Studio, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -259,6 +259,10 @@ class TraceRecord:
     seen : tuple of (float, float)
         Clips with a verdict: time ranges, in seconds from the clip's start, whose own
         frames show the verdict's mark (windows of a second or more, p <= 1e-3 each).
+    sha256 : str or None
+        Hex SHA-256 of the file's bytes (an image sequence: of its frames' digests, as
+        the registry records a delivered sequence), naming exactly what was examined;
+        None when it could not be read or for pixels traced without a file.
     """
 
     file: str
@@ -279,6 +283,7 @@ class TraceRecord:
     notes: tuple[str, ...] = ()
     frames: int | None = None
     seen: tuple[tuple[float, float], ...] = ()
+    sha256: str | None = None
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready dict (non-finite floats become None)."""
@@ -301,6 +306,7 @@ class TraceRecord:
             "error": self.error,
             "frames": self.frames,
             "seen": [[round(a, 3), round(b, 3)] for a, b in self.seen],
+            "sha256": self.sha256,
         }
 
 
@@ -1065,7 +1071,12 @@ class Studio:
             record = self._record(
                 item.name, detection, 1, None, notes, blind=True, leak_shape=shape[0]
             )
-            return dataclasses.replace(record, frames=clip.frames_used, seen=seen)
+            sha = (
+                video_digest(item.path)
+                if item.kind == "video"
+                else sequence_digest(video_digest(p) for p in item.frames)
+            )
+            return dataclasses.replace(record, frames=clip.frames_used, seen=seen, sha256=sha)
         except LeaktraceError as exc:
             return TraceRecord(item.name, False, None, None, None, None, None, None, str(exc))
         except (ValueError, TypeError) as exc:
@@ -1135,9 +1146,10 @@ class Studio:
                 )
             if image.pictures > 1:
                 notes.append(f"only the first of the file's {image.pictures} pictures was traced")
-            return self._trace_pixels(
+            record = self._trace_pixels(
                 image.pixels, str(path), candidates, p_threshold, index, reference, notes
             )
+            return dataclasses.replace(record, sha256=image.sha256)
         except LeaktraceError as exc:
             return TraceRecord(str(path), False, None, None, None, None, None, None, str(exc))
         except (ValueError, TypeError) as exc:
