@@ -476,6 +476,16 @@ def trace(
             "instead of refusing it (the record notes the damage).",
         ),
     ] = False,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            metavar="DIR",
+            help="Write a Markdown evidence report per file examined into DIR: the file's "
+            "SHA-256, the verdict and its false-alarm probability in words, the registry's "
+            "record of the delivery named.",
+        ),
+    ] = None,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -505,6 +515,7 @@ def trace(
             max_frames=max_frames,
             frame_progress=frames,
             damaged=damaged_ok,
+            evidence=report,
         )
     if as_json:
         _print_json([r.to_json() for r in records])
@@ -518,6 +529,8 @@ def trace(
                 typer.echo(f"{r.file}: {r.frames} frame(s) pooled; mark seen at {seen}")
             for note in r.notes:  # what the trace could not use or changed: evidence too
                 typer.echo(f"{r.file}: note: {note}")
+            if r.report is not None:
+                typer.echo(f"{r.file}: report: {r.report}")
     raise typer.Exit(_report_errors([r.error for r in records]))
 
 

@@ -14,17 +14,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import itertools
 import json
 import math
 import os
 import secrets
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
 import numpy as np
 
+from . import __version__
 from ._carrier import chip_level, chip_levels
 from ._color import luma
 from ._detect import Detection, detect_frame, leak_scale
@@ -55,6 +59,7 @@ from .clip import (
     video_digest,
 )
 from .errors import LeaktraceError, MediaError, StudioError
+from .evidence import DAMAGE_NOTE, ReportContext, evidence_report
 from .media import (
     LoadedImage,
     discard_file,
@@ -263,6 +268,9 @@ class TraceRecord:
         Hex SHA-256 of the file's bytes (an image sequence: of its frames' digests, as
         the registry records a delivered sequence), naming exactly what was examined;
         None when it could not be read or for pixels traced without a file.
+    report : str or None
+        The evidence report written for it (:meth:`Studio.trace_files` with
+        ``evidence=``), else None.
     """
 
     file: str
@@ -284,6 +292,7 @@ class TraceRecord:
     frames: int | None = None
     seen: tuple[tuple[float, float], ...] = ()
     sha256: str | None = None
+    report: str | None = None
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready dict (non-finite floats become None)."""
@@ -307,6 +316,7 @@ class TraceRecord:
             "frames": self.frames,
             "seen": [[round(a, 3), round(b, 3)] for a, b in self.seen],
             "sha256": self.sha256,
+            "report": self.report,
         }
 
 
@@ -935,6 +945,7 @@ class Studio:
         max_frames: int = DEFAULT_MAX_FRAMES,
         frame_progress: FrameProgressCallback | None = None,
         damaged: bool = False,
+        evidence: str | os.PathLike[str] | None = None,
     ) -> list[TraceRecord]:
         """Look for registered marks in suspect files, stills and clips.
 
@@ -968,6 +979,12 @@ class Studio:
             corrupt, a TIFF strip that does not decode) instead of refusing it; its record
             says so in ``notes`` (see :func:`watermark.media.read_image`). The lost part
             is flat filler, which holds no mark, so the p-value keeps its meaning.
+        evidence : path-like, optional
+            Folder (created if missing; checked writable before any trace) to write one
+            Markdown evidence report into per file examined, as soon as it is traced
+            (:func:`watermark.evidence.evidence_report`):
+            ``<name>.<first 12 hex of its SHA-256>.<UTC time>.md``, never over an existing
+            file; its path is the record's ``report``.
 
         Returns
         -------
@@ -982,6 +999,7 @@ class Studio:
         MediaError
             `original` cannot be read.
         """
+        traced_at = datetime.now(UTC).isoformat(timespec="seconds")
         items = find_media(inputs)
         if not items:
             raise StudioError("no image, video or sequence files in the inputs")
@@ -993,21 +1011,76 @@ class Studio:
             reference = _Reference(
                 luma(loaded.pixels), loaded.sha256, str(loaded.path), loaded.pixels
             )
-        index = self.load_index() if informed and reference is None else AssetIndex.build(())
-        candidates = self.registry.all_payloads()
-        records: list[TraceRecord] = []
-        for done, item in enumerate(items, start=1):
-            if item.kind == "image":
-                record = self._trace_one(
-                    item.path, candidates, p_threshold, index, reference, damaged
-                )
-            else:
-                tick = _clip_tick(frame_progress, item.name)
-                record = self._trace_clip(item, candidates, p_threshold, max_frames, tick)
-            records.append(record)
-            if progress is not None:
-                progress(done, len(items), item.path)
+        report_dir = None if evidence is None else Path(evidence)
+        new_folders = [] if report_dir is None else _missing_folders([report_dir / "probe"])
+        try:
+            if report_dir is not None:
+                _prepare_out_dir(report_dir)
+            index = self.load_index() if informed and reference is None else AssetIndex.build(())
+            candidates = self.registry.all_payloads()
+            records: list[TraceRecord] = []
+            for done, item in enumerate(items, start=1):
+                if item.kind == "image":
+                    record = self._trace_one(
+                        item.path, candidates, p_threshold, index, reference, damaged
+                    )
+                else:
+                    tick = _clip_tick(frame_progress, item.name)
+                    record = self._trace_clip(item, candidates, p_threshold, max_frames, tick)
+                if report_dir is not None and record.error is None:
+                    path = self._write_evidence(record, item, report_dir, traced_at, p_threshold)
+                    record = dataclasses.replace(record, report=str(path))
+                records.append(record)
+                if progress is not None:
+                    progress(done, len(items), item.path)
+        finally:
+            _remove_empty_folders(new_folders)
         return records
+
+    def _write_evidence(
+        self,
+        record: TraceRecord,
+        item: MediaItem,
+        folder: Path,
+        traced_at: str,
+        p_threshold: float,
+    ) -> Path:
+        """Write `record`'s evidence report into `folder` (atomically, never over a file)."""
+        delivery = None
+        if record.found and record.delivery_id is not None:
+            delivery = self.registry.lookup(parse_delivery_id(record.delivery_id))
+        size = None
+        if item.kind != "sequence":
+            with contextlib.suppress(OSError):
+                size = item.path.stat().st_size
+        context = ReportContext(
+            traced_at=traced_at,
+            software=f"leaktrace {__version__}, codec {CODEC_VERSION}",
+            studio=str(self.home),
+            p_threshold=p_threshold,
+            file_bytes=size,
+            location=str(Path(item.name).resolve()),
+        )
+        text = evidence_report(record, delivery, context).encode()
+        stamp = traced_at.replace("-", "").replace(":", "").replace("+0000", "Z")
+        stem = f"{Path(item.name).name}.{(record.sha256 or 'unhashed')[:12]}.{stamp}"
+        for n in itertools.count(1):
+            path = folder / (f"{stem}.md" if n == 1 else f"{stem}.{n}.md")
+            tmp = stage_file(path, text)
+            try:  # a hard link, unlike a rename, never replaces an existing file
+                os.link(tmp, path)
+            except FileExistsError:
+                discard_file(tmp)
+                continue
+            except OSError as exc:
+                if exc.errno not in _NO_LINKS or path.exists():
+                    discard_file(tmp)
+                    raise StudioError(f"{path}: cannot write ({exc.strerror or exc})") from None
+                publish_file(tmp, path)  # a file system without hard links: rename
+                return path
+            discard_file(tmp)
+            return path
+        raise AssertionError("unreachable")
 
     def _trace_clip(
         self,
@@ -1141,7 +1214,7 @@ class Studio:
             image = read_image(path, damaged=damaged)
             if image.damage:
                 notes.append(
-                    f"the file is damaged (the decoder reports: {image.damage}); "
+                    f"{DAMAGE_NOTE} (the decoder reports: {image.damage}); "
                     "what it recovered was traced"
                 )
             if image.pictures > 1:
@@ -1473,6 +1546,10 @@ def _occupied_message(out: Path, holders: list[DeliveryRecord]) -> str:
     else:
         owner = "it is not a delivery of this file to this vendor"
     return f"{out}: already exists and {owner}; not overwritten (choose another --out)"
+
+
+# os.link's errors on a file system without hard links (FAT, some network shares)
+_NO_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK})
 
 
 def _missing_folders(paths: Iterable[Path]) -> list[Path]:

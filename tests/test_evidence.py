@@ -1,0 +1,198 @@
+"""Tests of watermark.evidence (the report text) and of the reports trace writes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from watermark import studio as studio_module
+from watermark._register import Geometry
+from watermark.errors import StudioError
+from watermark.evidence import DAMAGE_NOTE, ReportContext, evidence_report
+from watermark.registry import Asset, Delivery, DeliveryRecord, Vendor
+from watermark.samples import sample_frames
+from watermark.studio import Studio, TraceRecord
+
+from ._factories import make_bad_file, sha256_of, texture, write_encoded
+
+CONTEXT = ReportContext(
+    traced_at="2026-12-07T10:00:00+00:00",
+    software="leaktrace 0.1.0, codec lt1",
+    studio="/studios/main",
+    p_threshold=1e-6,
+    file_bytes=1234,
+    location="/leaks/leak.jpg",
+)
+SHA = "ab" * 32
+
+
+def delivery(delivery_id: str = "0000beef") -> DeliveryRecord:
+    return DeliveryRecord(
+        Delivery(
+            1, int(delivery_id, 16), 1, 1, "2026-01-02T03:04:05+00:00", "lt1", '{"a": 1}', "/o"
+        ),
+        Vendor(1, "Acme", "2026-01-01T00:00:00+00:00"),
+        Asset(1, "cd" * 32, "/shots/a.png", 1920, 1080, "0" * 16, "2026-01-01T00:00:00+00:00"),
+    )
+
+
+def found(**changes: object) -> TraceRecord:
+    record = TraceRecord(
+        "leak.jpg",
+        True,
+        "Acme",
+        "0000beef",
+        "/shots/a.png",
+        3.4e-12,
+        9.5,
+        None,
+        mark_p_value=1e-30,
+        mode="informed",
+        source="/shots/a.png",
+        geometry=Geometry(30.0, 0.5, 0.5, True, (10.0, 20.0)),
+        coverage=0.25,
+        n_tests=8.0,
+        sha256=SHA,
+    )
+    return dataclasses.replace(record, **changes)
+
+
+def test_a_verdict_report_states_the_file_the_verdict_and_the_delivery() -> None:
+    text = evidence_report(found(), delivery(), CONTEXT)
+    assert text.startswith("# Leak trace report: leak.jpg\n") and text.endswith("\n")
+    for fact in [
+        "Traced 2026-12-07T10:00:00+00:00 (UTC) with leaktrace 0.1.0, codec lt1",
+        "`/studios/main`",
+        f"| SHA-256 | `{SHA}` |",
+        "| size | 1234 bytes |",
+        "| absolute path | `/leaks/leak.jpg` |",
+        "**The file carries the mark of delivery 0000beef, made for vendor Acme.**",
+        "False-alarm probability (p-value): **3.4e-12**",
+        "with all 8 hypotheses the search tried counted",
+        "only when it is at most 1e-06",
+        "| decoder | informed: registered to the studio's original and compared with it |",
+        "| geometry | rotated 30.0 deg, scaled 0.500 x 0.500, mirrored |",
+        "| share of the original shown | 25 % |",
+        "| delivered at (UTC) | 2026-01-02T03:04:05+00:00 |",
+        f"| original SHA-256 | `{'cd' * 32}` |",
+        '| codec | lt1 `{"a":1}` |',
+        "run `leaktrace trace <file> --json` on a file whose SHA-256",
+    ]:
+        assert fact in text, fact
+    assert "## Notes" not in text and "No mark found" not in text
+
+
+def test_a_report_without_a_verdict_names_no_one() -> None:
+    record = found(
+        found=False,
+        vendor=None,
+        delivery_id=None,
+        asset=None,
+        p_value=0.42,
+        notes=(f"{DAMAGE_NOTE} (the decoder reports: x); what it recovered was traced",),
+    )
+    text = evidence_report(record, None, CONTEXT)
+    assert "**No mark found: no vendor is named.**" in text
+    assert "p-value 0.42" in text and "Acme" not in text and "## The delivery" not in text
+    assert "## Notes\n\n- the file is damaged" in text
+    assert "`leaktrace trace <file> --json --damaged-ok`" in text
+
+
+def test_a_report_refuses_what_does_not_hold_together() -> None:
+    with pytest.raises(ValueError, match="was not examined"):
+        evidence_report(found(error="leak.jpg: empty file"), None, CONTEXT)
+    with pytest.raises(ValueError, match="does not match"):
+        evidence_report(found(), None, CONTEXT)
+    with pytest.raises(ValueError, match="does not match"):
+        evidence_report(found(), delivery("0000cafe"), CONTEXT)
+    with pytest.raises(ValueError, match="does not match"):
+        evidence_report(found(found=False, delivery_id=None), delivery(), CONTEXT)
+
+
+@pytest.fixture
+def studio(tmp_path: Path) -> Studio:
+    with Studio.create(tmp_path / "studio") as s:
+        s.add_vendor("Acme")
+        yield s
+
+
+def test_trace_writes_one_report_per_examined_file_never_over_another(
+    studio: Studio, tmp_path: Path
+) -> None:
+    src = write_encoded(tmp_path / "a.png", sample_frames()[1][1])
+    (acme,) = studio.embed_files([src], "Acme", tmp_path / "acme")
+    plain = write_encoded(tmp_path / "plain.png", texture((96, 128, 3)))
+    bad = make_bad_file("empty", tmp_path)
+    reports = tmp_path / "evidence" / "case 7"
+    records = studio.trace_files([acme.output, plain, bad], evidence=reports)
+    assert [r.found for r in records] == [True, False, False]
+    assert records[2].error is not None and records[2].report is None
+    written = sorted(reports.iterdir())
+    assert sorted(Path(r.report) for r in records[:2]) == written  # no temporary file either
+    name = Path(records[0].report).name
+    assert name.startswith(f"a.png.{sha256_of(Path(acme.output))[:12]}.2") and name.endswith("Z.md")
+    text = Path(records[0].report).read_text()
+    assert f"delivery {acme.delivery_id}, made for vendor Acme" in text
+    assert f"`{sha256_of(src)}`" in text and f"`{sha256_of(Path(acme.output))}`" in text
+    assert "No mark found" in Path(records[1].report).read_text()
+    before = {p: p.read_bytes() for p in written}
+    (again,) = studio.trace_files([acme.output], evidence=reports)
+    assert Path(again.report) not in before and {p: p.read_bytes() for p in written} == before
+    assert records[0].to_json()["report"] == records[0].report
+
+
+def test_a_report_name_already_taken_gets_a_number(
+    studio: Studio, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = write_encoded(tmp_path / "plain.png", texture((96, 128, 3)))
+    reports = tmp_path / "reports"
+    (first,) = studio.trace_files([plain], evidence=reports)
+    stamp = Path(first.report).name.rsplit(".", 2)[1]  # 20261207T103000Z
+    again = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+
+    class Clock:  # the second trace starts in the same second as the first
+        @staticmethod
+        def now(tz: object) -> datetime:
+            return again
+
+    monkeypatch.setattr(studio_module, "datetime", Clock)
+    (second,) = studio.trace_files([plain], evidence=reports)
+    assert Path(second.report).name == Path(first.report).name.removesuffix(".md") + ".2.md"
+    assert len(list(reports.iterdir())) == 2
+
+
+def test_an_unwritable_report_folder_is_refused_before_any_trace(
+    studio: Studio, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = write_encoded(tmp_path / "plain.png", texture((96, 128, 3)))
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    traced: list[object] = []
+    monkeypatch.setattr(Studio, "_trace_one", lambda *a, **k: traced.append(a))
+    with pytest.raises(StudioError, match="cannot create output folder"):
+        studio.trace_files([plain], evidence=blocker / "reports")
+    assert traced == [] and blocker.read_text() == "not a folder"
+
+
+def test_cli_trace_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LEAKTRACE_HOME", raising=False)
+    runner = CliRunner()
+    home = tmp_path / "studio"
+    assert runner.invoke(app, ["init", "--home", str(home)]).exit_code == 0
+    plain = write_encoded(tmp_path / "plain.png", texture((96, 128, 3)))
+    reports = tmp_path / "reports"
+    args = ["trace", str(plain), "--report", str(reports), "--home", str(home)]
+    table = runner.invoke(app, args)
+    assert table.exit_code == 0 and f"{plain}: report: {reports}" in table.stdout
+    document = runner.invoke(app, [*args, "--json"])
+    assert document.exit_code == 0
+    (record,) = json.loads(document.stdout)
+    assert os.path.isfile(record["report"]) and record["sha256"] == sha256_of(plain)
+    assert len(list(reports.iterdir())) == 2

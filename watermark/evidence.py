@@ -1,0 +1,207 @@
+"""Evidence reports: one trace record and the delivery it names, as a Markdown document.
+
+A report is for the people who act on a trace (security, legal): it names the file
+examined by its SHA-256, states the verdict with its false-alarm probability in words,
+copies the registry's record of the delivery, and says how to reproduce the result. It
+is built from what the trace returned; nothing is recomputed here and no file is read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the studio writes the reports: imported for the annotations only
+    from .registry import DeliveryRecord
+    from .studio import TraceRecord
+
+__all__ = ["DAMAGE_NOTE", "ReportContext", "evidence_report"]
+
+#: How a trace's note on a damaged file (read with ``damaged=True``) begins.
+DAMAGE_NOTE = "the file is damaged"
+
+
+@dataclass(frozen=True, slots=True)
+class ReportContext:
+    """What a report states about the run that produced the record.
+
+    Attributes
+    ----------
+    traced_at : str
+        When the trace started, UTC, ISO-8601.
+    software : str
+        The software and versions that traced (e.g. ``leaktrace 0.1.0, codec lt1``).
+    studio : str
+        The studio folder whose key and registry were used.
+    p_threshold : float
+        The accusation threshold the verdict was held to, in (0, 1).
+    file_bytes : int or None
+        Size of the file examined, bytes (None when unknown).
+    location : str or None
+        Absolute path of the file (or sequence folder) examined, when known.
+    """
+
+    traced_at: str
+    software: str
+    studio: str
+    p_threshold: float
+    file_bytes: int | None = None
+    location: str | None = None
+
+
+def evidence_report(
+    record: TraceRecord, delivery: DeliveryRecord | None, context: ReportContext
+) -> str:
+    """The Markdown evidence report of one traced file.
+
+    Parameters
+    ----------
+    record : TraceRecord
+        A readable file's trace (``record.error`` is None).
+    delivery : DeliveryRecord or None
+        The registry's record of the delivery the verdict names (None without one).
+    context : ReportContext
+        When, with what and against which studio the trace ran.
+
+    Returns
+    -------
+    str
+        The document, ending with a newline.
+
+    Raises
+    ------
+    ValueError
+        `record` is an unreadable file's, or `delivery` does not match its verdict.
+    """
+    if record.error is not None:
+        raise ValueError(f"{record.file}: no report for a file that was not examined")
+    named = record.found and record.delivery_id is not None
+    if named != (delivery is not None) or (
+        delivery is not None and delivery.delivery.delivery_id != record.delivery_id
+    ):
+        raise ValueError(f"{record.file}: the delivery given does not match the verdict")
+    lines = [
+        f"# Leak trace report: {record.file}",
+        "",
+        f"Traced {context.traced_at} (UTC) with {context.software}, against the studio at "
+        f"`{context.studio}`.",
+        "",
+        "## The file examined",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| path | `{record.file}` |",
+    ]
+    if context.location is not None and context.location != record.file:
+        lines.append(f"| absolute path | `{context.location}` |")
+    lines.append(f"| SHA-256 | `{record.sha256 or 'not recorded'}` |")
+    if context.file_bytes is not None:
+        lines.append(f"| size | {context.file_bytes} bytes |")
+    lines += ["", "## Verdict", ""]
+    if named:
+        assert delivery is not None
+        lines += [
+            f"**The file carries the mark of delivery {record.delivery_id}, made for vendor "
+            f"{record.vendor}.**",
+            "",
+            f"False-alarm probability (p-value): **{_number(record.p_value)}**. This is the "
+            "probability that a file which does not carry this delivery's mark (an unmarked "
+            "picture, or one marked for another delivery) scores as high as this one did, "
+            f"with all {_number(record.n_tests)} hypotheses the search tried counted. A "
+            f"vendor is named only when it is at most {context.p_threshold:.0e}.",
+        ]
+    else:
+        lines += [
+            "**No mark found: no vendor is named.**",
+            "",
+            f"The best hypothesis scored p-value {_number(record.p_value)} (the probability "
+            "that a file without a registered mark scores as high, with all "
+            f"{_number(record.n_tests)} hypotheses counted), above the accusation threshold "
+            f"of {context.p_threshold:.0e}. This is not proof that the file is unmarked: "
+            "a leak degraded far enough loses the mark.",
+        ]
+    lines += ["", "| | |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in _trace_rows(record)]
+    if delivery is not None:
+        lines += [
+            "",
+            "## The delivery, as the studio's registry records it",
+            "",
+            "| | |",
+            "|---|---|",
+            f"| delivery id | {delivery.delivery.delivery_id} |",
+            f"| vendor | {delivery.vendor.name} |",
+            f"| delivered at (UTC) | {delivery.delivery.created_at} |",
+            f"| original | `{delivery.asset.original_path}` |",
+            f"| original SHA-256 | `{delivery.asset.sha256}` |",
+            f"| original size | {delivery.asset.width}x{delivery.asset.height} px |",
+            f"| marked copy written to | `{delivery.delivery.output_path}` |",
+            f"| codec | {delivery.delivery.codec_version} "
+            f"`{_params(delivery.delivery.codec_params)}` |",
+        ]
+    if record.notes:
+        lines += ["", "## Notes", ""]
+        lines += [f"- {note}" for note in record.notes]
+    damaged = any(note.startswith(DAMAGE_NOTE) for note in record.notes)
+    command = "leaktrace trace <file> --json" + (" --damaged-ok" if damaged else "")
+    lines += [
+        "",
+        "## Reproducing this result",
+        "",
+        "With the studio's secret key and registry (and, for an informed verdict, the "
+        f"original it names), run `{command}` on a file whose SHA-256 is the one above: "
+        "the verdict, delivery id and p-value are computed again from them.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _trace_rows(record: TraceRecord) -> list[tuple[str, str]]:
+    """The trace's own figures, as (name, value) rows."""
+    rows = [
+        ("decoder", _mode_text(record.mode)),
+        ("score (z)", _number(record.score)),
+        ("studio mark present, p-value", _number(record.mark_p_value)),
+    ]
+    if record.source is not None:
+        rows.append(("registered to original", f"`{record.source}`"))
+    if record.geometry is not None:
+        g = record.geometry
+        flip = ", mirrored" if g.flipped else ""
+        rows.append(
+            (
+                "geometry",
+                f"rotated {g.rotation:.1f} deg, scaled {g.scale_x:.3f} x {g.scale_y:.3f}{flip}",
+            )
+        )
+    elif record.scale is not None:
+        rows.append(("scale", f"{record.scale:.3f}"))
+    if record.coverage is not None:
+        rows.append(("share of the original shown", f"{100 * record.coverage:.0f} %"))
+    if record.frames is not None:
+        rows.append(("frames pooled", str(record.frames)))
+        if record.seen:
+            spans = ", ".join(f"{a:.1f}-{b:.1f} s" for a, b in record.seen)
+            rows.append(("mark seen at", spans))
+    return rows
+
+
+def _mode_text(mode: str | None) -> str:
+    if mode == "informed":
+        return "informed: registered to the studio's original and compared with it"
+    if mode == "blind":
+        return "blind: the file alone"
+    return "-"
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def _params(text: str) -> str:
+    """The stored codec parameters, compact and key-sorted when they are JSON."""
+    try:
+        return json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
+    except ValueError:
+        return text
