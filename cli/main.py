@@ -99,27 +99,22 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # the studio key lives in local variables
     rich_markup_mode=None,
 )
-vendor_app = typer.Typer(
-    help="Manage vendors (recipients of deliveries).",
-    epilog=_EPILOG,
-    no_args_is_help=True,
-    rich_markup_mode=None,
+
+
+def _command_group(name: str, help_text: str) -> typer.Typer:
+    """A group of subcommands (``leaktrace NAME VERB``) added to the app."""
+    group = typer.Typer(help=help_text, epilog=_EPILOG, no_args_is_help=True, rich_markup_mode=None)
+    app.add_typer(group, name=name)
+    return group
+
+
+vendor_app = _command_group("vendor", "Manage vendors (recipients of deliveries).")
+asset_app = _command_group(
+    "asset", "Index studio originals (the source assets informed tracing looks up)."
 )
-app.add_typer(vendor_app, name="vendor")
-asset_app = typer.Typer(
-    help="Index studio originals (the source assets informed tracing looks up).",
-    epilog=_EPILOG,
-    no_args_is_help=True,
-    rich_markup_mode=None,
+delivery_app = _command_group(
+    "delivery", "Look up deliveries: which original went to which vendor, when, and where."
 )
-app.add_typer(asset_app, name="asset")
-delivery_app = typer.Typer(
-    help="Look up deliveries: which original went to which vendor, when, and where.",
-    epilog=_EPILOG,
-    no_args_is_help=True,
-    rich_markup_mode=None,
-)
-app.add_typer(delivery_app, name="delivery")
 
 HomeOption = Annotated[
     Path | None,
