@@ -350,7 +350,12 @@ def embed(
     ] = None,
     workers: Annotated[
         int,
-        typer.Option("--workers", min=1, help="Threads marking the frames of a clip."),
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Threads marking the frames of a clip; above 1, a still's index features "
+            "are computed in a second thread while it is marked.",
+        ),
     ] = max(1, os.cpu_count() or 1),
     stills: Annotated[
         bool,

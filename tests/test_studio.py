@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from watermark import studio as studio_module
 from watermark._detect import Detection
 from watermark.errors import MediaError, RegistryError, StudioError
 from watermark.media import read_image
+from watermark.registry import Registry
 from watermark.samples import sample_frames
 from watermark.studio import (
     DEFAULT_HOME,
@@ -233,6 +235,34 @@ def test_embed_takes_away_only_the_folders_it_made_and_left_empty(
     assert [p.name for p in kept.iterdir()] == ["old"]
     (record,) = studio.embed_files([bad], "Acme", tmp_path / "a" / "b")
     assert record.status == "failed" and not (tmp_path / "a").exists()
+
+
+def test_embed_with_workers_writes_the_same_files_and_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "in"
+    write_encoded(src / "a.png", sample_frames()[1][1])
+    write_encoded(src / "b.jpg", texture((120, 160, 3), seed=3), ".jpg")
+    make_bad_file("truncated_png", src)  # a failure mid-batch, with the pool running
+    Studio.create(tmp_path / "one").close()
+    shutil.copytree(tmp_path / "one", tmp_path / "two")  # the same key
+    far_apart = (0x00000000, 0xFFFFFFFF, 0x0F0F0F0F, 0xF0F0F0F0)  # the same ids in both runs
+    monkeypatch.setattr(Registry, "new_payload", lambda self: far_apart[self.count_deliveries()])
+    results = {}
+    for name, workers in (("one", 1), ("two", 2)):
+        with Studio.open(tmp_path / name) as s:
+            s.add_vendor("Acme")
+            records = s.embed_files([src], "Acme", tmp_path / f"out_{name}", workers=workers)
+            assert [r.status for r in records] == ["embedded", "embedded", "failed"]
+            # the same original again, elsewhere: a new delivery of an indexed asset
+            (again,) = s.embed_files([src / "a.png"], "Acme", tmp_path / name, workers=workers)
+            table = s.registry._conn.execute(
+                "SELECT sha256, phash, features FROM assets ORDER BY sha256"
+            ).fetchall()
+        files = [*sorted((tmp_path / f"out_{name}").iterdir()), Path(again.output)]
+        results[name] = ([(p.name, p.read_bytes()) for p in files], table, again.status)
+    assert results["one"] == results["two"]
+    assert all(features is not None for _, _, features in results["one"][1])
 
 
 def test_embed_unknown_vendor_writes_nothing(studio: Studio, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ import math
 import os
 import secrets
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -127,6 +128,13 @@ def _clip_tick(
 def asset_features(pixels: np.ndarray) -> Features:
     """The local features an original keeps in the asset index."""
     return index_features(luma(pixels))
+
+
+def _index_row(pixels: np.ndarray, with_features: bool) -> tuple[bytes | None, int]:
+    """What the registry keeps of an original besides its hash: its index features (when
+    `with_features`, serialised) and its perceptual hash."""
+    features = asset_features(pixels).to_bytes() if with_features else None
+    return features, perceptual_hash(pixels)
 
 
 def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
@@ -571,7 +579,9 @@ class Studio:
         codec, crf, preset : optional
             Video re-encoding overrides (see :func:`watermark.clip.mark_video`).
         workers : int, optional
-            Threads marking the frames of a clip.
+            Threads marking the frames of a clip. Above 1, a still's index row (local
+            features and perceptual hash) is computed in a second thread while this one
+            marks and encodes it; files and registry rows are the same as with 1.
         sequences : bool, optional
             Group numbered image files into sequences (False: every file is a still).
         frame_progress : callable, optional
@@ -622,11 +632,16 @@ class Studio:
         new_folders = _missing_folders([out_root / "probe", *(o for outs in outputs for o in outs)])
         records: list[EmbedRecord] = []
         options = {"codec": codec, "crf": crf, "preset": preset, "workers": workers}
+        # with workers, a still's index features (SIFT, as long as the marking and encoding
+        # together) are computed in a second thread while this one marks it
+        index_pool = ThreadPoolExecutor(1, "leaktrace-index") if workers > 1 else None
         try:
             _prepare_out_dir(out_root)
             for index, (item, outs) in enumerate(zip(items, outputs, strict=True)):
                 if item.kind == "image":
-                    records.append(self._embed_one(item.path, outs[0], vendor_row, strength))
+                    records.append(
+                        self._embed_one(item.path, outs[0], vendor_row, strength, index_pool)
+                    )
                 else:
                     tick = _clip_tick(frame_progress, item.name)
                     records.append(
@@ -635,6 +650,8 @@ class Studio:
                 if progress is not None:
                     progress(index + 1, len(items), item.path)
         finally:
+            if index_pool is not None:
+                index_pool.shutdown(cancel_futures=True)
             _remove_empty_folders(new_folders)
         return records
 
@@ -778,8 +795,16 @@ class Studio:
             frames=report.frames,
         )
 
-    def _embed_one(self, path: Path, out: Path, vendor: Vendor, strength: float) -> EmbedRecord:
-        """Mark one file; every expected failure becomes a ``"failed"`` record."""
+    def _embed_one(
+        self,
+        path: Path,
+        out: Path,
+        vendor: Vendor,
+        strength: float,
+        index_pool: ThreadPoolExecutor | None = None,
+    ) -> EmbedRecord:
+        """Mark one file; every expected failure becomes a ``"failed"`` record. With
+        `index_pool`, the original's index row is computed there meanwhile."""
         try:
             image = read_image(path, markable=True)
             output_key = str(out.resolve())
@@ -801,6 +826,10 @@ class Studio:
                 raise StudioError(
                     f"{out.parent}: cannot create folder ({exc.strerror or exc})"
                 ) from None
+            index_row: Future[tuple[bytes | None, int]] | None = None
+            if index_pool is not None and previous is None:
+                wanted = not self.registry.has_features(image.sha256)
+                index_row = index_pool.submit(_index_row, image.pixels, wanted)
             # A delivery committed by a run that crashed before the rename keeps its id.
             payload = previous.delivery.payload if previous else self.registry.new_payload()
             result = embed_frame(image.pixels, self._key, payload, strength=strength)
@@ -817,7 +846,9 @@ class Studio:
                     self.registry.add_delivery(
                         payload,
                         vendor=vendor.name,
-                        asset=self._asset_info(image, path),
+                        asset=self._asset_info(
+                            image, path, None if index_row is None else index_row.result()
+                        ),
                         codec_version=CODEC_VERSION,
                         codec_params={
                             "strength": strength,
@@ -855,17 +886,20 @@ class Studio:
 
     # -- tracing
 
-    def _asset_info(self, image: LoadedImage, path: Path) -> AssetInfo:
-        """Registry row of an original, with its index features unless already indexed."""
-        features = None
-        if not self.registry.has_features(image.sha256):
-            features = asset_features(image.pixels).to_bytes()
+    def _asset_info(
+        self, image: LoadedImage, path: Path, row: tuple[bytes | None, int] | None = None
+    ) -> AssetInfo:
+        """Registry row of an original, with its index features unless already indexed;
+        `row` is :func:`_index_row`'s result when it was computed already."""
+        if row is None:
+            row = _index_row(image.pixels, not self.registry.has_features(image.sha256))
+        features, phash = row
         return AssetInfo(
             sha256=image.sha256,
             original_path=str(path.resolve()),
             width=image.shape[1],
             height=image.shape[0],
-            phash=perceptual_hash(image.pixels),
+            phash=phash,
             features=features,
         )
 
