@@ -1,5 +1,6 @@
 """The README's Python example runs and does what it says."""
 
+import ast
 import contextlib
 import io
 import re
@@ -28,6 +29,19 @@ def test_readme_clip_example_runs() -> None:
     found, payload, frames, p_value = out.getvalue().split()
     assert (found, payload) == ("True", "0x5ec2e7a1")
     assert 1 <= int(frames) <= 24 and float(p_value.removeprefix("p=")) <= 1e-6
+
+
+def test_readme_studio_example_runs() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert len(blocks) >= 3, "README has no studio example"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(blocks[2], "README.md", "exec"), {})
+    verdict, title, listed = out.getvalue().splitlines()
+    assert verdict == "Acme True informed"
+    assert title.startswith("# Leak trace report: ") and title.endswith("shot.png")
+    ((vendor, delivery_id),) = ast.literal_eval(listed)
+    assert vendor == "Acme" and len(delivery_id) == 8
 
 
 def test_readme_quick_start_is_two_commands_and_ci_runs_the_test_command() -> None:
