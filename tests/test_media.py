@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from watermark import media
-from watermark.errors import LeaktraceError, MediaError
+from watermark.errors import DamagedImageError, LeaktraceError, MediaError
 from watermark.media import (
     LIMITS,
     MediaLimits,
@@ -190,6 +190,15 @@ def test_damaged_files_are_read_on_request_with_what_the_decoder_reported(
     whole = texture((64, 80, 3))  # what make_bad_file encoded: the first rows survive
     assert np.abs(image.pixels[:8].astype(int) - whole[:8]).mean() < 8.0
     assert capfd.readouterr().err == ""
+
+
+def test_jpeg_damage_is_refused_as_its_own_kind(tmp_path: Path) -> None:
+    for kind in ("truncated_jpeg", "cut_jpeg_scan"):
+        with pytest.raises(DamagedImageError, match=BAD_FILES[kind][1]):
+            read_image(make_bad_file(kind, tmp_path))
+    with pytest.raises(MediaError) as info:
+        read_image(make_bad_file("damaged_tiff", tmp_path))
+    assert not isinstance(info.value, DamagedImageError)  # not readable with damaged=True
 
 
 def test_whole_files_read_with_damaged_report_no_damage(tmp_path: Path) -> None:

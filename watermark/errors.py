@@ -7,7 +7,7 @@ into a one-line ``error: ...`` message with exit code 1.
 
 from __future__ import annotations
 
-__all__ = ["LeaktraceError", "MediaError", "RegistryError", "StudioError"]
+__all__ = ["DamagedImageError", "LeaktraceError", "MediaError", "RegistryError", "StudioError"]
 
 
 class LeaktraceError(Exception):
@@ -16,6 +16,11 @@ class LeaktraceError(Exception):
 
 class MediaError(LeaktraceError):
     """An image file is missing, unreadable, corrupt, too small, too large or unwritable."""
+
+
+class DamagedImageError(MediaError):
+    """A JPEG whose image data is cut short or corrupt, refused; ``read_image(path,
+    damaged=True)`` returns the part its decoder recovers."""
 
 
 class RegistryError(LeaktraceError):

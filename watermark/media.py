@@ -32,7 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import MediaError
+from .errors import DamagedImageError, MediaError
 from .metadata import (
     JPEG_FRAME_MARKERS,
     NO_METADATA,
@@ -245,7 +245,8 @@ def read_image(
     except (struct.error, IndexError):
         raise MediaError(f"{path}: corrupt or truncated {fmt.upper()} header") from None
     except _HeaderError as exc:
-        raise MediaError(f"{path}: {exc}") from None
+        error = DamagedImageError if str(exc) == _JPEG_CUT else MediaError
+        raise error(f"{path}: {exc}") from None
     pictures, cmyk = _picture_count(data, fmt), is_cmyk(data, fmt)
     if (single or markable) and pictures > 1:
         raise MediaError(f"{path}: {_pictures_text(fmt, pictures)}; {_ONE_PICTURE}")
@@ -260,7 +261,8 @@ def read_image(
         buffer = np.concatenate([buffer, np.array([0xFF, 0xD9], np.uint8)])
     decoded, damage = _decode(buffer)
     if damage and (decoded is None or not damaged or fmt != "jpeg"):
-        raise MediaError(f"{path}: corrupt {fmt.upper()} data (the decoder reports: {damage})")
+        error = DamagedImageError if fmt == "jpeg" and decoded is not None else MediaError
+        raise error(f"{path}: corrupt {fmt.upper()} data (the decoder reports: {damage})")
     if decoded is None:
         raise MediaError(f"{path}: corrupt {fmt.upper()} data (decoder failed)")
     if cut:
@@ -432,11 +434,14 @@ def _png_size(data: bytes, limits: MediaLimits) -> tuple[int, int]:
     raise _HeaderError("truncated PNG (no IEND chunk)")
 
 
+_JPEG_CUT = "truncated JPEG (no end-of-image marker)"
+
+
 def _jpeg_size(data: bytes, limits: MediaLimits) -> tuple[int, int]:
     """(H, W) from the SOF segment; require an EOI marker after the first scan."""
     size, scan = _jpeg_header(data, limits)
     if not _has_jpeg_end(data, scan):
-        raise _HeaderError("truncated JPEG (no end-of-image marker)")
+        raise _HeaderError(_JPEG_CUT)
     return size
 
 

@@ -59,7 +59,7 @@ from .clip import (
     stage_marked_video,
     video_digest,
 )
-from .errors import LeaktraceError, MediaError, StudioError
+from .errors import DamagedImageError, LeaktraceError, MediaError, StudioError
 from .evidence import DAMAGE_NOTE, ReportContext, evidence_report
 from .media import (
     LoadedImage,
@@ -1257,6 +1257,9 @@ class Studio:
                 image.pixels, str(path), candidates, p_threshold, index, reference, notes
             )
             return dataclasses.replace(record, sha256=image.sha256)
+        except DamagedImageError as exc:  # refused, but what survives can be traced
+            message = f"{exc}; --damaged-ok traces the part that decodes"
+            return TraceRecord(str(path), False, None, None, None, None, None, None, message)
         except LeaktraceError as exc:
             return TraceRecord(str(path), False, None, None, None, None, None, None, str(exc))
         except (ValueError, TypeError) as exc:
