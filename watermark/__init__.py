@@ -11,7 +11,7 @@ from ._metrics import luma, psnr_y, ssim_y
 from ._params import CODEC_VERSION, DEFAULT_PARAMS, CodecParams
 from ._stats import false_alarm_probability, z_threshold
 from ._temporal import ClipDetection, mark_frames, trace_frames
-from .errors import LeaktraceError, MediaError, RegistryError, StudioError
+from .errors import DamagedImageError, LeaktraceError, MediaError, RegistryError, StudioError
 
 __all__ = [
     "ATTACKS",
@@ -22,6 +22,7 @@ __all__ = [
     "Attack",
     "ClipDetection",
     "CodecParams",
+    "DamagedImageError",
     "Detection",
     "EmbedResult",
     "LeaktraceError",
