@@ -472,7 +472,7 @@ def trace(
         bool,
         typer.Option(
             "--damaged-ok",
-            help="Stills: trace what the decoder recovers of a cut or corrupt file "
+            help="Stills: trace what libjpeg recovers of a cut or corrupt JPEG "
             "instead of refusing it (the record notes the damage).",
         ),
     ] = False,

@@ -1009,10 +1009,11 @@ class Studio:
             ``frame_progress(done, total, name)`` every few frames a clip's trace has
             read (both passes: pooling, then the windows of ``seen``).
         damaged : bool, optional
-            Trace what the decoder recovers of a damaged still (a JPEG cut short or
-            corrupt, a TIFF strip that does not decode) instead of refusing it; its record
-            says so in ``notes`` (see :func:`watermark.media.read_image`). The lost part
-            is flat filler, which holds no mark, so the p-value keeps its meaning.
+            Trace what libjpeg recovers of a damaged JPEG still (cut short, or with
+            corrupt data) instead of refusing it; its record says so in ``notes`` (see
+            :func:`watermark.media.read_image`). The lost blocks are flat grey filler or
+            garbled blocks, neither of which holds a mark, so the p-value keeps its
+            meaning. Other damaged files are refused either way.
         evidence : path-like, optional
             Folder (created if missing; checked writable before any trace) to write one
             Markdown evidence report into per file examined, as soon as it is traced
