@@ -148,6 +148,20 @@ def _home(ctx: typer.Context, home: Path | None) -> Path:
     return resolve_home(home if home is not None else _settings(ctx).home)
 
 
+def _open_studio(ctx: typer.Context, home: Path | None) -> Studio:
+    """Open the studio, warning on stderr when its secret is open to other users."""
+    studio = Studio.open(_home(ctx, home))
+    mode = studio.secret_exposure()
+    if mode is not None:
+        secret = studio.home / SECRET_NAME
+        typer.echo(
+            f"warning: {secret}: the studio secret is open to other users (mode {mode:04o}); "
+            f"anyone who reads it can forge or strip marks: chmod 600 {secret}",
+            err=True,
+        )
+    return studio
+
+
 def _print_json(document: object) -> None:
     typer.echo(json.dumps(document, indent=2, allow_nan=False))
 
@@ -244,7 +258,7 @@ def vendor_add(
     home: HomeOption = None,
 ) -> None:
     """Register a vendor."""
-    with Studio.open(_home(ctx, home)) as studio:
+    with _open_studio(ctx, home) as studio:
         vendor = studio.add_vendor(name)
     typer.echo(f"added vendor {vendor.name}")
 
@@ -252,7 +266,7 @@ def vendor_add(
 @vendor_app.command("list", epilog=_EPILOG)
 def vendor_list(ctx: typer.Context, home: HomeOption = None, as_json: JsonOption = False) -> None:
     """List vendors."""
-    with Studio.open(_home(ctx, home)) as studio:
+    with _open_studio(ctx, home) as studio:
         vendors = studio.list_vendors()
     if as_json:
         _print_json([{"name": v.name, "created_at": v.created_at} for v in vendors])
@@ -274,7 +288,7 @@ def delivery_list(
     as_json: JsonOption = False,
 ) -> None:
     """List deliveries, oldest first: id, vendor, original, when, and the marked copy's path."""
-    with Studio.open(_home(ctx, home)) as studio:
+    with _open_studio(ctx, home) as studio:
         records = studio.list_deliveries(vendor)
     if as_json:
         _print_json([r.to_json() for r in records])
@@ -305,7 +319,7 @@ def delivery_show(
     as_json: JsonOption = False,
 ) -> None:
     """Show one delivery: vendor, original (path, SHA-256, size), when, where, codec."""
-    with Studio.open(_home(ctx, home)) as studio:
+    with _open_studio(ctx, home) as studio:
         record = studio.get_delivery(delivery_id)
     document = record.to_json()
     if as_json:
@@ -374,7 +388,7 @@ def embed(
     delivered to this vendor there is skipped, so a batch can resume).
     """
     with (
-        Studio.open(_home(ctx, home)) as studio,
+        _open_studio(ctx, home) as studio,
         _progress_bars("marking", enabled=not as_json) as (tick, frames),
     ):
         records = studio.embed_files(
@@ -430,7 +444,7 @@ def asset_add(
     by itself.
     """
     with (
-        Studio.open(_home(ctx, home)) as studio,
+        _open_studio(ctx, home) as studio,
         _progress("indexing", enabled=not as_json) as tick,
     ):
         records = studio.add_assets(inputs, progress=tick)
@@ -504,7 +518,7 @@ def trace(
     if original is not None and blind:
         raise typer.BadParameter("--original and --blind exclude each other")
     with (
-        Studio.open(_home(ctx, home)) as studio,
+        _open_studio(ctx, home) as studio,
         _progress_bars("tracing", enabled=not as_json) as (tick, frames),
     ):
         records = studio.trace_files(

@@ -176,6 +176,22 @@ def test_vendor_add_list_json(runner: CliRunner, home: Path) -> None:
     assert table.exit_code == 0 and "Kestrel Post" in table.stdout
 
 
+def test_a_secret_open_to_other_users_is_warned_about(runner: CliRunner, home: Path) -> None:
+    secret = home / SECRET_NAME
+    quiet = runner.invoke(app, ["vendor", "list", "--json", "--home", str(home)])
+    assert quiet.exit_code == 0 and quiet.stderr == ""  # init wrote it 0600
+    secret.chmod(0o644)
+    warned = runner.invoke(app, ["vendor", "list", "--json", "--home", str(home)])
+    assert warned.exit_code == 0 and json.loads(warned.stdout)[0]["name"] == "Acme"
+    assert warned.stderr == (
+        f"warning: {secret}: the studio secret is open to other users (mode 0644); anyone "
+        f"who reads it can forge or strip marks: chmod 600 {secret}\n"
+    )
+    secret.chmod(0o600)
+    again = runner.invoke(app, ["vendor", "list", "--home", str(home)])
+    assert again.exit_code == 0 and again.stderr == ""
+
+
 def test_vendor_add_duplicate_and_invalid(runner: CliRunner, home: Path) -> None:
     dup = runner.invoke(app, ["vendor", "add", "acme", "--home", str(home)])
     assert dup.exit_code == 1 and "already exists" in one_error_line(dup.stderr)

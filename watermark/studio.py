@@ -20,6 +20,7 @@ import json
 import math
 import os
 import secrets
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -488,6 +489,18 @@ class Studio:
                 f"{secret_path}: corrupt secret ({len(key)} bytes, expected {SECRET_BYTES})"
             )
         return cls(home, Registry.open(home / REGISTRY_NAME), key)
+
+    def secret_exposure(self) -> int | None:
+        """The secret file's permission bits (e.g. ``0o644``) when users other than its
+        owner may read or write it, else None (also where the file system has no such bits,
+        or the file cannot be examined)."""
+        if os.name != "posix":
+            return None
+        try:
+            mode = stat.S_IMODE((self.home / SECRET_NAME).stat().st_mode)
+        except OSError:
+            return None
+        return mode if mode & 0o077 else None
 
     def close(self) -> None:
         """Close the registry."""
