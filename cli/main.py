@@ -277,6 +277,25 @@ def vendor_list(ctx: typer.Context, home: HomeOption = None, as_json: JsonOption
     Console().print(table)
 
 
+@app.command(epilog=_EPILOG)
+def status(ctx: typer.Context, home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """Describe the studio: its key's fingerprint, registry health and what it holds.
+
+    The fingerprint tells two machines' secrets apart without showing either: the
+    machine that marks and the one that traces must show the same. Exits 1 when the
+    registry's integrity check finds a problem.
+    """
+    with _open_studio(ctx, home) as studio:
+        document = studio.status()
+    if as_json:
+        _print_json(document)
+    else:
+        for name, value in document.items():
+            typer.echo(f"{name.replace('_', ' ')}: {'-' if value is None else value}")
+    if document["integrity"] != "ok":
+        _fail(f"{document['registry']}: integrity check failed: {document['integrity']}")
+
+
 @delivery_app.command("list", epilog=_EPILOG)
 def delivery_list(
     ctx: typer.Context,

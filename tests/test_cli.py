@@ -192,6 +192,44 @@ def test_a_secret_open_to_other_users_is_warned_about(runner: CliRunner, home: P
     assert again.exit_code == 0 and again.stderr == ""
 
 
+def test_status_describes_the_studio_and_fails_on_a_broken_registry(
+    runner: CliRunner, home: Path, tmp_path: Path
+) -> None:
+    shown = runner.invoke(app, ["status", "--json", "--home", str(home)])
+    assert shown.exit_code == 0 and shown.stderr == ""
+    document = json.loads(shown.stdout)
+    assert document["vendors"] == 2 and document["deliveries"] == document["assets"] == 0
+    assert document["integrity"] == "ok" and document["secret_mode"] == "0600"
+    fingerprint = document["key_fingerprint"]
+    key = (home / SECRET_NAME).read_bytes()
+    assert len(fingerprint) == 16 and fingerprint not in (key.hex(), key.hex()[:16])
+    other = tmp_path / "other"
+    assert runner.invoke(app, ["init", "--home", str(other)]).exit_code == 0
+    theirs = json.loads(runner.invoke(app, ["status", "--json", "--home", str(other)]).stdout)
+    assert theirs["key_fingerprint"] != fingerprint
+    (other / SECRET_NAME).write_bytes(key)  # the same secret: the same fingerprint
+    ours = json.loads(runner.invoke(app, ["status", "--json", "--home", str(other)]).stdout)
+    assert ours["key_fingerprint"] == fingerprint
+    text = runner.invoke(app, ["status", "--home", str(home)])
+    assert text.exit_code == 0 and f"key fingerprint: {fingerprint}\n" in text.stdout
+    with sqlite3.connect(home / REGISTRY_NAME) as conn:  # a delivery of a vendor that is not
+        conn.execute(
+            "INSERT INTO assets (sha256, original_path, width, height, phash, created_at) "
+            "VALUES (?, 'a.png', 8, 8, '0000000000000000', 'now')",
+            ("a" * 64,),
+        )
+        conn.execute(
+            "INSERT INTO deliveries (payload, vendor_id, asset_id, created_at, codec_version, "
+            "codec_params, output_path) VALUES (7, 99, 1, 'now', 'lt1', '{}', 'o.png')"
+        )
+    broken = runner.invoke(app, ["status", "--json", "--home", str(home)])
+    assert broken.exit_code == 1
+    assert json.loads(broken.stdout)["integrity"] == (
+        "row 1 of deliveries points at a missing vendors row"
+    )
+    assert "integrity check failed: row 1 of deliveries" in one_error_line(broken.stderr)
+
+
 def test_vendor_add_duplicate_and_invalid(runner: CliRunner, home: Path) -> None:
     dup = runner.invoke(app, ["vendor", "add", "acme", "--home", str(home)])
     assert dup.exit_code == 1 and "already exists" in one_error_line(dup.stderr)

@@ -768,6 +768,21 @@ class Registry:
             ).fetchall()
         return [_record(row) for row in rows]
 
+    def integrity(self) -> str:
+        """SQLite's quick check of the database file and its foreign keys: ``"ok"``, or
+        the first problems found, joined with "; "."""
+        try:
+            problems = [row[0] for row in self._conn.execute("PRAGMA quick_check(5)")]
+            orphans = self._conn.execute("PRAGMA foreign_key_check").fetchmany(5)
+        except sqlite3.DatabaseError as exc:
+            return f"unreadable ({exc})"
+        problems = [p for p in problems if p != "ok"]
+        problems += [
+            f"row {rowid} of {table} points at a missing {parent} row"
+            for table, rowid, parent, _ in orphans
+        ]
+        return "; ".join(problems) or "ok"
+
     def count_deliveries(self) -> int:
         """Number of deliveries recorded."""
         return int(self._conn.execute("SELECT count(*) FROM deliveries").fetchone()[0])

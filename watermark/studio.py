@@ -44,6 +44,7 @@ from ._informed import (
     register_features,
     trace_registered,
 )
+from ._keys import key_fingerprint
 from ._params import CODEC_VERSION, DEFAULT_PARAMS
 from ._phash import perceptual_hash
 from ._register import Geometry, describe_homography, describe_tile_axes
@@ -72,6 +73,7 @@ from .media import (
     stage_file,
 )
 from .registry import (
+    SCHEMA_VERSION,
     Asset,
     AssetInfo,
     DeliveryRecord,
@@ -489,6 +491,35 @@ class Studio:
                 f"{secret_path}: corrupt secret ({len(key)} bytes, expected {SECRET_BYTES})"
             )
         return cls(home, Registry.open(home / REGISTRY_NAME), key)
+
+    def status(self) -> dict[str, object]:
+        """What the studio holds, as ``leaktrace status --json`` prints it.
+
+        Keys: home, key_fingerprint (:func:`watermark._keys.key_fingerprint`; never the
+        key), registry (its path), schema_version, integrity (:meth:`Registry.integrity`),
+        vendors, deliveries, assets, indexed_assets (assets with local features for
+        informed tracing), secret_mode (the secret file's permission bits as octal text,
+        or None off POSIX), leaktrace and codec (versions).
+        """
+        assets, indexed = self.registry.count_assets()
+        try:
+            mode: str | None = f"{stat.S_IMODE((self.home / SECRET_NAME).stat().st_mode):04o}"
+        except OSError:
+            mode = None
+        return {
+            "home": str(self.home),
+            "key_fingerprint": key_fingerprint(self._key),
+            "registry": str(self.home / REGISTRY_NAME),
+            "schema_version": SCHEMA_VERSION,
+            "integrity": self.registry.integrity(),
+            "vendors": len(self.registry.list_vendors()),
+            "deliveries": self.registry.count_deliveries(),
+            "assets": assets,
+            "indexed_assets": indexed,
+            "secret_mode": mode if os.name == "posix" else None,
+            "leaktrace": __version__,
+            "codec": CODEC_VERSION,
+        }
 
     def secret_exposure(self) -> int | None:
         """The secret file's permission bits (e.g. ``0o644``) when users other than its
