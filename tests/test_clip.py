@@ -468,6 +468,7 @@ def test_studio_traces_a_video_with_the_time_ranges_it_shows_the_mark(tmp_path: 
     assert traced.seen and traced.seen[0][0] == pytest.approx(0.0)
     assert traced.seen[-1][1] == pytest.approx(2.0, abs=0.05)  # 48 frames at 24 fps
     assert traced.sha256 == sha256_of(tmp_path / "blue" / "shot.mp4")
+    assert traced.size == (320, 240)  # the clip's frames, width x height
     (source,) = studio.trace_files([src])  # the unmarked source: no verdict
     assert not source.found and source.error is None and source.sha256 == sha256_of(src)
     studio.close()

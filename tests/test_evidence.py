@@ -60,6 +60,7 @@ def found(**changes: object) -> TraceRecord:
         coverage=0.25,
         n_tests=8.0,
         sha256=SHA,
+        size=(859, 483),
     )
     return dataclasses.replace(record, **changes)
 
@@ -72,6 +73,7 @@ def test_a_verdict_report_states_the_file_the_verdict_and_the_delivery() -> None
         "`/studios/main`",
         f"| SHA-256 | `{SHA}` |",
         "| size | 1234 bytes |",
+        "| picture | 859x483 px |",
         "| absolute path | `/leaks/leak.jpg` |",
         "**The file carries the mark of delivery 0000beef, made for vendor Acme.**",
         "False-alarm probability (p-value): **3.4e-12**",

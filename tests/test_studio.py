@@ -433,6 +433,8 @@ def test_trace_finds_vendor(studio: Studio, tmp_path: Path) -> None:
     ]
     assert results[0].delivery_id == blue.delivery_id
     assert results[0].asset == str(src.resolve())
+    height, width = sample_frames()[1][1].shape[:2]
+    assert {r.size for r in results} == {(width, height)}
     assert [r.sha256 for r in results] == [
         sha256_of(Path(p)) for p in (blue.output, acme.output, src)
     ]

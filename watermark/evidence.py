@@ -98,6 +98,9 @@ def evidence_report(
     lines.append(f"| SHA-256 | `{record.sha256 or 'not recorded'}` |")
     if context.file_bytes is not None:
         lines.append(f"| size | {context.file_bytes} bytes |")
+    if record.size is not None:
+        kind = "frames" if record.frames is not None else "picture"
+        lines.append(f"| {kind} | {record.size[0]}x{record.size[1]} px |")
     lines += ["", "## Verdict", ""]
     if named:
         assert delivery is not None

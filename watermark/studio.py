@@ -282,6 +282,9 @@ class TraceRecord:
     report : str or None
         The evidence report written for it (:meth:`Studio.trace_files` with
         ``evidence=``), else None.
+    size : (int, int) or None
+        Width and height of the picture traced (a clip's frames), pixels; None when
+        unreadable.
     """
 
     file: str
@@ -304,6 +307,7 @@ class TraceRecord:
     seen: tuple[tuple[float, float], ...] = ()
     sha256: str | None = None
     report: str | None = None
+    size: tuple[int, int] | None = None
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready dict (non-finite floats become None)."""
@@ -328,6 +332,7 @@ class TraceRecord:
             "seen": [[round(a, 3), round(b, 3)] for a, b in self.seen],
             "sha256": self.sha256,
             "report": self.report,
+            "size": None if self.size is None else list(self.size),
         }
 
 
@@ -1228,7 +1233,13 @@ class Studio:
                 if item.kind == "video"
                 else sequence_digest(video_digest(p) for p in item.frames)
             )
-            return dataclasses.replace(record, frames=clip.frames_used, seen=seen, sha256=sha)
+            return dataclasses.replace(
+                record,
+                frames=clip.frames_used,
+                seen=seen,
+                sha256=sha,
+                size=(shape[0][1], shape[0][0]),
+            )
         except LeaktraceError as exc:
             return TraceRecord(item.name, False, None, None, None, None, None, None, str(exc))
         except (ValueError, TypeError) as exc:
@@ -1301,7 +1312,8 @@ class Studio:
             record = self._trace_pixels(
                 image.pixels, str(path), candidates, p_threshold, index, reference, notes
             )
-            return dataclasses.replace(record, sha256=image.sha256)
+            height, width = image.shape
+            return dataclasses.replace(record, sha256=image.sha256, size=(width, height))
         except DamagedImageError as exc:  # refused, but what survives can be traced
             message = f"{exc}; --damaged-ok traces the part that decodes"
             return TraceRecord(str(path), False, None, None, None, None, None, None, message)
