@@ -11,7 +11,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -49,11 +49,13 @@ from watermark.studio import (
 __all__ = ["app", "main"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE, as a shell reports a writer killed by a closed pipe
 
 _EPILOG = (
     "Exit codes: 0 success; 1 data or runtime error (unreadable or invalid input file, "
     "unknown vendor, no studio, a file that failed); 2 usage error (bad command, option "
-    f"or argument). The studio home is --home DIR, else ${HOME_ENV}, else ./.leaktrace."
+    "or argument); 141 stdout closed early (piped into head). The studio home is --home "
+    f"DIR, else ${HOME_ENV}, else ./.leaktrace."
 )
 
 
@@ -73,6 +75,8 @@ class _Group(TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise
+        except BrokenPipeError:
+            _stdout_closed()
         except LeaktraceError as exc:
             if _settings(ctx).debug:
                 raise
@@ -81,6 +85,14 @@ class _Group(TyperGroup):
             if _settings(ctx).debug:
                 raise
             _fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+
+
+def _stdout_closed() -> None:
+    """The reader of stdout went away (``leaktrace ... | head``): not an error to report.
+    Later writes and the final flush go to /dev/null; exit 141."""
+    with suppress(OSError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    raise typer.Exit(EXIT_CLOSED_PIPE)
 
 
 def _fail(message: str) -> None:
@@ -735,7 +747,12 @@ def demo() -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    app(prog_name="leaktrace")
+    try:
+        app(prog_name="leaktrace")
+    except BrokenPipeError:  # raised while flushing stdout at the very end
+        with suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_CLOSED_PIPE)
 
 
 if __name__ == "__main__":  # pragma: no cover

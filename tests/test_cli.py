@@ -230,6 +230,15 @@ def test_status_describes_the_studio_and_fails_on_a_broken_registry(
     assert "integrity check failed: row 1 of deliveries" in one_error_line(broken.stderr)
 
 
+def test_a_reader_that_stops_early_is_not_an_error(home: Path) -> None:
+    command = [sys.executable, "-m", "cli", "status", "--home", str(home)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as child:
+        assert child.stdout is not None and child.stderr is not None
+        child.stdout.close()  # gone before the first line, as `| head -0` would be
+        stderr = child.stderr.read()
+        assert child.wait(timeout=60) == 141 and stderr == b""
+
+
 def test_vendor_add_duplicate_and_invalid(runner: CliRunner, home: Path) -> None:
     dup = runner.invoke(app, ["vendor", "add", "acme", "--home", str(home)])
     assert dup.exit_code == 1 and "already exists" in one_error_line(dup.stderr)
