@@ -295,8 +295,9 @@ def test_embed_unwritable_out(
     blocker.write_text("x")
     with pytest.raises(StudioError, match="cannot create output folder"):
         studio.embed_files([src], "Acme", blocker / "sub")
-    with pytest.raises(StudioError, match="cannot create output folder"):
+    with pytest.raises(StudioError, match=r"somefile: not a folder \(a file of that name"):
         studio.embed_files([src], "Acme", blocker)
+    assert blocker.read_text() == "x"
 
     def read_only(path: Path, data: bytes) -> Path:
         raise MediaError(f"{path}: cannot write (Read-only file system)")

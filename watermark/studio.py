@@ -1666,6 +1666,8 @@ def _remove_empty_folders(folders: Iterable[Path]) -> None:
 
 def _prepare_out_dir(out_dir: Path) -> None:
     """Create the output folder and prove it writable, or raise StudioError."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise StudioError(f"{out_dir}: not a folder (a file of that name is there)")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
