@@ -29,6 +29,7 @@ CONTEXT = ReportContext(
     p_threshold=1e-6,
     file_bytes=1234,
     location="/leaks/leak.jpg",
+    key_fingerprint="0123456789abcdef",
 )
 SHA = "ab" * 32
 
@@ -70,7 +71,7 @@ def test_a_verdict_report_states_the_file_the_verdict_and_the_delivery() -> None
     assert text.startswith("# Leak trace report: leak.jpg\n") and text.endswith("\n")
     for fact in [
         "Traced 2026-12-07T10:00:00+00:00 (UTC) with leaktrace 0.1.0, codec lt1",
-        "`/studios/main`",
+        "against the studio at `/studios/main` (key fingerprint 0123456789abcdef).",
         f"| SHA-256 | `{SHA}` |",
         "| size | 1234 bytes |",
         "| picture | 859x483 px |",
@@ -143,6 +144,7 @@ def test_trace_writes_one_report_per_examined_file_never_over_another(
     text = Path(records[0].report).read_text()
     assert f"delivery {acme.delivery_id}, made for vendor Acme" in text
     assert f"`{sha256_of(src)}`" in text and f"`{sha256_of(Path(acme.output))}`" in text
+    assert f"(key fingerprint {studio.status()['key_fingerprint']})." in text
     assert "No mark found" in Path(records[1].report).read_text()
     before = {p: p.read_bytes() for p in written}
     (again,) = studio.trace_files([acme.output], evidence=reports)

@@ -40,6 +40,9 @@ class ReportContext:
         Size of the file examined, bytes (None when unknown).
     location : str or None
         Absolute path of the file (or sequence folder) examined, when known.
+    key_fingerprint : str or None
+        The studio secret's fingerprint (:func:`watermark._keys.key_fingerprint`), which
+        ``leaktrace status`` shows: which key traced, without the key.
     """
 
     traced_at: str
@@ -48,6 +51,7 @@ class ReportContext:
     p_threshold: float
     file_bytes: int | None = None
     location: str | None = None
+    key_fingerprint: str | None = None
 
 
 def evidence_report(
@@ -81,11 +85,12 @@ def evidence_report(
         delivery is not None and delivery.delivery.delivery_id != record.delivery_id
     ):
         raise ValueError(f"{record.file}: the delivery given does not match the verdict")
+    key = "" if context.key_fingerprint is None else f" (key fingerprint {context.key_fingerprint})"
     lines = [
         f"# Leak trace report: {record.file}",
         "",
         f"Traced {context.traced_at} (UTC) with {context.software}, against the studio at "
-        f"`{context.studio}`.",
+        f"`{context.studio}`{key}.",
         "",
         "## The file examined",
         "",

@@ -1144,6 +1144,7 @@ class Studio:
             p_threshold=p_threshold,
             file_bytes=size,
             location=str(Path(item.name).resolve()),
+            key_fingerprint=key_fingerprint(self._key),
         )
         text = evidence_report(record, delivery, context).encode()
         stamp = traced_at.replace("-", "").replace(":", "").replace("+0000", "Z")
