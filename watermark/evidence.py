@@ -170,7 +170,7 @@ def _trace_rows(record: TraceRecord) -> list[tuple[str, str]]:
     rows = [
         ("decoder", _mode_text(record.mode)),
         ("score (z)", _number(record.score)),
-        ("studio mark present, p-value", _number(record.mark_p_value)),
+        ("p-value of a mark of this studio at all", _number(record.mark_p_value)),
     ]
     if record.source is not None:
         rows.append(("registered to original", f"`{record.source}`"))
@@ -180,7 +180,8 @@ def _trace_rows(record: TraceRecord) -> list[tuple[str, str]]:
         rows.append(
             (
                 "geometry",
-                f"rotated {g.rotation:.1f} deg, scaled {g.scale_x:.3f} x {g.scale_y:.3f}{flip}",
+                f"rotated {round(g.rotation, 1) + 0.0:.1f} deg, scaled {g.scale_x:.3f} x "
+                f"{g.scale_y:.3f}{flip}",
             )
         )
     elif record.scale is not None:
