@@ -583,7 +583,7 @@ def _geometry_text(r: TraceRecord) -> str:
     g = r.geometry
     if g is None:
         return "-" if r.scale is None else f"x{r.scale:.2f}"
-    text = f"{g.rotation:.0f}° x{g.scale_x:.2f}"
+    text = f"{round(g.rotation) + 0:.0f}° x{g.scale_x:.2f}"  # + 0: never "-0°"
     if abs(g.scale_x - g.scale_y) > 0.01 * g.scale_x:
         text += f"/{g.scale_y:.2f}"
     return text + (" flip" if g.flipped else "")
