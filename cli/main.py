@@ -90,9 +90,13 @@ class _Group(TyperGroup):
 def _stdout_closed() -> None:
     """The reader of stdout went away (``leaktrace ... | head``): not an error to report.
     Later writes and the final flush go to /dev/null; exit 141."""
+    _silence_stdout()
+    raise typer.Exit(EXIT_CLOSED_PIPE)
+
+
+def _silence_stdout() -> None:
     with suppress(OSError):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    raise typer.Exit(EXIT_CLOSED_PIPE)
 
 
 def _fail(message: str) -> None:
@@ -750,8 +754,7 @@ def main() -> None:
     try:
         app(prog_name="leaktrace")
     except BrokenPipeError:  # raised while flushing stdout at the very end
-        with suppress(OSError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _silence_stdout()
         sys.exit(EXIT_CLOSED_PIPE)
 
 
