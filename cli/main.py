@@ -410,6 +410,14 @@ def embed(
         bool,
         typer.Option("--stills", help="Numbered image files are stills, not an image sequence."),
     ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Say what would be marked, skipped or refused, and where; write nothing "
+            "(files are hashed, not decoded).",
+        ),
+    ] = False,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -422,6 +430,14 @@ def embed(
     Inputs are never modified; existing outputs are never overwritten (an input already
     delivered to this vendor there is skipped, so a batch can resume).
     """
+    if dry_run:
+        with _open_studio(ctx, home) as studio:
+            planned = studio.plan_embed(inputs, vendor, out, sequences=not stills)
+        if as_json:
+            _print_json([r.to_json() for r in planned])
+        else:
+            Console().print(_embed_table(planned))
+        raise typer.Exit(_report_errors([r.error for r in planned]))
     with (
         _open_studio(ctx, home) as studio,
         _progress_bars("marking", enabled=not as_json) as (tick, frames),

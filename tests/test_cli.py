@@ -287,6 +287,24 @@ def test_delivery_list_and_show(runner: CliRunner, home: Path, tmp_path: Path) -
 # --------------------------------------------------------------------------- embed
 
 
+def test_embed_dry_run(runner: CliRunner, home: Path, tmp_path: Path) -> None:
+    src = write_encoded(tmp_path / "shots" / "a.png", texture((96, 128, 3), seed=1))
+    out = tmp_path / "out"
+    args = ["embed", str(src), "--vendor", "Acme", "--out", str(out), "--home", str(home)]
+    planned = runner.invoke(app, [*args, "--dry-run", "--json"])
+    assert planned.exit_code == 0
+    (record,) = json.loads(planned.stdout)
+    assert (record["status"], record["output"]) == ("planned", str(out / "a.png"))
+    assert not out.exists() and deliveries(home) == 0 and assets(home) == 0
+    assert runner.invoke(app, args).exit_code == 0
+    theirs = [*args[:3], "Bluebird", *args[4:]]  # the same output, another vendor
+    refused = runner.invoke(app, [*theirs, "--dry-run"])
+    assert refused.exit_code == 1 and "already exists and it holds delivery" in one_error_line(
+        refused.stderr
+    )
+    assert "failed" in refused.stdout and deliveries(home) == 1
+
+
 def test_embed_json(runner: CliRunner, home: Path, tmp_path: Path) -> None:
     src = tmp_path / "shots"
     write_encoded(src / "a.png", texture((96, 128, 3), seed=1))

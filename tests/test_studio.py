@@ -265,6 +265,43 @@ def test_embed_with_workers_writes_the_same_files_and_rows(
     assert all(features is not None for _, _, features in results["one"][1])
 
 
+def test_plan_embed_says_what_a_batch_would_do_and_writes_nothing(
+    studio: Studio, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = shots(tmp_path / "shots")
+    seq = tmp_path / "shots" / "seq"
+    for n in (1, 2):
+        write_encoded(seq / f"shot_010.{n:04d}.png", texture((64, 80, 3), seed=n))
+    out = tmp_path / "out"
+    plan = studio.plan_embed([src], "Acme", out)
+    assert [(r.status, r.kind) for r in plan] == [
+        ("planned", "image"),
+        ("planned", "sequence"),
+        ("planned", "image"),
+        ("planned", "image"),
+    ]
+    assert all(r.delivery_id is None and r.error is None for r in plan)
+    assert not out.exists() and rows(studio, "deliveries") == 0 and rows(studio, "assets") == 0
+    done = studio.embed_files([src], "Acme", out)
+    assert [r.status for r in done] == ["embedded"] * 4
+    again = studio.plan_embed([src], "Acme", out)
+    assert [(r.status, r.delivery_id, r.output) for r in again] == [
+        ("skipped", r.delivery_id, r.output) for r in done
+    ]
+    other = studio.plan_embed([src / "a.png"], "Bluebird", out)  # the file is Acme's copy
+    assert other[0].status == "failed" and "already exists and it holds delivery" in (
+        other[0].error or ""
+    )
+    Path(done[0].output).unlink()  # as a run that crashed after its commit leaves it
+    (resumed,) = studio.plan_embed([src / "a.png"], "Acme", out)
+    assert (resumed.status, resumed.delivery_id) == ("planned", done[0].delivery_id)
+    with pytest.raises(RegistryError, match="unknown vendor"):
+        studio.plan_embed([src], "Nobody", out)
+    before = rows(studio, "deliveries")
+    studio.plan_embed([src], "Bluebird", tmp_path / "elsewhere")
+    assert rows(studio, "deliveries") == before and not (tmp_path / "elsewhere").exists()
+
+
 def test_embed_unknown_vendor_writes_nothing(studio: Studio, tmp_path: Path) -> None:
     src = write_encoded(tmp_path / "a.png", texture((64, 64, 3)))
     with pytest.raises(RegistryError, match="unknown vendor 'Nobody'"):

@@ -179,7 +179,9 @@ class EmbedRecord:
         How much mark survives an ordinary leak of this frame, relative to what a verdict
         needs (see :class:`watermark.EmbedResult`); None when skipped or failed.
     status : str
-        ``"embedded"``, ``"skipped"`` (already delivered by an earlier run) or ``"failed"``.
+        ``"embedded"``, ``"skipped"`` (already delivered by an earlier run) or ``"failed"``;
+        from :meth:`Studio.plan_embed`, ``"planned"`` (would be marked) instead of
+        ``"embedded"``.
     error : str or None
         One-line reason when failed.
     kind : str
@@ -655,27 +657,7 @@ class Studio:
         """
         vendor_row = self.registry.get_vendor(vendor)
         out_root = Path(out_dir)
-        items = find_media(inputs, exclude=out_root, sequences=sequences)
-        if not items:
-            raise StudioError("no image, video or sequence files in the inputs")
-        outputs = [
-            item.output_frames(out_root) if item.kind == "sequence" else (out_root / item.rel,)
-            for item in items
-        ]
-        sources = [(p, item) for item in items for p in (item.frames or (item.path,))]
-        input_keys = {p.resolve() for p, _ in sources}
-        owners: dict[Path, list[str]] = {}
-        for item, outs in zip(items, outputs, strict=True):
-            for out in outs:
-                owners.setdefault(out.resolve(), []).append(item.name)
-        for key, names in owners.items():
-            if len(names) > 1:
-                raise StudioError(f"{key}: several inputs map to this output ({', '.join(names)})")
-            if key in input_keys:
-                raise StudioError(
-                    f"{key}: output of {names[0]} would overwrite an input file; "
-                    "choose another --out"
-                )
+        items, outputs = _embed_targets(inputs, out_root, sequences)
         # folders this batch creates are taken away again if it leaves them empty (every
         # input in them failed): a refused batch leaves nothing behind
         new_folders = _missing_folders([out_root / "probe", *(o for outs in outputs for o in outs)])
@@ -703,6 +685,63 @@ class Studio:
                 index_pool.shutdown(cancel_futures=True)
             _remove_empty_folders(new_folders)
         return records
+
+    def plan_embed(
+        self,
+        inputs: Iterable[str | os.PathLike[str]],
+        vendor: str,
+        out_dir: str | os.PathLike[str],
+        *,
+        sequences: bool = True,
+    ) -> list[EmbedRecord]:
+        """What :meth:`embed_files` would do, without marking, writing or registering.
+
+        Each input is found, hashed (not decoded) and looked up, as a batch would:
+        ``"planned"`` (with the delivery id a crashed run committed, if any), ``"skipped"``
+        (already delivered there) or ``"failed"`` (its output exists and is not this
+        delivery, or it cannot be read). A file that cannot be decoded still shows as
+        planned: only marking decodes it.
+
+        Raises
+        ------
+        RegistryError, StudioError
+            As :meth:`embed_files`, before anything else: unknown vendor, no inputs, two
+            inputs for one output, an output over an input.
+        """
+        vendor_row = self.registry.get_vendor(vendor)
+        items, outputs = _embed_targets(inputs, Path(out_dir), sequences)
+        return [
+            self._plan_one(item, outs, vendor_row)
+            for item, outs in zip(items, outputs, strict=True)
+        ]
+
+    def _plan_one(self, item: MediaItem, outs: tuple[Path, ...], vendor: Vendor) -> EmbedRecord:
+        """One input's fate in a batch, from its hash and the registry."""
+        sequence = item.kind == "sequence"
+        out_name = str(outs[0].parent / Path(item.name).name) if sequence else str(outs[0])
+        try:
+            if sequence:
+                sha = sequence_digest(video_digest(p) for p in item.frames)
+            else:
+                sha = video_digest(item.path)  # the SHA-256 of the file's bytes
+            output_key = str(Path(out_name).resolve())
+            previous = self.registry.find_delivery(sha, vendor.name, output_key)
+            present = [o for o in outs if o.exists()]
+        except LeaktraceError as exc:
+            return EmbedRecord(
+                item.name, out_name, vendor.name, None, None, "failed", str(exc), kind=item.kind
+            )
+        delivery_id = None if previous is None else previous.delivery.delivery_id
+        if present and previous is not None and len(present) == len(outs):
+            status, error = "skipped", None
+        elif present and previous is None:
+            occupied = self.registry.deliveries_at(output_key)
+            status, error = "failed", _occupied_message(present[0], occupied)
+        else:
+            status, error = "planned", None
+        return EmbedRecord(
+            item.name, out_name, vendor.name, delivery_id, None, status, error, kind=item.kind
+        )
 
     def _embed_clip(
         self,
@@ -1641,6 +1680,33 @@ def _occupied_message(out: Path, holders: list[DeliveryRecord]) -> str:
     else:
         owner = "it is not a delivery of this file to this vendor"
     return f"{out}: already exists and {owner}; not overwritten (choose another --out)"
+
+
+def _embed_targets(
+    inputs: Iterable[str | os.PathLike[str]], out_root: Path, sequences: bool
+) -> tuple[list[MediaItem], list[tuple[Path, ...]]]:
+    """The media of a batch and each one's output files, checked: no two inputs for one
+    output, no output over an input."""
+    items = find_media(inputs, exclude=out_root, sequences=sequences)
+    if not items:
+        raise StudioError("no image, video or sequence files in the inputs")
+    outputs = [
+        item.output_frames(out_root) if item.kind == "sequence" else (out_root / item.rel,)
+        for item in items
+    ]
+    input_keys = {p.resolve() for item in items for p in (item.frames or (item.path,))}
+    owners: dict[Path, list[str]] = {}
+    for item, outs in zip(items, outputs, strict=True):
+        for out in outs:
+            owners.setdefault(out.resolve(), []).append(item.name)
+    for key, names in owners.items():
+        if len(names) > 1:
+            raise StudioError(f"{key}: several inputs map to this output ({', '.join(names)})")
+        if key in input_keys:
+            raise StudioError(
+                f"{key}: output of {names[0]} would overwrite an input file; choose another --out"
+            )
+    return items, outputs
 
 
 # os.link's errors on a file system without hard links (FAT, some network shares)
