@@ -284,12 +284,18 @@ def vendor_list(ctx: typer.Context, home: HomeOption = None, as_json: JsonOption
     """List vendors."""
     with _open_studio(ctx, home) as studio:
         vendors = studio.list_vendors()
+        counts = studio.registry.delivery_counts()
     if as_json:
-        _print_json([{"name": v.name, "created_at": v.created_at} for v in vendors])
+        _print_json(
+            [
+                {"name": v.name, "created_at": v.created_at, "deliveries": counts[v.name]}
+                for v in vendors
+            ]
+        )
         return
-    table = Table("vendor", "added (UTC)")
+    table = Table("vendor", "added (UTC)", "deliveries")
     for vendor in vendors:
-        table.add_row(vendor.name, vendor.created_at)
+        table.add_row(vendor.name, vendor.created_at, str(counts[vendor.name]))
     Console().print(table)
 
 
@@ -504,6 +510,44 @@ def asset_add(
     else:
         Console().print(_asset_table(records))
     raise typer.Exit(_report_errors([r.error for r in records]))
+
+
+@asset_app.command("list", epilog=_EPILOG)
+def asset_list(ctx: typer.Context, home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """List the originals the registry knows: path, size, indexed or not, deliveries."""
+    with _open_studio(ctx, home) as studio:
+        assets = studio.list_assets()
+    documents = [
+        {
+            "asset": a.id,
+            "original": a.original_path,
+            "sha256": a.sha256,
+            "width": a.width,
+            "height": a.height,
+            "indexed": indexed,
+            "deliveries": deliveries,
+            "added_at": a.created_at,
+        }
+        for a, indexed, deliveries in assets
+    ]
+    if as_json:
+        _print_json(documents)
+        return
+    table = Table()
+    for name in ("asset", "original", "size", "indexed", "deliveries", "added (UTC)"):
+        table.add_column(name, overflow="fold")
+    for d in documents:
+        size = f"{d['width']}x{d['height']}"
+        indexed = "yes" if d["indexed"] else "no"
+        table.add_row(
+            str(d["asset"]),
+            str(d["original"]),
+            size,
+            indexed,
+            str(d["deliveries"]),
+            str(d["added_at"]),
+        )
+    Console().print(table)
 
 
 def _asset_table(records: Sequence[AssetRecord]) -> Table:

@@ -171,7 +171,8 @@ def test_vendor_add_list_json(runner: CliRunner, home: Path) -> None:
     assert listed.exit_code == 0 and listed.stderr == ""
     document = json.loads(listed.stdout)
     assert [v["name"] for v in document] == ["Acme", "Bluebird", "Kestrel Post"]
-    assert set(document[0]) == {"name", "created_at"}
+    assert set(document[0]) == {"name", "created_at", "deliveries"}
+    assert [v["deliveries"] for v in document] == [0, 0, 0]
     table = runner.invoke(app, ["vendor", "list", "--home", str(home)])
     assert table.exit_code == 0 and "Kestrel Post" in table.stdout
 
@@ -285,6 +286,30 @@ def test_delivery_list_and_show(runner: CliRunner, home: Path, tmp_path: Path) -
 
 
 # --------------------------------------------------------------------------- embed
+
+
+def test_asset_list_and_vendor_counts(runner: CliRunner, home: Path, tmp_path: Path) -> None:
+    src = write_encoded(tmp_path / "shots" / "a.png", texture((96, 128, 3), seed=1))
+    never = write_encoded(tmp_path / "kept" / "b.png", texture((80, 112, 3), seed=2))
+    for vendor in ("Acme", "Bluebird"):
+        out = tmp_path / vendor
+        args = ["embed", str(src), "--vendor", vendor, "--out", str(out), "--home", str(home)]
+        assert runner.invoke(app, args).exit_code == 0
+    assert runner.invoke(app, ["asset", "add", str(never), "--home", str(home)]).exit_code == 0
+    listed = runner.invoke(app, ["asset", "list", "--json", "--home", str(home)])
+    assert listed.exit_code == 0
+    document = json.loads(listed.stdout)
+    assert [(d["original"], d["deliveries"], d["indexed"]) for d in document] == [
+        (str(src.resolve()), 2, True),
+        (str(never.resolve()), 0, True),
+    ]
+    assert document[1]["sha256"] == sha256_of(never) and document[1]["width"] == 112
+    table = runner.invoke(app, ["asset", "list", "--home", str(home)])
+    assert table.exit_code == 0 and "112x80" in table.stdout
+    vendors = json.loads(
+        runner.invoke(app, ["vendor", "list", "--json", "--home", str(home)]).stdout
+    )
+    assert {v["name"]: v["deliveries"] for v in vendors} == {"Acme": 1, "Bluebird": 1}
 
 
 def test_embed_dry_run(runner: CliRunner, home: Path, tmp_path: Path) -> None:

@@ -474,6 +474,14 @@ class Registry:
         ).fetchall()
         return [Vendor(*row) for row in rows]
 
+    def delivery_counts(self) -> dict[str, int]:
+        """Deliveries made to each vendor, by vendor name (0 for a vendor with none)."""
+        rows = self._conn.execute(
+            "SELECT v.name, count(d.id) FROM vendors v LEFT JOIN deliveries d "
+            "ON d.vendor_id = v.id GROUP BY v.id"
+        ).fetchall()
+        return {name: int(n) for name, n in rows}
+
     def get_vendor(self, name: str) -> Vendor:
         """The vendor called ``name`` (case-insensitive).
 
@@ -575,6 +583,16 @@ class Registry:
         yield from self._conn.execute(
             "SELECT id, height, width, features FROM assets WHERE features IS NOT NULL ORDER BY id"
         )
+
+    def list_assets(self) -> list[tuple[Asset, bool, int]]:
+        """Every asset, oldest first, with whether it is in the index (has local features)
+        and how many deliveries were made of it."""
+        rows = self._conn.execute(
+            "SELECT a.id, a.sha256, a.original_path, a.width, a.height, a.phash, a.created_at, "
+            "a.features IS NOT NULL, (SELECT count(*) FROM deliveries d WHERE d.asset_id = a.id) "
+            "FROM assets a ORDER BY a.id"
+        ).fetchall()
+        return [(Asset(*row[:7]), bool(row[7]), int(row[8])) for row in rows]
 
     def count_assets(self) -> tuple[int, int]:
         """(assets, assets in the index)."""

@@ -568,6 +568,12 @@ class Studio:
         """All vendors, sorted by name."""
         return self.registry.list_vendors()
 
+    def list_assets(self) -> list[tuple[Asset, bool, int]]:
+        """Every original the registry knows, oldest first, with whether it is indexed for
+        informed tracing and how many deliveries were made of it (see
+        :meth:`Registry.list_assets`)."""
+        return self.registry.list_assets()
+
     def list_deliveries(self, vendor: str | None = None) -> list[DeliveryRecord]:
         """Every delivery, oldest first; only `vendor`'s when given (see
         :meth:`Registry.list_deliveries`)."""
