@@ -592,7 +592,7 @@ def trace(
             metavar="DIR",
             help="Write a Markdown evidence report per file examined into DIR: the file's "
             "SHA-256, the verdict and its false-alarm probability in words, the registry's "
-            "record of the delivery named.",
+            "record of the delivery named; and a summary of the batch.",
         ),
     ] = None,
     home: HomeOption = None,
@@ -626,6 +626,7 @@ def trace(
             damaged=damaged_ok,
             evidence=report,
         )
+        summary = None if report is None else studio.write_trace_summary(records, report)
     if as_json:
         _print_json([r.to_json() for r in records])
     else:
@@ -640,6 +641,8 @@ def trace(
                 typer.echo(f"{r.file}: note: {note}")
             if r.report is not None:
                 typer.echo(f"{r.file}: report: {r.report}")
+        if summary is not None:
+            typer.echo(f"summary of the {len(records)} file(s): {summary}")
     raise typer.Exit(_report_errors([r.error for r in records]))
 
 

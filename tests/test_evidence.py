@@ -15,7 +15,7 @@ from cli.main import app
 from watermark import studio as studio_module
 from watermark._register import Geometry
 from watermark.errors import StudioError
-from watermark.evidence import DAMAGE_NOTE, ReportContext, evidence_report
+from watermark.evidence import DAMAGE_NOTE, ReportContext, evidence_report, trace_summary
 from watermark.registry import Asset, Delivery, DeliveryRecord, Vendor
 from watermark.samples import sample_frames
 from watermark.studio import Studio, TraceRecord
@@ -119,6 +119,25 @@ def test_a_report_refuses_what_does_not_hold_together() -> None:
         evidence_report(found(found=False, delivery_id=None), delivery(), CONTEXT)
 
 
+def test_a_summary_lists_every_file_and_why_some_were_not_examined() -> None:
+    records = [
+        found(report="/cases/7/leak.jpg.abababababab.20261207T100000Z.md"),
+        found(file="other.png", found=False, vendor=None, delivery_id=None, p_value=0.5),
+        TraceRecord("bad.png", False, None, None, None, None, None, None, "bad.png: empty file"),
+    ]
+    text = trace_summary(records, CONTEXT)
+    assert text.startswith("# Leak trace summary: 3 file(s)\n") and text.endswith("\n")
+    assert "(key fingerprint 0123456789abcdef)" in text and "at most 1e-06" in text
+    assert "2 examined: 1 with a vendor named, 1 with no mark found; 1 could not" in text
+    name = "leak.jpg.abababababab.20261207T100000Z.md"
+    assert (
+        f"| `leak.jpg` | `abababababab` | vendor named | Acme | 0000beef | 3.4e-12 | "
+        f"[{name}]({name}) |"
+    ) in text
+    assert "| `other.png` | `abababababab` | no mark found | - | - | 0.5 | - |" in text
+    assert text.endswith("## Not examined\n\n- bad.png: empty file\n")
+
+
 @pytest.fixture
 def studio(tmp_path: Path) -> Studio:
     with Studio.create(tmp_path / "studio") as s:
@@ -150,6 +169,12 @@ def test_trace_writes_one_report_per_examined_file_never_over_another(
     (again,) = studio.trace_files([acme.output], evidence=reports)
     assert Path(again.report) not in before and {p: p.read_bytes() for p in written} == before
     assert records[0].to_json()["report"] == records[0].report
+    summary = studio.write_trace_summary(records, reports)
+    assert summary.parent == reports and summary.name.startswith("summary.2")
+    assert (
+        "3 file(s)" in summary.read_text() and Path(records[0].report).name in summary.read_text()
+    )
+    assert studio.write_trace_summary(records, reports) != summary  # never over the first
 
 
 def test_a_report_name_already_taken_gets_a_number(
@@ -195,8 +220,9 @@ def test_cli_trace_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     args = ["trace", str(plain), "--report", str(reports), "--home", str(home)]
     table = runner.invoke(app, args)
     assert table.exit_code == 0 and f"{plain}: report: {reports}" in table.stdout
+    assert f"summary of the 1 file(s): {reports}/summary." in table.stdout
     document = runner.invoke(app, [*args, "--json"])
     assert document.exit_code == 0
     (record,) = json.loads(document.stdout)
     assert os.path.isfile(record["report"]) and record["sha256"] == sha256_of(plain)
-    assert len(list(reports.iterdir())) == 2
+    assert len(list(reports.iterdir())) == 4  # two reports, two summaries

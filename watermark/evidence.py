@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the studio writes the reports: imported for the annotations only
+    from collections.abc import Sequence
+
     from .registry import DeliveryRecord
     from .studio import TraceRecord
 
-__all__ = ["DAMAGE_NOTE", "ReportContext", "evidence_report"]
+__all__ = ["DAMAGE_NOTE", "ReportContext", "evidence_report", "trace_summary"]
 
 #: How a trace's note on a damaged file (read with ``damaged=True``) begins.
 DAMAGE_NOTE = "the file is damaged"
@@ -162,6 +164,61 @@ def evidence_report(
         "the verdict, delivery id and p-value are computed again from them.",
         "",
     ]
+    return "\n".join(lines)
+
+
+def trace_summary(records: Sequence[TraceRecord], context: ReportContext) -> str:
+    """The Markdown index of a batch of traces: one row per file examined (its hash, the
+    verdict, vendor, delivery, p-value and evidence report), then the files that could not
+    be examined, with why.
+
+    Parameters
+    ----------
+    records : sequence of TraceRecord
+        The batch, in order.
+    context : ReportContext
+        When, with what and against which studio it ran (``file_bytes`` and ``location``
+        are not used).
+
+    Returns
+    -------
+    str
+        The document, ending with a newline.
+    """
+    examined = [r for r in records if r.error is None]
+    failed = [r for r in records if r.error is not None]
+    named = sum(1 for r in examined if r.found)
+    key = "" if context.key_fingerprint is None else f" (key fingerprint {context.key_fingerprint})"
+    lines = [
+        f"# Leak trace summary: {len(records)} file(s)",
+        "",
+        f"Written {context.traced_at} (UTC) with {context.software}, against the studio at "
+        f"`{context.studio}`{key}. A vendor is named only when the false-alarm probability "
+        f"is at most {context.p_threshold:.0e}.",
+        "",
+        f"{len(examined)} examined: {named} with a vendor named, {len(examined) - named} with "
+        f"no mark found; {len(failed)} could not be examined.",
+    ]
+    if examined:
+        lines += [
+            "",
+            "| file | SHA-256 (first 12) | verdict | vendor | delivery | p-value | report |",
+            "|---|---|---|---|---|---:|---|",
+        ]
+        for r in examined:
+            verdict = "vendor named" if r.found else "no mark found"
+            report = "-"
+            if r.report is not None:
+                name = r.report.replace("\\", "/").rsplit("/", 1)[-1]
+                report = f"[{name}]({name})"
+            lines.append(
+                f"| `{r.file}` | `{(r.sha256 or '-')[:12]}` | {verdict} | {r.vendor or '-'} | "
+                f"{r.delivery_id or '-'} | {_number(r.p_value)} | {report} |"
+            )
+    if failed:
+        lines += ["", "## Not examined", ""]
+        lines += [f"- {r.error}" for r in failed]
+    lines.append("")
     return "\n".join(lines)
 
 

@@ -21,7 +21,7 @@ import math
 import os
 import secrets
 import stat
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -62,7 +62,7 @@ from .clip import (
     video_digest,
 )
 from .errors import DamagedImageError, LeaktraceError, MediaError, StudioError
-from .evidence import DAMAGE_NOTE, ReportContext, evidence_report
+from .evidence import DAMAGE_NOTE, ReportContext, evidence_report, trace_summary
 from .media import (
     LoadedImage,
     discard_file,
@@ -1182,35 +1182,50 @@ class Studio:
         if item.kind != "sequence":
             with contextlib.suppress(OSError):
                 size = item.path.stat().st_size
-        context = ReportContext(
+        context = dataclasses.replace(
+            self._report_context(traced_at, p_threshold),
+            file_bytes=size,
+            location=str(Path(item.name).resolve()),
+        )
+        text = evidence_report(record, delivery, context).encode()
+        stem = f"{Path(item.name).name}.{(record.sha256 or 'unhashed')[:12]}.{_stamp(traced_at)}"
+        return _write_new_file(folder, stem, text)
+
+    def write_trace_summary(
+        self,
+        records: Sequence[TraceRecord],
+        folder: str | os.PathLike[str],
+        *,
+        p_threshold: float = 1e-6,
+    ) -> Path:
+        """Write the Markdown index of a batch of trace records into `folder`, beside
+        their evidence reports (:func:`watermark.evidence.trace_summary`):
+        ``summary.<UTC time>.md``, never over an existing file.
+
+        Raises
+        ------
+        StudioError
+            The folder cannot be created or written.
+        """
+        folder = Path(folder)
+        new_folders = _missing_folders([folder / "probe"])
+        try:
+            _prepare_out_dir(folder)
+            now = datetime.now(UTC).isoformat(timespec="seconds")
+            context = self._report_context(now, p_threshold)
+            text = trace_summary(records, context).encode()
+            return _write_new_file(folder, f"summary.{_stamp(now)}", text)
+        finally:
+            _remove_empty_folders(new_folders)
+
+    def _report_context(self, traced_at: str, p_threshold: float) -> ReportContext:
+        return ReportContext(
             traced_at=traced_at,
             software=f"leaktrace {__version__}, codec {CODEC_VERSION}",
             studio=str(self.home),
             p_threshold=p_threshold,
-            file_bytes=size,
-            location=str(Path(item.name).resolve()),
             key_fingerprint=key_fingerprint(self._key),
         )
-        text = evidence_report(record, delivery, context).encode()
-        stamp = traced_at.replace("-", "").replace(":", "").replace("+0000", "Z")
-        stem = f"{Path(item.name).name}.{(record.sha256 or 'unhashed')[:12]}.{stamp}"
-        for n in itertools.count(1):
-            path = folder / (f"{stem}.md" if n == 1 else f"{stem}.{n}.md")
-            tmp = stage_file(path, text)
-            try:  # a hard link, unlike a rename, never replaces an existing file
-                os.link(tmp, path)
-            except FileExistsError:
-                discard_file(tmp)
-                continue
-            except OSError as exc:
-                if exc.errno not in _NO_LINKS or path.exists():
-                    discard_file(tmp)
-                    raise StudioError(f"{path}: cannot write ({exc.strerror or exc})") from None
-                publish_file(tmp, path)  # a file system without hard links: rename
-                return path
-            discard_file(tmp)
-            return path
-        raise AssertionError("unreachable")
 
     def _trace_clip(
         self,
@@ -1717,6 +1732,33 @@ def _embed_targets(
 
 # os.link's errors on a file system without hard links (FAT, some network shares)
 _NO_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK})
+
+
+def _stamp(iso_utc: str) -> str:
+    """``2026-12-07T17:30:46+00:00`` -> ``20261207T173046Z``, for file names."""
+    return iso_utc.replace("-", "").replace(":", "").replace("+0000", "Z")
+
+
+def _write_new_file(folder: Path, stem: str, data: bytes) -> Path:
+    """Write ``folder/<stem>.md`` (``<stem>.2.md``, ... when taken) atomically, never over
+    an existing file; its path."""
+    for n in itertools.count(1):
+        path = folder / (f"{stem}.md" if n == 1 else f"{stem}.{n}.md")
+        tmp = stage_file(path, data)
+        try:  # a hard link, unlike a rename, never replaces an existing file
+            os.link(tmp, path)
+        except FileExistsError:
+            discard_file(tmp)
+            continue
+        except OSError as exc:
+            if exc.errno not in _NO_LINKS or path.exists():
+                discard_file(tmp)
+                raise StudioError(f"{path}: cannot write ({exc.strerror or exc})") from None
+            publish_file(tmp, path)  # a file system without hard links: rename
+            return path
+        discard_file(tmp)
+        return path
+    raise AssertionError("unreachable")
 
 
 def _missing_folders(paths: Iterable[Path]) -> list[Path]:
