@@ -595,6 +595,16 @@ def trace(
             "record of the delivery named; and a summary of the batch.",
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            metavar="N",
+            help="Trace N files at a time, in N processes (each loads the index once: "
+            "worth it for batches; the same records as with 1).",
+        ),
+    ] = 1,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -625,6 +635,7 @@ def trace(
             frame_progress=frames,
             damaged=damaged_ok,
             evidence=report,
+            workers=workers,
         )
         summary = None if report is None else studio.write_trace_summary(records, report)
     if as_json:

@@ -312,6 +312,16 @@ def test_asset_list_and_vendor_counts(runner: CliRunner, home: Path, tmp_path: P
     assert {v["name"]: v["deliveries"] for v in vendors} == {"Acme": 1, "Bluebird": 1}
 
 
+def test_trace_workers(runner: CliRunner, home: Path, tmp_path: Path) -> None:
+    files = [write_encoded(tmp_path / f"{n}.png", texture((96, 128, 3), seed=n)) for n in (1, 2)]
+    args = ["trace", *map(str, files), "--json", "--home", str(home)]
+    alone = runner.invoke(app, args)
+    both = runner.invoke(app, [*args, "--workers", "2"])
+    assert alone.exit_code == both.exit_code == 0
+    assert json.loads(both.stdout) == json.loads(alone.stdout)
+    assert runner.invoke(app, [*args, "--workers", "0"]).exit_code == 2
+
+
 def test_embed_dry_run(runner: CliRunner, home: Path, tmp_path: Path) -> None:
     src = write_encoded(tmp_path / "shots" / "a.png", texture((96, 128, 3), seed=1))
     out = tmp_path / "out"

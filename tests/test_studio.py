@@ -505,6 +505,32 @@ def _cut_copy(src: Path, path: Path) -> Path:
     return path
 
 
+def test_trace_with_worker_processes_gives_the_same_records(studio: Studio, tmp_path: Path) -> None:
+    src = write_encoded(tmp_path / "a.png", sample_frames()[1][1])
+    (acme,) = studio.embed_files([src], "Acme", tmp_path / "acme")
+    (blue,) = studio.embed_files([src], "Bluebird", tmp_path / "blue")
+    plain = write_encoded(tmp_path / "plain.png", texture((96, 128, 3)))
+    bad = make_bad_file("truncated_jpeg", tmp_path)
+    batch = [acme.output, plain, bad, blue.output]
+    ticks: list[int] = []
+    alone = studio.trace_files(batch)
+    side_by_side = studio.trace_files(
+        batch, workers=2, progress=lambda done, total, path: ticks.append(done)
+    )
+    assert [r.to_json() for r in side_by_side] == [r.to_json() for r in alone]
+    assert [(r.found, r.vendor) for r in side_by_side] == [
+        (True, "Acme"),
+        (False, None),
+        (False, None),
+        (True, "Bluebird"),
+    ]
+    assert ticks == [1, 2, 3, 4]
+    reports = studio.trace_files(batch, workers=2, evidence=tmp_path / "reports")
+    assert [r.report is not None for r in reports] == [True, True, False, True]
+    with pytest.raises(StudioError, match="workers must be >= 1"):
+        studio.trace_files(batch, workers=0)
+
+
 def test_trace_unreadable_files(studio: Studio, tmp_path: Path) -> None:
     good = write_encoded(tmp_path / "good.png", texture((64, 64, 3)))
     bads = [make_bad_file(kind, tmp_path) for kind in sorted(BAD_FILES)]

@@ -18,11 +18,12 @@ import errno
 import itertools
 import json
 import math
+import multiprocessing
 import os
 import secrets
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -1074,6 +1075,7 @@ class Studio:
         frame_progress: FrameProgressCallback | None = None,
         damaged: bool = False,
         evidence: str | os.PathLike[str] | None = None,
+        workers: int = 1,
     ) -> list[TraceRecord]:
         """Look for registered marks in suspect files, stills and clips.
 
@@ -1114,6 +1116,11 @@ class Studio:
             (:func:`watermark.evidence.evidence_report`):
             ``<name>.<first 12 hex of its SHA-256>.<UTC time>.md``, never over an existing
             file; its path is the record's ``report``.
+        workers : int, optional
+            Processes tracing files side by side (1: this one). Each opens the studio and
+            loads the index once, then traces whole files; the records are the same as with
+            1 and come back in order (reports and progress are this process's). Worth it
+            for batches of several files; a clip's per-frame progress is not reported then.
 
         Returns
         -------
@@ -1134,6 +1141,8 @@ class Studio:
             raise StudioError("no image, video or sequence files in the inputs")
         if max_frames < 1:
             raise StudioError(f"max_frames must be >= 1, got {max_frames}")
+        if workers < 1:
+            raise StudioError(f"workers must be >= 1, got {workers}")
         reference = None
         if original is not None:
             loaded = read_image(original, single=True)
@@ -1145,17 +1154,18 @@ class Studio:
         try:
             if report_dir is not None:
                 _prepare_out_dir(report_dir)
-            index = self.load_index() if informed and reference is None else AssetIndex.build(())
-            candidates = self.registry.all_payloads()
+            job = _TraceJob(
+                str(self.home),
+                informed,
+                None if original is None else str(original),
+                p_threshold,
+                max_frames,
+                damaged,
+            )
             records: list[TraceRecord] = []
-            for done, item in enumerate(items, start=1):
-                if item.kind == "image":
-                    record = self._trace_one(
-                        item.path, candidates, p_threshold, index, reference, damaged
-                    )
-                else:
-                    tick = _clip_tick(frame_progress, item.name)
-                    record = self._trace_clip(item, candidates, p_threshold, max_frames, tick)
+            for done, (item, record) in enumerate(
+                self._traced(items, job, reference, workers, frame_progress), start=1
+            ):
                 if report_dir is not None and record.error is None:
                     path = self._write_evidence(record, item, report_dir, traced_at, p_threshold)
                     record = dataclasses.replace(record, report=str(path))
@@ -1165,6 +1175,50 @@ class Studio:
         finally:
             _remove_empty_folders(new_folders)
         return records
+
+    def _traced(
+        self,
+        items: list[MediaItem],
+        job: _TraceJob,
+        reference: _Reference | None,
+        workers: int,
+        frame_progress: FrameProgressCallback | None,
+    ) -> Iterator[tuple[MediaItem, TraceRecord]]:
+        """Each item with its record, in order: traced here, or by `workers` processes."""
+        if workers > 1 and len(items) > 1:
+            # spawned, not forked: the parent may run threads (a progress bar) whose locks
+            # a fork would copy held
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(
+                min(workers, len(items)),
+                mp_context=context,
+                initializer=_start_trace_worker,
+                initargs=(job,),
+            ) as pool:
+                yield from zip(items, pool.map(_trace_in_worker, items), strict=True)
+            return
+        informed = job.informed and reference is None
+        index = self.load_index() if informed else AssetIndex.build(())
+        candidates = self.registry.all_payloads()
+        for item in items:
+            tick = _clip_tick(frame_progress, item.name)
+            yield item, self._trace_item(item, job, candidates, index, reference, tick)
+
+    def _trace_item(
+        self,
+        item: MediaItem,
+        job: _TraceJob,
+        candidates: np.ndarray,
+        index: AssetIndex,
+        reference: _Reference | None,
+        tick: Callable[[int, int], None] | None = None,
+    ) -> TraceRecord:
+        """Trace one still or clip; a read failure becomes a record with ``error`` set."""
+        if item.kind == "image":
+            return self._trace_one(
+                item.path, candidates, job.p_threshold, index, reference, job.damaged
+            )
+        return self._trace_clip(item, candidates, job.p_threshold, job.max_frames, tick)
 
     def _write_evidence(
         self,
@@ -1732,6 +1786,41 @@ def _embed_targets(
 
 # os.link's errors on a file system without hard links (FAT, some network shares)
 _NO_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK})
+
+
+@dataclass(frozen=True, slots=True)
+class _TraceJob:
+    """What a trace worker process needs to trace files as the parent would."""
+
+    home: str
+    informed: bool
+    original: str | None
+    p_threshold: float
+    max_frames: int
+    damaged: bool
+
+
+# A trace worker process's studio, index, reference and candidates, set once by
+# _start_trace_worker (the pool's initializer) in that process only.
+_worker: tuple[Studio, AssetIndex, _Reference | None, np.ndarray, _TraceJob] | None = None
+
+
+def _start_trace_worker(job: _TraceJob) -> None:
+    global _worker
+    studio = Studio.open(job.home)
+    reference = None
+    if job.original is not None:
+        loaded = read_image(job.original, single=True)
+        reference = _Reference(luma(loaded.pixels), loaded.sha256, str(loaded.path), loaded.pixels)
+    informed = job.informed and reference is None
+    index = studio.load_index() if informed else AssetIndex.build(())
+    _worker = (studio, index, reference, studio.registry.all_payloads(), job)
+
+
+def _trace_in_worker(item: MediaItem) -> TraceRecord:
+    assert _worker is not None, "a trace worker runs _start_trace_worker first"
+    studio, index, reference, candidates, job = _worker
+    return studio._trace_item(item, job, candidates, index, reference)
 
 
 def _stamp(iso_utc: str) -> str:
