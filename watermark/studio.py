@@ -1121,6 +1121,8 @@ class Studio:
             loads the index once, then traces whole files; the records are the same as with
             1 and come back in order (reports and progress are this process's). Worth it
             for batches of several files; a clip's per-frame progress is not reported then.
+            The processes are spawned, so a script calling this with workers > 1 needs the
+            usual ``if __name__ == "__main__":`` guard.
 
         Returns
         -------
