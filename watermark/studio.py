@@ -1191,13 +1191,16 @@ class Studio:
             # spawned, not forked: the parent may run threads (a progress bar) whose locks
             # a fork would copy held
             context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(
+            pool = ProcessPoolExecutor(
                 min(workers, len(items)),
                 mp_context=context,
                 initializer=_start_trace_worker,
                 initargs=(job,),
-            ) as pool:
+            )
+            try:
                 yield from zip(items, pool.map(_trace_in_worker, items), strict=True)
+            finally:  # stopped early (an error, Ctrl-C): the files not begun are dropped
+                pool.shutdown(wait=True, cancel_futures=True)
             return
         informed = job.informed and reference is None
         index = self.load_index() if informed else AssetIndex.build(())
