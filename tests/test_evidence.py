@@ -136,6 +136,10 @@ def test_a_summary_lists_every_file_and_why_some_were_not_examined() -> None:
     ) in text
     assert "| `other.png` | `abababababab` | no mark found | - | - | 0.5 | - |" in text
     assert text.endswith("## Not examined\n\n- bad.png: empty file\n")
+    shot = found(file="shot/s.####.png", report="/r/s.####.png.ab.20261207T100000Z.md")
+    assert "[s.####.png.ab.20261207T100000Z.md](s.%23%23%23%23.png.ab" in trace_summary(
+        [shot], CONTEXT
+    )
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 if TYPE_CHECKING:  # the studio writes the reports: imported for the annotations only
     from collections.abc import Sequence
@@ -210,7 +211,7 @@ def trace_summary(records: Sequence[TraceRecord], context: ReportContext) -> str
             report = "-"
             if r.report is not None:
                 name = r.report.replace("\\", "/").rsplit("/", 1)[-1]
-                report = f"[{name}]({name})"
+                report = f"[{name}]({quote(name)})"  # a sequence's name holds '#'
             lines.append(
                 f"| `{r.file}` | `{(r.sha256 or '-')[:12]}` | {verdict} | {r.vendor or '-'} | "
                 f"{r.delivery_id or '-'} | {_number(r.p_value)} | {report} |"
