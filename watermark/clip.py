@@ -414,8 +414,8 @@ def _open_video(path: Path) -> tuple[Any, Any]:
         raise MediaError(f"{path}: no video stream")
     stream = streams[0]
     if stream.codec_context is None or stream.codec_context.width <= 0:
-        container.close()
         name = stream.codec_context.name if stream.codec_context else "unknown"
+        container.close()  # after reading the stream: PyAV 18.1.1 refuses it once closed
         raise MediaError(f"{path}: unsupported video codec ({name})")
     stream.thread_type = "AUTO"
     return container, stream
@@ -797,17 +797,19 @@ def stage_marked_video(
             except av.FFmpegError as exc:
                 raise MediaError(f"{dst}: cannot finish writing ({_reason(exc)})") from None
         seconds = _duration(inp, vin, tally.frames)
+        # the stream's fields are read while its container is open (PyAV 18.1.1 refuses
+        # them after close)
+        declared = int(vin.frames or 0)
+        lead = _undecodable_lead(vin, tally.first_time)
     except BaseException:
         discard_file(tmp)
         raise
     finally:
         inp.close()
-    declared = int(vin.frames or 0)
     if tally.frames == 0 or tally.frames < declared:
         discard_file(tmp)
         if tally.frames == 0:
             raise MediaError(f"{src}: no decodable video frame")
-        lead = _undecodable_lead(vin, tally.first_time)
         if lead > 0.0:
             raise MediaError(
                 f"{src}: its first {lead:.2f} s cannot be decoded: the video starts without a "
