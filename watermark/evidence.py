@@ -88,12 +88,10 @@ def evidence_report(
         delivery is not None and delivery.delivery.delivery_id != record.delivery_id
     ):
         raise ValueError(f"{record.file}: the delivery given does not match the verdict")
-    key = "" if context.key_fingerprint is None else f" (key fingerprint {context.key_fingerprint})"
     lines = [
         f"# Leak trace report: {record.file}",
         "",
-        f"Traced {context.traced_at} (UTC) with {context.software}, against the studio at "
-        f"`{context.studio}`{key}.",
+        f"{_run_sentence('Traced', context)}.",
         "",
         "## The file examined",
         "",
@@ -189,13 +187,11 @@ def trace_summary(records: Sequence[TraceRecord], context: ReportContext) -> str
     examined = [r for r in records if r.error is None]
     failed = [r for r in records if r.error is not None]
     named = sum(1 for r in examined if r.found)
-    key = "" if context.key_fingerprint is None else f" (key fingerprint {context.key_fingerprint})"
     lines = [
         f"# Leak trace summary: {len(records)} file(s)",
         "",
-        f"Written {context.traced_at} (UTC) with {context.software}, against the studio at "
-        f"`{context.studio}`{key}. A vendor is named only when the false-alarm probability "
-        f"is at most {context.p_threshold:.0e}.",
+        f"{_run_sentence('Written', context)}. A vendor is named only when the false-alarm "
+        f"probability is at most {context.p_threshold:.0e}.",
         "",
         f"{len(examined)} examined: {named} with a vendor named, {len(examined) - named} with "
         f"no mark found; {len(failed)} could not be examined.",
@@ -221,6 +217,15 @@ def trace_summary(records: Sequence[TraceRecord], context: ReportContext) -> str
         lines += [f"- {r.error}" for r in failed]
     lines.append("")
     return "\n".join(lines)
+
+
+def _run_sentence(verb: str, context: ReportContext) -> str:
+    """When, with what, against which studio and key: ``Traced <time> (UTC) with ...``."""
+    key = "" if context.key_fingerprint is None else f" (key fingerprint {context.key_fingerprint})"
+    return (
+        f"{verb} {context.traced_at} (UTC) with {context.software}, against the studio at "
+        f"`{context.studio}`{key}"
+    )
 
 
 def _trace_rows(record: TraceRecord) -> list[tuple[str, str]]:

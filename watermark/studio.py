@@ -510,10 +510,7 @@ class Studio:
         or None off POSIX), leaktrace and codec (versions).
         """
         assets, indexed = self.registry.count_assets()
-        try:
-            mode: str | None = f"{stat.S_IMODE((self.home / SECRET_NAME).stat().st_mode):04o}"
-        except OSError:
-            mode = None
+        mode = self._secret_mode()
         return {
             "home": str(self.home),
             "key_fingerprint": key_fingerprint(self._key),
@@ -524,7 +521,7 @@ class Studio:
             "deliveries": self.registry.count_deliveries(),
             "assets": assets,
             "indexed_assets": indexed,
-            "secret_mode": mode if os.name == "posix" else None,
+            "secret_mode": None if mode is None else f"{mode:04o}",
             "leaktrace": __version__,
             "codec": CODEC_VERSION,
         }
@@ -533,13 +530,17 @@ class Studio:
         """The secret file's permission bits (e.g. ``0o644``) when users other than its
         owner may read or write it, else None (also where the file system has no such bits,
         or the file cannot be examined)."""
+        mode = self._secret_mode()
+        return mode if mode is not None and mode & 0o077 else None
+
+    def _secret_mode(self) -> int | None:
+        """The secret file's permission bits; None off POSIX or when it cannot be examined."""
         if os.name != "posix":
             return None
         try:
-            mode = stat.S_IMODE((self.home / SECRET_NAME).stat().st_mode)
+            return stat.S_IMODE((self.home / SECRET_NAME).stat().st_mode)
         except OSError:
             return None
-        return mode if mode & 0o077 else None
 
     def close(self) -> None:
         """Close the registry."""
