@@ -734,22 +734,28 @@ class Studio:
                 sha = video_digest(item.path)  # the SHA-256 of the file's bytes
             output_key = str(Path(out_name).resolve())
             previous = self.registry.find_delivery(sha, vendor.name, output_key)
-            present = [o for o in outs if o.exists()]
+            done = self._delivered_already(outs, previous, output_key)
         except LeaktraceError as exc:
             return EmbedRecord(
                 item.name, out_name, vendor.name, None, None, "failed", str(exc), kind=item.kind
             )
         delivery_id = None if previous is None else previous.delivery.delivery_id
-        if present and previous is not None and len(present) == len(outs):
-            status, error = "skipped", None
-        elif present and previous is None:
-            occupied = self.registry.deliveries_at(output_key)
-            status, error = "failed", _occupied_message(present[0], occupied)
-        else:
-            status, error = "planned", None
+        status = "skipped" if done else "planned"
         return EmbedRecord(
-            item.name, out_name, vendor.name, delivery_id, None, status, error, kind=item.kind
+            item.name, out_name, vendor.name, delivery_id, None, status, kind=item.kind
         )
+
+    def _delivered_already(
+        self, outs: tuple[Path, ...], previous: DeliveryRecord | None, output_key: str
+    ) -> bool:
+        """Whether an item's outputs on disk are its delivery from an earlier run (skip it);
+        raise StudioError when one is there and is not (never overwritten)."""
+        present = [o for o in outs if o.exists()]
+        if present and previous is None:
+            raise StudioError(
+                _occupied_message(present[0], self.registry.deliveries_at(output_key))
+            )
+        return previous is not None and len(present) == len(outs)
 
     def _embed_clip(
         self,
@@ -780,22 +786,17 @@ class Studio:
                 sha = video_digest(item.path)
                 output_key = str(outs[0].resolve())
             previous = self.registry.find_delivery(sha, vendor.name, output_key)
-            present = [o for o in outs if o.exists()]
-            if present:
-                if previous is not None and len(present) == len(outs):
-                    return EmbedRecord(
-                        item.name,
-                        out_name,
-                        vendor.name,
-                        previous.delivery.delivery_id,
-                        None,
-                        "skipped",
-                        kind=item.kind,
-                    )
-                if previous is None:
-                    raise StudioError(
-                        _occupied_message(present[0], self.registry.deliveries_at(output_key))
-                    )
+            if self._delivered_already(outs, previous, output_key):
+                assert previous is not None
+                return EmbedRecord(
+                    item.name,
+                    out_name,
+                    vendor.name,
+                    previous.delivery.delivery_id,
+                    None,
+                    "skipped",
+                    kind=item.kind,
+                )
             try:
                 outs[0].parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -905,17 +906,16 @@ class Studio:
             image = read_image(path, markable=True)
             output_key = str(out.resolve())
             previous = self.registry.find_delivery(image.sha256, vendor.name, output_key)
-            if out.exists():
-                if previous is not None:
-                    return EmbedRecord(
-                        str(path),
-                        str(out),
-                        vendor.name,
-                        previous.delivery.delivery_id,
-                        None,
-                        "skipped",
-                    )
-                raise StudioError(_occupied_message(out, self.registry.deliveries_at(output_key)))
+            if self._delivered_already((out,), previous, output_key):
+                assert previous is not None
+                return EmbedRecord(
+                    str(path),
+                    str(out),
+                    vendor.name,
+                    previous.delivery.delivery_id,
+                    None,
+                    "skipped",
+                )
             try:
                 out.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
