@@ -262,7 +262,8 @@ def init(ctx: typer.Context, home: HomeOption = None) -> None:
         pass
     typer.echo(f"created studio in {path}")
     typer.echo(
-        f"warning: {path / SECRET_NAME} is the studio secret; back it up and keep it private",
+        f"warning: {path / SECRET_NAME} is the studio secret: keep it private, and back the "
+        "studio up (`leaktrace backup DIR`)",
         err=True,
     )
 
@@ -316,6 +317,41 @@ def status(ctx: typer.Context, home: HomeOption = None, as_json: JsonOption = Fa
             typer.echo(f"{name.replace('_', ' ')}: {'-' if value is None else value}")
     if document["integrity"] != "ok":
         _fail(f"{document['registry']}: integrity check failed: {document['integrity']}")
+
+
+@app.command(epilog=_EPILOG)
+def backup(
+    ctx: typer.Context,
+    dest: Annotated[
+        Path, typer.Argument(metavar="DEST", help="New folder for the backup (must not exist).")
+    ],
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Back up the studio to a new folder: its secret and a consistent registry snapshot.
+
+    Safe while other leaktrace commands run. The backup is itself a studio home: restore
+    by using it as --home, or by copying its secret.key and registry.sqlite into one. It
+    holds the secret, so keep it as private as the studio.
+    """
+    with _open_studio(ctx, home) as studio:
+        manifest = studio.backup(dest)
+    if as_json:
+        _print_json(manifest)
+        return
+    counts = ", ".join(
+        f"{manifest[many]} {one if manifest[many] == 1 else many}"
+        for one, many in (("vendor", "vendors"), ("delivery", "deliveries"), ("asset", "assets"))
+    )
+    typer.echo(
+        f"backed up {manifest['source']} to {manifest['backup']}: {counts}; key "
+        f"fingerprint {manifest['key_fingerprint']}"
+    )
+    typer.echo(
+        f"warning: {Path(str(manifest['backup'])) / SECRET_NAME} is the studio secret; "
+        "keep the backup private",
+        err=True,
+    )
 
 
 @delivery_app.command("list", epilog=_EPILOG)

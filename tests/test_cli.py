@@ -630,3 +630,32 @@ def test_embed_warns_only_on_weak_frames(runner: CliRunner, home: Path, tmp_path
         line for line in result.stderr.strip().splitlines() if str(tiny) in line
     ]
     assert str(cel) not in result.stderr
+
+
+def test_backup_writes_a_studio_home_and_refuses_an_existing_folder(
+    runner: CliRunner, home: Path, tmp_path: Path
+) -> None:
+    dest = tmp_path / "backups" / "b1"
+    done = runner.invoke(app, ["backup", str(dest), "--json", "--home", str(home)])
+    assert done.exit_code == 0, done.output
+    manifest = json.loads(done.stdout)
+    assert manifest["backup"] == str(dest) and manifest["vendors"] == 2
+    assert manifest["deliveries"] == 0 and manifest["source"] == str(home.absolute())
+    status = json.loads(runner.invoke(app, ["status", "--json", "--home", str(dest)]).stdout)
+    assert status["key_fingerprint"] == manifest["key_fingerprint"]
+    assert status["integrity"] == "ok" and status["secret_mode"] == "0600"
+    text = runner.invoke(app, ["backup", str(tmp_path / "b2"), "--home", str(home)])
+    assert text.exit_code == 0
+    assert text.stdout == (
+        f"backed up {home.absolute()} to {tmp_path / 'b2'}: 2 vendors, 0 deliveries, 0 assets;"
+        f" key fingerprint {manifest['key_fingerprint']}\n"
+    )
+    assert text.stderr.startswith("warning: ") and "keep the backup private" in text.stderr
+    again = runner.invoke(app, ["backup", str(dest), "--json", "--home", str(home)])
+    assert again.exit_code == 1 and again.stdout == ""
+    assert one_error_line(again.stderr) == (
+        f"error: {dest}: already exists; a backup goes to a new folder"
+    )
+    missing = runner.invoke(app, ["backup", str(tmp_path / "b3"), "--home", str(tmp_path / "no")])
+    assert missing.exit_code == 1 and "no studio here" in one_error_line(missing.stderr)
+    assert not (tmp_path / "b3").exists()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -602,3 +604,83 @@ def test_records_to_json() -> None:
     t = TraceRecord("x.png", True, "Acme", "0000beef", "/a.png", 1e-9, 7.5, float("nan"))
     assert t.to_json()["scale"] is None and t.to_json()["p_value"] == 1e-9
     assert t.to_json()["frames"] is None and t.to_json()["seen"] == []
+
+
+# --------------------------------------------------------------------------- backup
+
+
+def test_backup_is_a_studio_with_the_same_key_and_records(studio: Studio, tmp_path: Path) -> None:
+    out = studio.embed_files([shots(tmp_path / "shots")], "Acme", tmp_path / "out")
+    assert [r.status for r in out] == ["embedded"] * 3
+    dest = tmp_path / "backups" / "monday"
+    manifest = studio.backup(dest)
+    assert manifest["backup"] == str(dest) and manifest["source"] == str(studio.home.absolute())
+    assert (manifest["vendors"], manifest["deliveries"], manifest["assets"]) == (2, 3, 3)
+    assert sorted(p.name for p in dest.iterdir()) == sorted(
+        [SECRET_NAME, REGISTRY_NAME, studio_module.BACKUP_MANIFEST]
+    )
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o700
+    assert stat.S_IMODE((dest / SECRET_NAME).stat().st_mode) == 0o600
+    written = json.loads((dest / studio_module.BACKUP_MANIFEST).read_text())
+    assert written == {k: v for k, v in manifest.items() if k != "backup"}
+    assert written["registry_sha256"] == sha256_of(dest / REGISTRY_NAME)
+    assert not list(dest.parent.glob(".*"))  # no staging folder left
+    with Studio.open(dest) as copy:
+        assert copy._key == studio._key
+        assert copy.status()["key_fingerprint"] == manifest["key_fingerprint"]
+        assert copy.list_deliveries() == studio.list_deliveries()
+        assert copy.registry.integrity() == "ok"
+        # the copy traces what the studio marked
+        traced = copy.trace_files([tmp_path / "out" / "a.png"])
+        assert traced[0].found and traced[0].delivery_id == out[0].delivery_id
+    # the copy is one file: no -wal beside it, nothing lost when only it is moved
+    assert not list(dest.glob(f"{REGISTRY_NAME}-*"))
+
+
+def test_backup_takes_one_snapshot_while_another_writer_is_busy(
+    studio: Studio, tmp_path: Path
+) -> None:
+    other = sqlite3.connect(studio.home / REGISTRY_NAME, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process, mid-transaction
+        other.execute(
+            "INSERT INTO vendors (name, created_at) VALUES ('Half Written', '2026-12-07')"
+        )
+        manifest = studio.backup(tmp_path / "b")
+        other.execute("COMMIT")
+    finally:
+        other.close()
+    assert manifest["vendors"] == 2  # the open transaction is not in the copy
+    with Studio.open(tmp_path / "b") as copy:
+        assert [v.name for v in copy.list_vendors()] == ["Acme", "Bluebird"]
+    assert [v.name for v in studio.list_vendors()] == ["Acme", "Bluebird", "Half Written"]
+
+
+def test_backup_never_overwrites_and_leaves_nothing_when_it_fails(
+    studio: Studio, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep.txt").write_text("mine")
+    for dest in (taken, taken / "keep.txt", studio.home):
+        with pytest.raises(StudioError, match="already exists; a backup goes to a new folder"):
+            studio.backup(dest)
+    assert [p.name for p in taken.iterdir()] == ["keep.txt"]
+
+    def broken(self: Registry, path: Path) -> None:
+        Path(path).write_bytes(b"half")
+        raise RegistryError(f"{path}: cannot copy the registry (disk I/O error)")
+
+    monkeypatch.setattr(Registry, "copy_to", broken)
+    with pytest.raises(RegistryError, match="disk I/O error"):
+        studio.backup(tmp_path / "new" / "deep" / "b")
+    assert not (tmp_path / "new").exists()  # the folders it created went too
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["home", "taken"])
+
+
+def test_registry_copy_refuses_an_existing_file(studio: Studio, tmp_path: Path) -> None:
+    target = tmp_path / "copy.sqlite"
+    target.write_bytes(b"precious")
+    with pytest.raises(RegistryError, match="cannot create"):
+        studio.registry.copy_to(target)
+    assert target.read_bytes() == b"precious"

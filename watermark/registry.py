@@ -804,3 +804,40 @@ class Registry:
     def count_deliveries(self) -> int:
         """Number of deliveries recorded."""
         return int(self._conn.execute("SELECT count(*) FROM deliveries").fetchone()[0])
+
+    # -- backup
+
+    def copy_to(self, path: str | os.PathLike[str]) -> None:
+        """Write a consistent copy of the registry to a new file, fsynced.
+
+        SQLite's online backup copies one snapshot of the database: writes that other
+        processes commit meanwhile are either all in the copy or not at all, and a
+        transaction still open elsewhere is not (a plain file copy of a WAL database
+        can catch half of one, or miss what is still in its ``-wal`` file). The copy is
+        one self-contained file.
+
+        Raises
+        ------
+        RegistryError
+            `path` exists, or the copy cannot be written.
+        """
+        path = Path(path)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise RegistryError(f"{path}: cannot create ({exc.strerror or exc})") from None
+        os.close(fd)
+        try:
+            target = sqlite3.connect(path, isolation_level=None)
+            try:
+                self._conn.backup(target)
+                # one file: no -wal beside it to lose (a copy is moved around as it is)
+                target.execute("PRAGMA journal_mode = DELETE")
+            finally:
+                target.close()
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+        except (sqlite3.Error, OSError) as exc:
+            for suffix in ("", "-journal", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+            raise RegistryError(f"{path}: cannot copy the registry ({exc})") from None

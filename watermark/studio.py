@@ -21,7 +21,9 @@ import math
 import multiprocessing
 import os
 import secrets
+import shutil
 import stat
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -85,6 +87,7 @@ from .registry import (
 )
 
 __all__ = [
+    "BACKUP_MANIFEST",
     "DEFAULT_HOME",
     "HOME_ENV",
     "JPEG_QUALITY",
@@ -107,6 +110,8 @@ DEFAULT_HOME = Path(".leaktrace")
 #: File names inside a studio home.
 SECRET_NAME = "secret.key"
 REGISTRY_NAME = "registry.sqlite"
+#: The manifest :meth:`Studio.backup` writes beside them in a backup.
+BACKUP_MANIFEST = "backup.json"
 #: Length of the studio secret, in bytes (256 bits).
 SECRET_BYTES = 32
 #: Quality of JPEG deliveries.
@@ -447,20 +452,15 @@ class Studio:
         secret_path, registry_path = home / SECRET_NAME, home / REGISTRY_NAME
         if secret_path.exists() or registry_path.exists():
             raise StudioError(f"{home}: a studio already exists there")
+        key = secrets.token_bytes(SECRET_BYTES)
         try:
             home.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            _write_secret(secret_path, key)
         except FileExistsError:
             raise StudioError(f"{home}: a studio already exists there") from None
         except OSError as exc:
             raise StudioError(f"{home}: cannot create a studio ({exc.strerror or exc})") from None
-        key = secrets.token_bytes(SECRET_BYTES)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                os.fchmod(handle.fileno(), 0o600)
-                handle.write(key)
-                handle.flush()
-                os.fsync(handle.fileno())
             registry = Registry.create(registry_path)
         except BaseException as exc:
             secret_path.unlink(missing_ok=True)
@@ -541,6 +541,92 @@ class Studio:
             return stat.S_IMODE((self.home / SECRET_NAME).stat().st_mode)
         except OSError:
             return None
+
+    def backup(self, dest: str | os.PathLike[str]) -> dict[str, object]:
+        """Copy the studio to a new folder that is itself a studio home.
+
+        The folder holds ``secret.key`` (mode 0600, the folder 0700), one consistent
+        snapshot of the registry (:meth:`Registry.copy_to`; safe while other processes
+        mark or trace) and ``backup.json``, the manifest below. It is built beside `dest`
+        under a hidden name, checked (opened as a studio: the same key fingerprint, an
+        intact registry), fsynced and renamed into place, so `dest` appears whole or not
+        at all. To restore, use the folder as the studio home (``--home``), or copy its
+        ``secret.key`` and ``registry.sqlite`` into one. Whoever holds a backup holds the
+        secret: keep it as private as the studio.
+
+        Parameters
+        ----------
+        dest : path-like
+            The backup folder; must not exist (missing folders above it are created).
+
+        Returns
+        -------
+        dict
+            backup (`dest` as given), then the manifest: created_at (UTC), source (this
+            home, absolute), key_fingerprint, schema_version, vendors, deliveries, assets,
+            indexed_assets (counted in the copy), registry_sha256 (of the copy's file),
+            leaktrace and codec (versions).
+
+        Raises
+        ------
+        StudioError
+            `dest` exists or cannot be created, or the copy fails its check.
+        """
+        dest = Path(dest)
+        if dest.exists() or dest.is_symlink():
+            raise StudioError(f"{dest}: already exists; a backup goes to a new folder")
+        created = _missing_folders([dest])
+        stage: Path | None = None
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            stage = Path(
+                tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
+            )
+            _write_secret(stage / SECRET_NAME, self._key)
+            self.registry.copy_to(stage / REGISTRY_NAME)
+            with Studio.open(stage) as copy:
+                status = copy.status()
+            if status["key_fingerprint"] != key_fingerprint(self._key):
+                raise StudioError(f"{dest}: the copied secret does not match the studio's")
+            if status["integrity"] != "ok":
+                raise StudioError(
+                    f"{dest}: the registry's copy fails its integrity check "
+                    f"({status['integrity']}); run `leaktrace status` on the studio"
+                )
+            manifest: dict[str, object] = {
+                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "source": str(self.home.absolute()),
+                **{
+                    k: status[k]
+                    for k in (
+                        "key_fingerprint",
+                        "schema_version",
+                        "vendors",
+                        "deliveries",
+                        "assets",
+                        "indexed_assets",
+                    )
+                },
+                "registry_sha256": video_digest(stage / REGISTRY_NAME),
+                "leaktrace": __version__,
+                "codec": CODEC_VERSION,
+            }
+            with open(stage / BACKUP_MANIFEST, "x", encoding="utf-8") as handle:
+                json.dump(manifest, handle, indent=2)
+                handle.write("\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            _fsync_folder(stage)
+            os.rename(stage, dest)  # a folder that appeared meanwhile and holds files: refused
+            stage = None
+            _fsync_folder(dest.parent)
+        except OSError as exc:
+            raise StudioError(f"{dest}: cannot write the backup ({exc.strerror or exc})") from None
+        finally:
+            if stage is not None:
+                shutil.rmtree(stage, ignore_errors=True)
+                _remove_empty_folders(created)
+        return {"backup": str(dest), **manifest}
 
     def close(self) -> None:
         """Close the registry."""
@@ -1854,6 +1940,35 @@ def _write_new_file(folder: Path, stem: str, data: bytes) -> Path:
         discard_file(tmp)
         return path
     raise AssertionError("unreachable")
+
+
+def _write_secret(path: Path, key: bytes) -> None:
+    """Write the studio secret to a new file, mode 0600 whatever the umask, fsynced
+    (FileExistsError when `path` exists: a secret is never replaced)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(key)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename inside `folder` durable (where the platform can open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _missing_folders(paths: Iterable[Path]) -> list[Path]:
