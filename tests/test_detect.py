@@ -95,10 +95,12 @@ def test_unregistered_delivery_is_not_pinned_on_a_candidate(marked):
     assert not det.found
 
 
-def test_identical_candidates_are_never_accused(marked):
+def test_identical_candidates_are_refused(marked):
+    # a repeated id would be its own rival, and the verdict silently lost: said instead
     _, img = marked
-    twins = np.array([CANDIDATES[2], CANDIDATES[2]], dtype=np.uint64)
-    assert not detect_frame(img, KEY, candidates=twins).found
+    for twins in ([CANDIDATES[2], CANDIDATES[2]], [*CANDIDATES, CANDIDATES[0]]):
+        with pytest.raises(ValueError, match="candidates must be distinct"):
+            detect_frame(img, KEY, candidates=np.array(twins, dtype=np.uint64))
 
 
 def test_detect_accepts_readonly_grey_uint16(marked):
@@ -253,3 +255,10 @@ def test_whitening_keeps_more_mark_between_thin_lines_than_a_blur_residual() -> 
         y = y.astype(np.float32)
         blended = correlation(whiten(y.copy()), pattern)
         assert blended > 1.1 * correlation(blur_only(y.copy()), pattern)
+
+
+def test_an_empty_registry_names_no_delivery(marked):
+    _, img = marked
+    det = detect_frame(img, KEY, candidates=np.array([], np.uint64))
+    assert not det.found and det.payload is None
+    assert det.p_mark <= 1e-6  # the mark is there; it belongs to no registered delivery

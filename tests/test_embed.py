@@ -356,3 +356,24 @@ def test_margin_flags_frames_a_level_shift_would_clip(offset: float, clipping_sh
     assert half_jpeg70_after(mid.image, clipping_shift)
     assert not half_jpeg70_after(squeezed.image, clipping_shift)
     assert half_jpeg70_after(squeezed.image, -clipping_shift)  # the shift away clips nothing
+
+
+def test_float64_colour_is_marked_like_float32():
+    img = textured_frame(96, 128, seed=4) / 255.0  # float64 RGB
+    for frame in (img, np.dstack([img, np.linspace(0, 1, 128)[None, :] * np.ones((96, 1))])):
+        out = embed_frame(frame, KEY, 99)
+        assert out.image.dtype == np.float64 and out.image.shape == frame.shape
+        as32 = embed_frame(frame.astype(np.float32), KEY, 99).image
+        np.testing.assert_allclose(out.image, as32, atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [255.0, 1.5])
+def test_floats_outside_zero_one_are_refused(scale):
+    img = textured_frame(96, 128, seed=4).astype(np.float32) / 255.0 * scale
+    with pytest.raises(ValueError, match=r"float images must be in \[0, 1\]"):
+        embed_frame(img, KEY, 99)
+    with pytest.raises(ValueError, match=r"float images must be in \[0, 1\]"):
+        detect_frame(img, KEY)
+    # an overshoot of a fraction of a level (a resampling filter's) is clipped, not refused
+    near = np.clip(textured_frame(96, 128, seed=4) / 255.0, 0, 1) * (1 + 0.5 / 255)
+    assert embed_frame(near, KEY, 99).image.max() <= 1.0

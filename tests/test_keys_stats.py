@@ -98,3 +98,9 @@ def test_sign_flip_probability_is_calibrated_whatever_the_amplitude():
             p.append(sign_flip_probability(s, float(s.sum()), resolution=256))
         assert np.mean(np.array(p) <= 0.01) <= 0.016
         assert np.mean(np.array(p) <= 0.1) <= 0.115
+
+
+def test_a_score_that_is_not_a_number_is_no_evidence():
+    assert false_alarm_probability(np.nan, 1) == 1.0
+    got = false_alarm_probability(np.array([np.nan, 3.0, np.inf]), 1)
+    np.testing.assert_array_equal(got, [1.0, false_alarm_probability(3.0, 1), 0.0])

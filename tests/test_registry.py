@@ -270,3 +270,39 @@ def test_commit_failure_is_reported(reg: Registry) -> None:
         reg.add_vendor("Bluebird")
     reg._conn = reg._conn.conn
     assert [v.name for v in reg.list_vendors()] == ["Acme"]
+
+
+def test_vendor_names_fold_case_beyond_ascii(reg: Registry) -> None:
+    reg.add_vendor("Émile VFX")
+    for same in ("émile vfx", "ÉMILE VFX", "E\u0301mile VFX".replace("E\u0301", "\u00c9")):
+        with pytest.raises(RegistryError, match="already exists"):
+            reg.add_vendor(same)
+    assert reg.get_vendor("émile vfx").name == "Émile VFX"
+    reg.add_vendor("Straße")
+    assert reg.get_vendor("STRASSE").name == "Straße"  # full case folding
+    assert [v.name for v in reg.list_vendors()] == ["Acme", "Émile VFX", "Straße"]
+
+
+def test_numpy_payloads_are_recorded(reg: Registry) -> None:
+    info = AssetInfo(sha256="c" * 64, original_path="a.png", width=8, height=8, phash=1)
+    for n, payload in enumerate((np.uint64(0x12345678), np.int64(0x0F0F0F0F), np.uint32(7))):
+        record = reg.add_delivery(
+            payload,
+            vendor="Acme",
+            asset=info,
+            codec_version="lt1",
+            codec_params={},
+            output_path=f"/o{n}.png",
+        )
+        assert record.delivery.payload == int(payload)
+    reg.delete_delivery(np.uint32(7))
+    assert reg.lookup(7) is None
+    with pytest.raises(TypeError):
+        reg.add_delivery(
+            1.0,
+            vendor="Acme",
+            asset=info,
+            codec_version="lt1",
+            codec_params={},
+            output_path="/f.png",
+        )

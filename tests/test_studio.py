@@ -684,3 +684,18 @@ def test_registry_copy_refuses_an_existing_file(studio: Studio, tmp_path: Path) 
     with pytest.raises(RegistryError, match="cannot create"):
         studio.registry.copy_to(target)
     assert target.read_bytes() == b"precious"
+
+
+def test_trace_thresholds_outside_zero_one_are_refused(studio: Studio, tmp_path: Path) -> None:
+    pixels = texture((96, 128, 3), seed=5)
+    for threshold in (0.0, 1.0, 1.5, -1.0):
+        with pytest.raises(ValueError, match=rf"p_threshold must be in \(0, 1\), got {threshold}"):
+            studio.trace_image(pixels, p_threshold=threshold)
+        with pytest.raises(StudioError, match=r"p_threshold must be in \(0, 1\)"):
+            studio.trace_files([shots(tmp_path / "s")], p_threshold=threshold)
+
+
+def test_an_unmarked_delivery_reports_no_psnr(studio: Studio, tmp_path: Path) -> None:
+    write_encoded(tmp_path / "in" / "a.png", texture((96, 128, 3), seed=6))
+    (record,) = studio.embed_files([tmp_path / "in"], "Acme", tmp_path / "out", strength=0.0)
+    assert record.status == "embedded" and record.psnr_y is None and record.weak

@@ -13,6 +13,7 @@ __all__ = ["LUMA_WEIGHTS", "check_image", "luma", "storage_scale", "to_storage"]
 # ITU-R BT.601 luma weights for R, G, B.
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _MIN_SIDE = 16
+_FLOAT_SLACK = 1.0 / 255.0  # one 8-bit level
 
 
 def check_image(image: np.ndarray, *, name: str = "image") -> np.ndarray:
@@ -28,7 +29,9 @@ def check_image(image: np.ndarray, *, name: str = "image") -> np.ndarray:
     TypeError
         Unsupported dtype.
     ValueError
-        Wrong number of dimensions or channels, a side under 16 px, or non-finite floats.
+        Wrong number of dimensions or channels, a side under 16 px, non-finite floats, or
+        floats outside [0, 1] by more than one 8-bit level (a resampling overshoot
+        within that is clipped where the image is used).
     """
     arr = np.asarray(image)
     if arr.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
@@ -37,8 +40,16 @@ def check_image(image: np.ndarray, *, name: str = "image") -> np.ndarray:
         raise ValueError(f"{name} must be (H, W), (H, W, 3) or (H, W, 4), got shape {arr.shape}")
     if min(arr.shape[:2]) < _MIN_SIDE:
         raise ValueError(f"{name} is {arr.shape[1]}x{arr.shape[0]} px; at least 16x16 is needed")
-    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} has NaN or infinite values")
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} has NaN or infinite values")
+        # a float frame on the 0..255 scale would be clipped to white without a word
+        low, high = float(arr.min()), float(arr.max())
+        if low < -_FLOAT_SLACK or high > 1.0 + _FLOAT_SLACK:
+            raise ValueError(
+                f"{name} is {arr.dtype} with values in [{low:.4g}, {high:.4g}]; float images "
+                "must be in [0, 1] (divide 0..255 data by 255)"
+            )
     return arr
 
 

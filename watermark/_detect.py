@@ -823,7 +823,10 @@ def detect_frame(
     candidates : (N,) integer ndarray, optional
         Delivery ids in the registry. When given, every candidate's full pattern is scored
         and the verdict names the best one only if it beats both "no mark" and every other
-        candidate at `p_threshold`. When None, the payload is decoded blind (Viterbi, CRC).
+        candidate at `p_threshold`; the ids must be distinct. When None, the payload is
+        decoded blind (Viterbi, CRC). When empty (a registry with no delivery yet), no
+        delivery is named: `found` is False, and `p_mark` still says whether a mark of
+        `key` is there.
     p_threshold : float
         Accusation threshold on the false-alarm probability, in (0, 1).
     chip_sizes : tuple of float
@@ -1001,7 +1004,8 @@ def _decide(
     h = hyps[0]
     p = float(false_alarm_probability(h.pilot_z, n_geometry))
     payload, crc_ok = decode_payload(_soft_bits(h, h.layout or layout)[0])
-    found = crc_ok and p <= p_threshold
+    # an empty registry names no delivery: the p-value then only says whether a mark is there
+    found = crc_ok and p <= p_threshold and cand is None
     return Detection(
         found,
         payload if found else None,
@@ -1026,6 +1030,9 @@ def _check_candidates(candidates: np.ndarray | None) -> np.ndarray | None:
     cand = np.asarray(candidates)
     if cand.ndim != 1 or cand.dtype.kind not in "iu":
         raise ValueError(f"candidates must be a 1-D integer array, got {cand.dtype} {cand.shape}")
+    # a repeated id is its own rival: no verdict could ever name it, without a word
+    if np.unique(cand).size != cand.size:
+        raise ValueError("candidates must be distinct delivery ids; some repeat")
     return cand
 
 

@@ -331,9 +331,10 @@ def embed_frame(
         return EmbedResult(image=arr.copy(), psnr_y=float("inf"), level=chosen, margin=0.0)
     colour = arr.ndim == 3 and arr.shape[2] >= 3
     rgb = np.ascontiguousarray(arr[..., :3]) if colour else arr.reshape(arr.shape[:2])
-    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if colour else rgb
-    if grey.dtype == np.float64:
-        grey = grey.astype(np.float32)
+    # OpenCV's colour conversion takes no float64; the grey is float32 either way
+    grey = rgb.astype(np.float32) if rgb.dtype == np.float64 else rgb
+    if colour:
+        grey = cv2.cvtColor(grey, cv2.COLOR_RGB2GRAY)
     unit = storage_scale(arr.dtype)
     activity = activity_map(grey, unit=unit)
     raw = _amplitude_table(activity, params)

@@ -28,7 +28,7 @@ def false_alarm_probability(z: float | np.ndarray, n_tests: float) -> float | np
     Returns
     -------
     float or ndarray in [0, 1]: ``min(1, n_tests * Q(z))`` with ``Q`` the standard normal
-    upper tail.
+    upper tail (1 for a NaN score).
 
     Examples
     --------
@@ -38,7 +38,8 @@ def false_alarm_probability(z: float | np.ndarray, n_tests: float) -> float | np
     if n_tests < 1:
         raise ValueError(f"n_tests must be >= 1, got {n_tests}")
     log_p = np.log(n_tests) + log_ndtr(-np.asarray(z, dtype=np.float64))
-    out = np.exp(np.minimum(log_p, 0.0))
+    # a score that is not a number is no evidence: probability 1, never an accusation
+    out = np.exp(np.minimum(np.nan_to_num(log_p, nan=0.0), 0.0))
     return float(out) if np.ndim(out) == 0 else out
 
 

@@ -96,7 +96,9 @@ def mark_frames(
     frames : iterable of ndarray
         The frames, each as :func:`watermark.embed_frame` takes it ((H, W) luma or
         (H, W, 3[+1]) RGB(A); uint8, uint16 or float32 in [0, 1]). Consumed lazily: at most
-        ``2 * workers`` frames are held at once, so memory does not grow with the clip.
+        ``2 * workers`` frames are held at once, so memory does not grow with the clip. With
+        more than one worker each frame is copied when it is read, so a producer may refill
+        one buffer for every frame.
     key : bytes
         Studio secret.
     payload : int
@@ -108,7 +110,7 @@ def mark_frames(
     workers : int
         Threads marking frames in parallel (1: the calling thread). Marking is OpenCV and
         numpy work that releases the GIL, so threads use the cores without worker
-        processes (no start-up cost, no copies, and no ``__main__`` guard needed).
+        processes (no start-up cost, no pickling, and no ``__main__`` guard needed).
     margin_every : int
         Frames between two :attr:`EmbedResult.margin` estimates (the first frame always
         has one; the others get NaN), >= 1.
@@ -135,8 +137,12 @@ def mark_frames(
         pending: deque[Future[EmbedResult]] = deque()
         try:
             for n, frame in enumerate(frames):
+                # a copy: the next frames are read before this one is marked, and a decoder
+                # loop may hand out one buffer refilled each time
                 pending.append(
-                    pool.submit(_mark_one, frame, key, payload, strength, n % margin_every == 0)
+                    pool.submit(
+                        _mark_one, np.array(frame), key, payload, strength, n % margin_every == 0
+                    )
                 )
                 if len(pending) >= 2 * workers:
                     yield pending.popleft().result()

@@ -14,10 +14,12 @@ is checked on open. The studio secret is never stored here.
 from __future__ import annotations
 
 import json
+import operator
 import os
 import re
 import secrets
 import sqlite3
+import unicodedata
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -271,6 +273,17 @@ def validate_vendor_name(name: str) -> str:
     return name
 
 
+def _name_key(name: str) -> str:
+    """What vendor names are compared by: Unicode case folding of the NFC form."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def _sort_key(name: str) -> tuple[str, str]:
+    """Order of vendor lists: letters without their accents first, then as compared."""
+    bare = "".join(c for c in unicodedata.normalize("NFD", name) if not unicodedata.combining(c))
+    return bare.casefold(), _name_key(name)
+
+
 def _now() -> str:
     """Current UTC time, ISO-8601 to the second."""
     return datetime.now(UTC).isoformat(timespec="seconds")
@@ -460,6 +473,11 @@ class Registry:
         created = _now()
         try:
             with self._transaction() as conn:
+                # SQLite's NOCASE folds ASCII only: "Émile" and "émile" are one vendor too
+                taken = [n for (n,) in conn.execute("SELECT name FROM vendors")]
+                same = [n for n in taken if _name_key(n) == _name_key(name)]
+                if same:
+                    raise RegistryError(f"vendor {name!r} already exists (as {same[0]!r})")
                 cur = conn.execute(
                     "INSERT INTO vendors (name, created_at) VALUES (?, ?)", (name, created)
                 )
@@ -468,11 +486,10 @@ class Registry:
         return Vendor(id=int(cur.lastrowid or 0), name=name, created_at=created)
 
     def list_vendors(self) -> list[Vendor]:
-        """All vendors, sorted by name (case-insensitively)."""
-        rows = self._conn.execute(
-            "SELECT id, name, created_at FROM vendors ORDER BY name COLLATE NOCASE"
-        ).fetchall()
-        return [Vendor(*row) for row in rows]
+        """All vendors, sorted by name (case-insensitively, accented letters beside their
+        base letters)."""
+        rows = self._conn.execute("SELECT id, name, created_at FROM vendors").fetchall()
+        return sorted((Vendor(*row) for row in rows), key=lambda v: _sort_key(v.name))
 
     def delivery_counts(self) -> dict[str, int]:
         """Deliveries made to each vendor, by vendor name (0 for a vendor with none)."""
@@ -493,6 +510,16 @@ class Registry:
         row = self._conn.execute(
             "SELECT id, name, created_at FROM vendors WHERE name = ?", (name,)
         ).fetchone()
+        if row is None:  # letters beyond ASCII, which NOCASE does not fold
+            key = _name_key(name)
+            row = next(
+                (
+                    r
+                    for r in self._conn.execute("SELECT id, name, created_at FROM vendors")
+                    if _name_key(r[1]) == key
+                ),
+                None,
+            )
         if row is None:
             raise RegistryError(f"unknown vendor {name!r} (add it with `leaktrace vendor add`)")
         return Vendor(*row)
@@ -691,6 +718,7 @@ class Registry:
             :data:`MIN_PAYLOAD_DISTANCE` bits to another, or a schema violation.
             Nothing is written.
         """
+        payload = operator.index(payload)  # a numpy integer too (SQLite would bind its bytes)
         format_delivery_id(payload)  # range check
         params = json.dumps(dict(codec_params), sort_keys=True)
         try:
@@ -731,6 +759,7 @@ class Registry:
         RegistryError
             No delivery has this payload.
         """
+        payload = operator.index(payload)
         with self._transaction() as conn:
             row = conn.execute(
                 "SELECT asset_id FROM deliveries WHERE payload = ?", (payload,)

@@ -971,7 +971,7 @@ class Studio:
             out_name,
             vendor.name,
             format_delivery_id(payload),
-            report.psnr_y,
+            _finite(report.psnr_y),
             "embedded",
             margin=report.margin,
             kind=item.kind,
@@ -1061,7 +1061,7 @@ class Studio:
             str(out),
             vendor.name,
             format_delivery_id(payload),
-            result.psnr_y,
+            _finite(result.psnr_y),
             "embedded",
             margin=result.margin,
         )
@@ -1220,7 +1220,7 @@ class Studio:
         Raises
         ------
         StudioError
-            No input files.
+            No input files, or a bad `max_frames`, `workers` or `p_threshold`.
         MediaError
             `original` cannot be read.
         """
@@ -1232,6 +1232,7 @@ class Studio:
             raise StudioError(f"max_frames must be >= 1, got {max_frames}")
         if workers < 1:
             raise StudioError(f"workers must be >= 1, got {workers}")
+        _check_threshold(p_threshold, StudioError)
         reference = None
         if original is not None:
             loaded = read_image(original, single=True)
@@ -1484,8 +1485,10 @@ class Studio:
         Raises
         ------
         TypeError, ValueError
-            `pixels` or `original` is not an image array.
+            `pixels` or `original` is not an image array, or `p_threshold` is not in
+            (0, 1).
         """
+        _check_threshold(p_threshold, ValueError)
         reference = None
         if original is not None:
             arr = np.asarray(original)
@@ -1940,6 +1943,13 @@ def _write_new_file(folder: Path, stem: str, data: bytes) -> Path:
         discard_file(tmp)
         return path
     raise AssertionError("unreachable")
+
+
+def _check_threshold(p_threshold: float, error: type[Exception]) -> None:
+    """Raise `error` unless 0 < p_threshold < 1 (the informed and blind decoders each get
+    half of it, so their own checks would let values up to 2 through)."""
+    if not 0.0 < float(p_threshold) < 1.0:
+        raise error(f"p_threshold must be in (0, 1), got {p_threshold}")
 
 
 def _write_secret(path: Path, key: bytes) -> None:
