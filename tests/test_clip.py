@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -516,3 +518,268 @@ def test_a_sequence_that_fails_mid_publish_leaves_nothing_and_resumes(
     assert again.status == "embedded" and again.frames == 5
     assert len(list((tmp_path / "out").rglob("*.png"))) == 5
     studio.close()
+
+
+# --------------------------------------------------------------------------- containers, tracks
+
+
+def _av_clip(
+    path: Path,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    *,
+    frames: int = 24,
+    size: tuple[int, int] = (64, 48),
+    options: dict | None = None,
+    audio: str | None = None,
+    audio_seconds: float | None = None,
+    pts0: int = 0,
+    time_base: Fraction | None = None,
+    timecode: str | None = None,
+    alpha: bool = False,
+    videos: int = 1,
+) -> Path:
+    """A tiny clip at 24 fps, textured and moving, written with PyAV.
+
+    `audio` adds silent audio in that codec (as long as the video unless
+    `audio_seconds`); `pts0` and `time_base` set the first frame's pts and the stream's
+    time base (a negative pts0 makes the mov muxer write an edit list that hides it);
+    `timecode` a QuickTime timecode; `alpha` a left half that is transparent; `videos`
+    more than one video stream.
+    """
+    width, height = size
+    with av.open(str(path), "w") as out:
+        streams = []
+        for _ in range(videos):
+            video = out.add_stream(codec, rate=24, options=options or {})
+            video.width, video.height, video.pix_fmt = width, height, pix_fmt
+            if time_base is not None:
+                video.codec_context.time_base = video.time_base = time_base
+            if timecode is not None:
+                video.metadata["timecode"] = timecode
+            streams.append(video)
+        sound = out.add_stream(audio, rate=48000, layout="stereo") if audio else None
+        base = textured_frame(height, width + 4 * frames, seed=3)
+        for n in range(frames):
+            for k, video in enumerate(streams):
+                rgb = np.ascontiguousarray(base[:, 4 * n + k : 4 * n + k + width])
+                if alpha:
+                    see = np.full((height, width, 1), 255, np.uint8)
+                    see[:, : width // 2] = 0
+                    frame = av.VideoFrame.from_ndarray(np.concatenate([rgb, see], 2), "rgba")
+                else:
+                    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                frame = frame.reformat(format=pix_fmt)
+                tb = video.codec_context.time_base or Fraction(1, 24)
+                frame.pts, frame.time_base = round(n / 24 / tb) + pts0, tb
+                out.mux(video.encode(frame))
+        for video in streams:
+            out.mux(video.encode(None))
+        if sound is not None:
+            seconds = frames / 24 if audio_seconds is None else audio_seconds
+            samples = sound.codec_context.frame_size or 1024
+            pcm = audio.startswith("pcm_s16")
+            for j in range(math.ceil(48000 * seconds / samples)):
+                chunk = av.AudioFrame.from_ndarray(
+                    np.zeros((2, samples), np.int16 if pcm else np.float32),
+                    format="s16p" if pcm else "fltp",
+                    layout="stereo",
+                )
+                chunk.sample_rate, chunk.pts = 48000, j * samples
+                chunk.time_base = Fraction(1, 48000)
+                out.mux(sound.encode(chunk))
+            out.mux(sound.encode(None))
+    return path
+
+
+def _cut(src: Path, dst: Path, fraction: float) -> Path:
+    """The first `fraction` of a file's bytes, as a transfer that stopped would leave."""
+    data = src.read_bytes()
+    dst.write_bytes(data[: int(len(data) * fraction)])
+    return dst
+
+
+def _frame_times(path: Path, index: int = 0) -> list[float]:
+    with av.open(str(path)) as c:
+        return [float(f.pts * f.time_base) for f in c.decode(c.streams.video[index])]
+
+
+_VP9_FAST = {"deadline": "realtime", "cpu-used": "8"}
+
+
+@pytest.mark.parametrize(
+    ("suffix", "codec", "options"),
+    [(".mkv", "libx264", {}), (".webm", "libvpx-vp9", _VP9_FAST)],
+)
+def test_truncated_matroska_and_webm_are_refused(
+    tmp_path: Path, suffix: str, codec: str, options: dict
+) -> None:
+    # Matroska counts no frames: the check is the video's declared duration, and the
+    # audio runs a second longer than the video, which a complete file may do
+    whole = _av_clip(
+        tmp_path / f"whole{suffix}",
+        codec,
+        frames=24,
+        options=options,
+        audio="libopus",
+        audio_seconds=2.0,
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    assert mark_video(whole, out / f"whole{suffix}", KEY, PAYLOAD).frames == 24
+    src = _cut(whole, tmp_path / f"cut{suffix}", 0.6)
+    with pytest.raises(
+        MediaError, match=rf"^{re.escape(str(src))}: truncated or corrupt: \d+ frames could be"
+    ):
+        mark_video(src, out / f"cut{suffix}", KEY, PAYLOAD)
+    assert sorted(p.name for p in out.iterdir()) == [f"whole{suffix}"]
+
+
+def test_a_timecode_track_is_kept(tmp_path: Path) -> None:
+    src = _av_clip(tmp_path / "src.mov", frames=12, timecode="01:00:00:00")
+    with av.open(str(src)) as c:
+        assert [s.type for s in c.streams] == ["video", "data"]  # the tmcd track
+    dst = tmp_path / "marked.mov"
+    mark_video(src, dst, KEY, PAYLOAD)
+    with av.open(str(dst)) as c:
+        assert [s.type for s in c.streams] == ["video", "data"]
+        assert c.streams.video[0].metadata["timecode"] == "01:00:00:00"
+        assert c.streams[1].metadata["timecode"] == "01:00:00:00"
+
+
+def test_a_second_video_stream_is_copied_packet_for_packet(tmp_path: Path) -> None:
+    # libx264's default preset has B-frames: Matroska leaves some packets' dts unset
+    src = _av_clip(tmp_path / "src.mkv", frames=24, videos=2)
+    dst = tmp_path / "marked.mkv"
+    mark_video(src, dst, KEY, PAYLOAD)
+    with av.open(str(src)) as a, av.open(str(dst)) as b:
+        packets_a = [(bytes(p), p.pts) for p in a.demux(a.streams.video[1]) if p.size]
+        packets_b = [(bytes(p), p.pts) for p in b.demux(b.streams.video[1]) if p.size]
+    assert len(packets_a) == 24 and packets_b == packets_a
+    assert _frame_times(dst, 1) == pytest.approx(_frame_times(src, 1))
+
+
+def _alpha_plane(path: Path, decoder: str | None = None) -> tuple[str, np.ndarray]:
+    """The first frame's pixel format and alpha plane (scaled to 0..1)."""
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        ctx = av.CodecContext.create(decoder, "r") if decoder else stream.codec_context
+        frame = next(f for p in c.demux(stream) for f in ctx.decode(p))
+        plane = frame.planes[3]
+        bits = max(comp.bits for comp in frame.format.components)
+        dtype = np.uint8 if bits == 8 else np.dtype("<u2")
+        rows = np.frombuffer(memoryview(plane), dtype).reshape(plane.height, -1)
+        return frame.format.name, rows[:, : plane.width] / (2**bits - 1)
+
+
+def test_vp9_alpha_is_kept(tmp_path: Path) -> None:
+    src = _av_clip(
+        tmp_path / "src.webm",
+        "libvpx-vp9",
+        "yuva420p",
+        frames=12,
+        options=_VP9_FAST,
+        alpha=True,
+    )
+    dst = tmp_path / "marked.webm"
+    assert mark_video(src, dst, KEY, PAYLOAD).frames == 12
+    fmt, alpha = _alpha_plane(dst, "libvpx-vp9")  # FFmpeg's own vp9 decoder drops alpha
+    assert fmt == "yuva420p"
+    np.testing.assert_allclose(alpha, _alpha_plane(src, "libvpx-vp9")[1], atol=0.05)
+    assert alpha[:, :28].max() < 0.05 and alpha[:, 36:].min() > 0.95
+
+
+def test_prores_4444_keeps_its_alpha_and_chroma(tmp_path: Path) -> None:
+    src = _av_clip(
+        tmp_path / "src.mov",
+        "prores_ks",
+        "yuva444p10le",
+        frames=12,
+        options={"profile": "4"},
+        alpha=True,
+    )
+    dst = tmp_path / "marked.mov"
+    mark_video(src, dst, KEY, PAYLOAD)
+    with av.open(str(src)) as a, av.open(str(dst)) as b:
+        va, vb = a.streams.video[0].codec_context, b.streams.video[0].codec_context
+        assert (
+            (vb.profile, vb.format.name) == (va.profile, va.format.name) == ("4444", "yuva444p12le")
+        )
+    np.testing.assert_allclose(_alpha_plane(dst)[1], _alpha_plane(src)[1], atol=0.01)
+    # a codec that cannot carry alpha is refused, not written without it
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(MediaError, match=rf"^{re.escape(str(src))}: its alpha channel would be"):
+        mark_video(src, out / "x.mov", KEY, PAYLOAD, codec="h264")
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize(("name", "audio"), [("plain.mp4", None), ("sound.mov", "aac")])
+def test_mjpeg_writes_limited_range_video(tmp_path: Path, name: str, audio: str | None) -> None:
+    src = _av_clip(tmp_path / name, frames=12, audio=audio)
+    dst = tmp_path / f"marked{Path(name).suffix}"
+    mark_video(src, dst, KEY, PAYLOAD, codec="mjpeg")
+    with av.open(str(src)) as a, av.open(str(dst)) as b:
+        ca, cb = a.streams.video[0].codec_context, b.streams.video[0].codec_context
+        assert (cb.name, cb.format.name) == ("mjpeg", "yuv420p")  # not yuvj420p: full range
+        assert ca.color_range in (0, 1) and cb.color_range == 1  # limited ("tv") both
+        luma = [next(c.decode(video=0)).to_ndarray()[:48].astype(float) for c in (a, b)]
+    assert abs(luma[0].mean() - luma[1].mean()) < 1.0  # the same samples, not rescaled
+    assert len(_frame_times(dst)) == 12
+
+
+def test_an_output_failure_is_not_blamed_on_the_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import watermark.clip as clip
+
+    # mjpeg without strict -1 refuses limited-range video when it is opened, which the
+    # first copied audio packet does
+    strict = clip.CODEC_FAMILIES["mjpeg"]
+    monkeypatch.setitem(clip.CODEC_FAMILIES, "mjpeg", clip.CodecFamily("mjpeg", "mjpeg", 2, None))
+    src = _av_clip(tmp_path / "sound.mov", frames=12, audio="aac")
+    out = tmp_path / "out"
+    out.mkdir()
+    dst = out / "x.mov"
+    with pytest.raises(MediaError, match=rf"^{re.escape(str(dst))}: cannot"):
+        mark_video(src, dst, KEY, PAYLOAD, codec="mjpeg")
+    assert list(out.iterdir()) == []
+    assert strict.options == {"strict": "-1"}
+
+
+@pytest.mark.parametrize("bframes", ["0", "3"])
+def test_h264_in_avi_keeps_its_frame_times(tmp_path: Path, bframes: str) -> None:
+    src = _av_clip(tmp_path / "src.avi", frames=24, options={"bf": bframes}, audio="pcm_s16le")
+    dst = tmp_path / "marked.avi"
+    mark_video(src, dst, KEY, PAYLOAD)
+    times, source = _frame_times(dst), _frame_times(src)
+    # AVI stores no time stamps; with B-frames FFmpeg's guesses for the source's are not
+    # in display order, so those are compared as a set
+    assert sorted(times) == pytest.approx(sorted(source))
+    if bframes == "0":
+        assert times == pytest.approx(source)
+
+
+def test_an_edit_list_hiding_pre_roll_is_not_a_truncation(tmp_path: Path) -> None:
+    # 36 coded frames, the first 12 (0.5 s) before the edit list's start
+    src = _av_clip(tmp_path / "src.mp4", frames=36, pts0=-6144, time_base=Fraction(1, 12288))
+    with av.open(str(src)) as c:
+        assert c.streams.video[0].frames == 36
+    assert len(_frame_times(src)) == 24
+    dst = tmp_path / "marked.mp4"
+    assert mark_video(src, dst, KEY, PAYLOAD).frames == 24
+    assert _frame_times(dst) == pytest.approx(_frame_times(src))
+
+
+def test_a_tail_cut_h264_avi_is_called_truncated(tmp_path: Path) -> None:
+    whole = _av_clip(tmp_path / "whole.avi", frames=24, options={"bf": "0"}, audio="pcm_s16le")
+    assert _frame_times(whole)[0] == pytest.approx(1 / 24)  # H.264 in AVI starts a frame in
+    src = _cut(whole, tmp_path / "cut.avi", 0.9)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(
+        MediaError,
+        match=rf"^{re.escape(str(src))}: truncated or corrupt: \d+ of the 24 frames it declares",
+    ):
+        mark_video(src, out / "x.avi", KEY, PAYLOAD)
+    assert list(out.iterdir()) == []

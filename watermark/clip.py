@@ -7,12 +7,17 @@ imported lazily); sequence frames go through
 with a bounded number of frames in flight, so memory does not grow with the clip.
 
 What a marked video keeps from its source: the container format, every stream in the same
-order (audio, subtitle and data packets copied byte for byte), the frame count and every
-frame's time stamp, the frame rate, the pixel format where the encoder takes it, colour
-metadata (primaries, transfer, matrix, range), sample aspect ratio and rotation. The
-marked video stream is re-encoded with the source's codec family at visually lossless
-quality (see :data:`CODEC_FAMILIES`). Only the luma plane is marked, in the frame's own
-YUV samples: no colour conversion round trip touches the picture.
+order (audio, subtitle and data packets copied byte for byte; a QuickTime timecode track
+is written anew by the muxer from the same timecode, after the other streams), the frame
+count and every frame's time stamp, the frame rate, the pixel format where the encoder
+takes it (else the closest: the same chroma subsampling, the nearest bit depth, and the
+alpha, which is never dropped: a source whose alpha the codec written cannot carry is
+refused), colour metadata (primaries, transfer, matrix, range), sample aspect ratio and
+rotation. The marked video stream is re-encoded with the source's codec family at
+visually lossless quality (see :data:`CODEC_FAMILIES`). Only the luma plane is marked, in
+the frame's own YUV samples: no colour conversion round trip touches the picture. A
+source whose decoded video falls short of what it declares (frame count, or the video
+stream's own duration) is refused as truncated.
 
 Every failure is a :class:`~watermark.errors.MediaError` whose one-line message starts
 with the path. Outputs are written to a temporary file (or files) and renamed into place
@@ -151,7 +156,9 @@ CODEC_FAMILIES: dict[str, CodecFamily] = {
     "hevc": CodecFamily("hevc", "libx265", 12, "ultrafast", {"x265-params": "log-level=error"}),
     "prores": CodecFamily("prores", "prores_ks", None, None, {"profile": "3"}),
     "vp9": CodecFamily("vp9", "libvpx-vp9", 12, "veryfast", {"row-mt": "1"}),
-    "mjpeg": CodecFamily("mjpeg", "mjpeg", 2, None),
+    # strict -1: FFmpeg's mjpeg encoder writes limited-range YUV only when told that
+    # unofficial JPEG is fine; without it the source's range could not be kept
+    "mjpeg": CodecFamily("mjpeg", "mjpeg", 2, None, {"strict": "-1"}),
 }
 # Planar formats whose first plane is the luma, with its bits per sample (the chroma
 # planes pass through untouched).
@@ -171,8 +178,26 @@ _LUMA_PLANE_BITS: dict[str, int] = {
         ),
         10,
     ),
-    **dict.fromkeys(("yuv420p12le", "yuv422p12le", "yuv444p12le", "gray12le"), 12),
+    **dict.fromkeys(
+        (
+            *("yuv420p12le", "yuv422p12le", "yuv444p12le", "gray12le"),
+            *("yuva422p12le", "yuva444p12le"),
+        ),
+        12,
+    ),
 }
+# The alpha formats each encoder really writes alpha in. Encoders list others whose alpha
+# depends on how the library was built (libx265) or is refused when opened (libvpx-vp9
+# beside 4:2:2 and 4:4:4), so only these are offered.
+_ALPHA_FORMATS: dict[str, tuple[str, ...]] = {
+    "prores_ks": ("yuva444p10le",),
+    "libvpx-vp9": ("yuva420p",),
+}
+# How much of a declared duration the decoded video may fall short of, in frames: the
+# last frame's own duration is not always counted alike by muxers and demuxers.
+_DURATION_SLACK_FRAMES = 1.5
+# Matroska's per-stream DURATION tag, "HH:MM:SS.nnnnnnnnn".
+_MATROSKA_DURATION = re.compile(r"^(\d+):(\d{2}):(\d{2}(?:\.\d+)?)$")
 
 
 # ----------------------------------------------------------------------------- finding
@@ -541,20 +566,75 @@ def _frame_time(frame: Any, index: int, stream: Any) -> float:
 
 
 def _decode(
-    container: Any, stream: Any, path: Path, on_packet: Callable[[Any], None] | None = None
+    container: Any,
+    stream: Any,
+    path: Path,
+    on_packet: Callable[[Any], None] | None = None,
+    on_video_packet: Callable[[Any], None] | None = None,
 ) -> Iterator[Any]:
-    """Frames of `stream` in display order; other packets go to `on_packet` (muxing)."""
+    """Frames of `stream` in display order; other packets go to `on_packet` (muxing).
+
+    Every packet that holds data is passed on, whatever its time stamps (Matroska leaves
+    the dts of some unset); only the empty packets PyAV yields to flush each stream at
+    the end are not. `on_video_packet` sees each of `stream`'s own packets before it is
+    decoded. Errors raised by the callbacks are theirs to word: only FFmpeg's errors while
+    demuxing and decoding are blamed on the source.
+    """
     av = _av()
+    decoder = _video_decoder(stream, path)
     streams = [stream] if on_packet is None else list(container.streams)
     try:
         for packet in container.demux(streams):
             if packet.stream.index != stream.index:
-                if packet.dts is not None and on_packet is not None:
+                if packet.size and on_packet is not None:
                     on_packet(packet)
                 continue
-            yield from packet.decode()
+            if packet.size and on_video_packet is not None:
+                on_video_packet(packet)
+            yield from decoder.decode(packet)
     except av.FFmpegError as exc:
         raise MediaError(f"{path}: corrupt or truncated video data ({_reason(exc)})") from None
+
+
+def _has_alpha_tag(stream: Any) -> bool:
+    """True when a VP8/VP9 stream says it carries alpha (Matroska's AlphaMode)."""
+    return any(k.lower() == "alpha_mode" and v == "1" for k, v in stream.metadata.items())
+
+
+def _vp9_alpha(stream: Any) -> bool:
+    """True when the stream is VP9 with alpha, which only libvpx-vp9 decodes (FFmpeg's
+    own vp9 decoder ignores the alpha it carries beside the picture)."""
+    return stream.codec_context.name == "vp9" and _has_alpha_tag(stream)
+
+
+def _video_decoder(stream: Any, path: Path) -> Any:
+    """The codec context that decodes `stream`: its own, or libvpx-vp9 for VP9 with
+    alpha (so that the alpha is decoded too)."""
+    if not _vp9_alpha(stream):
+        return stream.codec_context
+    av = _av()
+    if stream.codec_context.format is None or stream.codec_context.format.name != "yuv420p":
+        # libvpx decodes alpha beside 8-bit 4:2:0 pictures only
+        raise MediaError(
+            f"{path}: its alpha channel would be lost: VP9 alpha is only read beside 8-bit "
+            "4:2:0 video"
+        )
+    try:
+        decoder = av.CodecContext.create("libvpx-vp9", "r")
+    except (av.FFmpegError, ValueError) as exc:
+        raise MediaError(
+            f"{path}: its alpha channel would be lost: this FFmpeg has no libvpx-vp9 decoder "
+            f"({_reason(exc)})"
+        ) from None
+    decoder.thread_type = "AUTO"
+    return decoder
+
+
+def _source_format(stream: Any) -> str:
+    """The pixel format the marked stream's frames are decoded to."""
+    cc = stream.codec_context
+    name = cc.format.name if cc.format else "yuv420p"
+    return "yuva420p" if _vp9_alpha(stream) else name
 
 
 def _plane_ready(frame: Any) -> Any:
@@ -626,13 +706,38 @@ class MarkReport:
 
 
 class _Tally:
-    """Running PSNR mean and smallest sampled margin; the first frame's time stamp."""
+    """Running PSNR mean and smallest sampled margin; what the decoded video covers."""
 
     def __init__(self) -> None:
         self.frames = 0
         self.psnr_sum = 0.0
         self.margin = math.inf
-        self.first_time: float | None = None  # seconds
+        self.first_time: float | None = None  # seconds, the first decoded frame's
+        self.last_time: float | None = None  # seconds, the latest decoded frame's
+        self.last_end = 0.0  # seconds, the latest end of a decoded frame with a duration
+        self.first_packet: float | None = None  # seconds, the earliest packet's pts
+        self.discarded = 0  # packets the container says are not shown (edit lists)
+
+    def see_frame(self, frame: Any) -> None:
+        """Note a decoded frame's presentation time."""
+        if frame.time is None:
+            return
+        t = float(frame.time)
+        if self.first_time is None:
+            self.first_time = t
+        self.last_time = t if self.last_time is None else max(self.last_time, t)
+        if frame.duration and frame.time_base:  # a frame held longer (variable frame rate)
+            self.last_end = max(self.last_end, t + float(frame.duration * frame.time_base))
+
+    def see_packet(self, packet: Any) -> None:
+        """Note one of the marked stream's packets, before it is decoded."""
+        if packet.is_discard:  # pre-roll an edit list hides: decoded, never shown
+            self.discarded += 1
+            return
+        ts = packet.pts if packet.pts is not None else packet.dts
+        if ts is not None and packet.time_base:
+            t = float(ts * packet.time_base)
+            self.first_packet = t if self.first_packet is None else min(self.first_packet, t)
 
     def add(self, r: EmbedResult) -> None:
         self.frames += 1
@@ -756,7 +861,8 @@ def stage_marked_video(
     ------
     MediaError
         Unreadable, truncated or corrupt source, no video stream, unsupported codec or
-        container, or a write failure.
+        container, alpha the codec written cannot keep, or a write failure (named by
+        `dst`, never blamed on the source).
     """
     src, dst = Path(src), Path(dst)
     muxer = _MUXERS.get(dst.suffix.lower())
@@ -799,38 +905,103 @@ def stage_marked_video(
         seconds = _duration(inp, vin, tally.frames)
         # the stream's fields are read while its container is open (PyAV 18.1.1 refuses
         # them after close)
-        declared = int(vin.frames or 0)
-        lead = _undecodable_lead(vin, tally.first_time)
+        declared = _Declared.of(vin, tally)
     except BaseException:
         discard_file(tmp)
         raise
     finally:
         inp.close()
-    if tally.frames == 0 or tally.frames < declared:
+    try:
+        _check_complete(src, declared, tally)
+    except MediaError:
         discard_file(tmp)
-        if tally.frames == 0:
-            raise MediaError(f"{src}: no decodable video frame")
-        if lead > 0.0:
-            raise MediaError(
-                f"{src}: its first {lead:.2f} s cannot be decoded: the video starts without a "
-                f"key frame ({tally.frames} of the {declared} frames it declares decode), as a "
-                "stream-copy cut between key frames does; cut it at a key frame or re-encode it"
-            )
-        raise MediaError(
-            f"{src}: truncated or corrupt: {tally.frames} of the {declared} frames it declares "
-            "could be decoded"
-        )
+        raise
     _fsync(tmp)
     return tally.report(family.name, seconds), tmp
 
 
-def _undecodable_lead(vin: Any, first_time: float | None) -> float:
-    """Seconds from the stream's start to its first decoded frame, when that is more than
-    half a frame (the decoder skipped frames that lack a key frame before them); else 0."""
-    if first_time is None or vin.start_time is None or not vin.time_base:
-        return 0.0
-    lead = first_time - float(vin.start_time * vin.time_base)
-    return lead if lead > 0.5 / _fps(vin) else 0.0
+@dataclass(frozen=True, slots=True)
+class _Declared:
+    """What a source's marked stream says it holds, to check the decoded video against.
+
+    Attributes
+    ----------
+    frames : int
+        Frames it presents (the container's count less the packets an edit list hides;
+        0 when unknown, as in Matroska).
+    start : float
+        Seconds: where its presentation starts.
+    end : float or None
+        Seconds: where it ends (its start plus its own duration, or Matroska's DURATION
+        tag; never the container's, which is the longest stream's).
+    fps : float
+        Frame rate, for the slack allowed at the end.
+    """
+
+    frames: int
+    start: float
+    end: float | None
+    fps: float
+
+    @classmethod
+    def of(cls, vin: Any, tally: _Tally) -> _Declared:
+        """Read it off the stream (while its container is open) and what demuxing saw."""
+        tb = vin.time_base
+        start = float(vin.start_time * tb) if vin.start_time is not None and tb else None
+        if start is None:
+            start = tally.first_packet if tally.first_packet is not None else 0.0
+        end = None
+        if vin.duration and tb:
+            end = start + float(vin.duration * tb)
+        else:
+            tag = next((v for k, v in vin.metadata.items() if k.upper() == "DURATION"), None)
+            m = _MATROSKA_DURATION.match(tag.strip()) if tag else None
+            if m is not None:  # Matroska writes the track's end time
+                end = int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3])
+        frames = max(0, int(vin.frames or 0) - tally.discarded)
+        return cls(frames, start, end, _fps(vin))
+
+
+def _check_complete(src: Path, declared: _Declared, tally: _Tally) -> None:
+    """Raise MediaError when the decoded video falls short of what the source declares.
+
+    The frames decoded against the frames it presents, where the container counts them
+    (AVI, MP4, MOV; an MP4 edit list's hidden pre-roll is not counted). Where it does not
+    (Matroska, WebM), the end of the last decoded frame (its own duration when it has
+    one, else a frame at the average rate) against the stream's declared end (the video
+    stream's own, so a complete file whose audio runs longer passes), with 1.5 frames of
+    slack.
+    """
+    if tally.frames == 0:
+        raise MediaError(f"{src}: no decodable video frame")
+    frame = 1.0 / declared.fps
+    end = None if tally.last_time is None else max(tally.last_time + frame, tally.last_end)
+    short_frames = declared.frames > 0 and tally.frames < declared.frames
+    # the time check stands in for a frame count where the container keeps none
+    short_time = (
+        declared.frames == 0
+        and declared.end is not None
+        and end is not None
+        and end < declared.end - _DURATION_SLACK_FRAMES * frame
+    )
+    if not (short_frames or short_time):
+        return
+    if short_frames:
+        counted, span = f"{tally.frames} of the {declared.frames} frames it declares", ""
+    else:
+        counted = f"{tally.frames} frames"
+        span = f", up to {end:.2f} of the {declared.end:.2f} s it declares"
+    # frames missing at the start: the first decoded frame comes later than the first
+    # packet's time stamp (not zero: an H.264 AVI starts a frame in)
+    origin = tally.first_packet if tally.first_packet is not None else declared.start
+    lead = 0.0 if tally.first_time is None else tally.first_time - origin
+    if lead > 0.5 * frame:
+        raise MediaError(
+            f"{src}: its first {lead:.2f} s cannot be decoded: the video starts without a "
+            f"key frame ({counted} decode{span}), as a stream-copy cut between key frames "
+            "does; cut it at a key frame or re-encode it"
+        )
+    raise MediaError(f"{src}: truncated or corrupt: {counted} could be decoded{span}")
 
 
 def _duration(inp: Any, vin: Any, frames: int) -> float:
@@ -872,9 +1043,17 @@ def _mark_streams(
     # every stream in the source's order: the marked one re-encoded, the others copied
     copies: dict[int, Any] = {}
     vout = None
+    timecode = _timecode(inp, vin)
     for s in inp.streams:
         if s.index == vin.index:
-            vout = _encoder_stream(out, vin, family, crf, preset, dst)
+            vout = _encoder_stream(out, vin, family, crf, preset, src, dst)
+            if timecode is not None:
+                vout.metadata["timecode"] = timecode
+        elif _is_timecode_track(s):
+            # QuickTime's tmcd track cannot be copied (the mov muxer fails to finish the
+            # file); the muxer writes its own from the marked stream's timecode, as
+            # ffmpeg does
+            continue
         else:
             try:
                 copies[s.index] = out.add_stream_from_template(s)
@@ -889,16 +1068,31 @@ def _mark_streams(
     assert vout is not None
 
     def copy_packet(packet: Any) -> None:
+        if packet.stream.index not in copies:
+            return  # a stream not carried over (a timecode track)
         packet.stream = copies[packet.stream.index]
-        out.mux(packet)
+        try:
+            out.mux(packet)
+        except av.FFmpegError as exc:
+            # the output's failure (the first packet also opens the encoder and writes
+            # the header), never the source's
+            raise MediaError(f"{dst}: cannot write ({_reason(exc)})") from None
 
     held: deque[tuple[Any, int]] = deque()
     last_pts = [None]
+    # AVI stores no time stamps: each chunk is the next frame in decode order, and a
+    # reader guesses presentation times from the chunk index. So the marked frames are
+    # numbered one per frame from the source's start, which puts chunk k where the
+    # source had it (a pts left as decoded would leave empty chunks before the first
+    # frame, and an H.264 AVI's guessed B-frame pts are not in display order).
+    avi_base = None
+    if out.format.name == "avi":
+        start = vin.start_time * vin.time_base if vin.start_time and vin.time_base else 0
+        avi_base = max(0, round(start / vout.time_base))
 
     def planes() -> Iterator[np.ndarray]:
-        for frame in _decode(inp, vin, src, copy_packet):
-            if tally.first_time is None and frame.time is not None:
-                tally.first_time = float(frame.time)
+        for frame in _decode(inp, vin, src, copy_packet, tally.see_packet):
+            tally.see_frame(frame)
             frame = _plane_ready(frame)
             frame.make_writable()
             y, bits = _luma_plane(frame)
@@ -912,7 +1106,9 @@ def _mark_streams(
             _write_luma(frame, result.image, bits)
             tally.add(result)
             frame.pict_type = av.video.frame.PictureType.NONE  # the encoder picks key frames
-            if frame.pts is None or (last_pts[0] is not None and frame.pts <= last_pts[0]):
+            if avi_base is not None:
+                frame.pts, frame.time_base = avi_base + tally.frames - 1, vout.time_base
+            elif frame.pts is None or (last_pts[0] is not None and frame.pts <= last_pts[0]):
                 frame.pts = 0 if last_pts[0] is None else last_pts[0] + 1
             last_pts[0] = frame.pts
             if tally.frames == 1:
@@ -930,30 +1126,64 @@ def _mark_streams(
     return tally
 
 
+def _timecode(inp: Any, vin: Any) -> str | None:
+    """The source's start timecode: the marked stream's or a timecode track's."""
+    tracks = [s.metadata for s in inp.streams if _is_timecode_track(s)]
+    for tags in (vin.metadata, *tracks):
+        value = next((v for k, v in tags.items() if k.lower() == "timecode"), None)
+        if value:
+            return str(value)
+    return None
+
+
+def _is_timecode_track(stream: Any) -> bool:
+    """True for a QuickTime timecode (tmcd) track: a data stream FFmpeg tags with it."""
+    return stream.type == "data" and any(k.lower() == "timecode" for k in stream.metadata)
+
+
 def _encoder_stream(
-    out: Any, vin: Any, family: CodecFamily, crf: int | None, preset: str | None, dst: Path
+    out: Any,
+    vin: Any,
+    family: CodecFamily,
+    crf: int | None,
+    preset: str | None,
+    src: Path,
+    dst: Path,
 ) -> Any:
+    """The output's marked video stream: `family`'s encoder set up like the source."""
     av = _av()
     cin = vin.codec_context
     rate = vin.average_rate or vin.guessed_rate or Fraction(24)
-    try:
-        vout = out.add_stream(
-            family.encoder, rate=rate, options=family.encoder_options(crf, preset)
+    writes_alpha = _ALPHA_FORMATS.get(family.encoder, ())
+    formats = [
+        f.name
+        for f in (av.codec.Codec(family.encoder, "w").video_formats or [])
+        if f.name in writes_alpha or not _alpha(f.name)
+    ]
+    source_fmt = _source_format(vin)
+    pix_fmt = _pixel_format(source_fmt, formats)
+    if _alpha(source_fmt) and not _alpha(pix_fmt):
+        raise MediaError(
+            f"{src}: its alpha channel would be lost: {family.encoder} cannot write "
+            f"{source_fmt} (--codec {' or '.join(_alpha_families())} keeps it)"
         )
+    options = family.encoder_options(crf, preset)
+    if family.name == "prores" and av.VideoFormat(pix_fmt).chroma_width(64) == 64:
+        # 4:4:4 (and alpha) is ProRes 4444's; XQ when the source is XQ
+        options["profile"] = "5" if str(cin.profile or "").upper() == "XQ" else "4"
+    try:
+        vout = out.add_stream(family.encoder, rate=rate, options=options)
     except (av.FFmpegError, ValueError) as exc:
         raise MediaError(f"{dst}: cannot write {family.name} video ({_reason(exc)})") from None
     cc = vout.codec_context
     cc.width, cc.height = cin.width, cin.height
-    formats = [f.name for f in (av.codec.Codec(family.encoder, "w").video_formats or [])]
-    source_fmt = cin.format.name if cin.format else "yuv420p"
-    if source_fmt in formats:
-        cc.pix_fmt = source_fmt
+    cc.pix_fmt = pix_fmt
+    if out.format.name == "avi":
+        # one chunk per frame: AVI's time base is the frame duration
+        cc.time_base = vout.time_base = 1 / Fraction(rate)
     else:
-        deep = cin.format is not None and any(c.bits > 8 for c in cin.format.components)
-        prefer = ("yuv422p10le", "yuv420p10le", "yuv444p10le") if deep else ("yuv420p", "yuvj420p")
-        cc.pix_fmt = next((f for f in prefer if f in formats), formats[0])
-    cc.time_base = vin.time_base
-    vout.time_base = vin.time_base
+        cc.time_base = vin.time_base
+        vout.time_base = vin.time_base
     for attr in ("color_range", "color_primaries", "color_trc", "colorspace"):
         value = getattr(cin, attr, None)
         if value is not None:
@@ -963,7 +1193,63 @@ def _encoder_stream(
     if family.name == "hevc" and out.format.name in ("mp4", "mov"):
         cc.codec_tag = "hvc1"  # what Apple players need
     vout.metadata.update(vin.metadata)
+    if family.name == "vp9" and _alpha(pix_fmt):
+        vout.metadata["alpha_mode"] = "1"  # Matroska's AlphaMode: readers look for it
     return vout
+
+
+def _alpha(pix_fmt: str) -> bool:
+    """True when the pixel format has an alpha plane."""
+    return any(c.is_alpha for c in _av().VideoFormat(pix_fmt).components)
+
+
+def _alpha_families() -> list[str]:
+    """Families whose encoder keeps alpha."""
+    return [name for name, f in CODEC_FAMILIES.items() if f.encoder in _ALPHA_FORMATS]
+
+
+def _pixel_format(source: str, formats: list[str]) -> str:
+    """The encoder's pixel format closest to the source's.
+
+    Nothing lost comes first (alpha, colour, chroma resolution, bit depth), then no
+    range conversion (yuvj formats are full range), then nothing added (the closest
+    depth above, the same chroma subsampling, no alpha the source lacks), then planar
+    over semi-planar; ties go to the encoder's own order.
+    """
+    if source in formats or not formats:
+        return source if source in formats else "yuv420p"
+    av = _av()
+
+    def traits(name: str) -> tuple[str, int, int, int, bool, bool]:
+        f = av.VideoFormat(name)
+        colour = [c for c in f.components if not c.is_alpha]
+        kind = "rgb" if f.is_rgb else "grey" if len(colour) == 1 else "yuv"
+        # chroma samples across and down per 64 pixels (64: none subsampled)
+        cw, ch = {"rgb": (64, 64), "grey": (0, 0)}.get(
+            kind, (f.chroma_width(64), f.chroma_height(64))
+        )
+        planar = len({c.plane for c in f.components}) == len(f.components)  # not nv12
+        return kind, cw, ch, max(c.bits for c in colour), _alpha(name), planar
+
+    kind, cw, ch, bits, alpha, _ = traits(source)
+
+    def cost(name: str) -> tuple[int, ...]:
+        k, w, h, b, a, planar = traits(name)
+        return (
+            int(alpha and not a),
+            int(kind != k and not (kind == "grey" and k == "yuv")),
+            int(w < cw) + int(h < ch),
+            max(0, bits - b),
+            # a yuvj format is full range: the encoder would convert the samples to it
+            int(source.startswith("yuvj") != name.startswith("yuvj")),
+            max(0, b - bits),
+            int(w > cw) + int(h > ch),
+            int(a and not alpha),
+            int(kind != k),
+            int(not planar),
+        )
+
+    return min(formats, key=cost)
 
 
 def _copy_frame_side(frame: Any, vout: Any) -> None:
