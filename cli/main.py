@@ -33,6 +33,7 @@ from typer.core import TyperGroup
 
 from watermark._embed import WEAK_MARGIN
 from watermark._temporal import DEFAULT_MAX_FRAMES
+from watermark.clip import CODEC_FAMILIES, ENCODER_PRESETS
 from watermark.errors import LeaktraceError
 from watermark.studio import (
     HOME_ENV,
@@ -59,12 +60,14 @@ _EPILOG = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Settings:
-    """Options of the root command, shared with subcommands through ``ctx.obj``."""
+    """Options of the root command, shared with subcommands through ``ctx.obj``; `json`
+    is set by the subcommand's ``--json`` as it is parsed."""
 
     home: Path | None = None
     debug: bool = False
+    json: bool = False
 
 
 class _Group(TyperGroup):
@@ -80,11 +83,35 @@ class _Group(TyperGroup):
         except LeaktraceError as exc:
             if _settings(ctx).debug:
                 raise
-            _fail(str(exc))
+            _fail_command(ctx, str(exc))
         except Exception as exc:
             if _settings(ctx).debug:
                 raise
-            _fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+            name = type(exc).__name__
+            _fail_command(ctx, f"unexpected {name}: {exc} (rerun with --debug for the traceback)")
+
+
+def _fail_command(ctx: typer.Context, message: str) -> None:
+    """A command that failed as a whole: with --json, its one document is the error."""
+    if _settings(ctx).json:
+        with suppress(BrokenPipeError):
+            _print_json({"error": _one_line(message)})
+    _fail(message)
+
+
+def _one_line(text: str) -> str:
+    """`text` with control characters escaped (a newline in a file name cannot start a
+    line of its own, nor an escape sequence reach the terminal)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+class _Console(Console):
+    """rich's console, but a closed stdout exits 141 quietly, as the rest of the CLI does
+    (rich's own handler exits 1)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        _stdout_closed()
 
 
 def _stdout_closed() -> None:
@@ -101,7 +128,7 @@ def _silence_stdout() -> None:
 
 def _fail(message: str) -> None:
     """Print one error line on stderr and exit 1."""
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {_one_line(message)}", err=True)
     raise typer.Exit(EXIT_ERROR)
 
 
@@ -141,22 +168,53 @@ HomeOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+def _remember_json(ctx: typer.Context, value: bool) -> bool:
+    """--json, noted as soon as it is parsed: a command that then fails as a whole still
+    prints its one JSON document (the error)."""
+    _settings(ctx).json = bool(value)
+    return value
+
+
 JsonOption = Annotated[
-    bool, typer.Option("--json", help="Print one JSON document; no progress, no colour.")
+    bool,
+    typer.Option(
+        "--json",
+        help="Print one JSON document (the error, when the command fails as a whole); no "
+        "progress, no colour.",
+        callback=_remember_json,
+    ),
 ]
+# Inputs are not checked by the parser (readable=False): an unreadable file is one failed
+# file of the batch, reported with the others, not a usage error that stops it.
 InputsArgument = Annotated[
     list[Path],
     typer.Argument(
         metavar="INPUT...",
         help="Image or video files, image sequences, or folders (walked recursively).",
         show_default=False,
+        readable=False,
     ),
 ]
 
 
+def _one_of(choices: tuple[str, ...]) -> Any:
+    """A parameter callback refusing a value outside `choices` (a usage error, exit 2)."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in choices:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    return check
+
+
 def _settings(ctx: typer.Context) -> _Settings:
     root = ctx.find_root()
-    return root.obj if isinstance(root.obj, _Settings) else _Settings()
+    if not isinstance(root.obj, _Settings):
+        root.obj = _Settings()
+    return root.obj
 
 
 def _home(ctx: typer.Context, home: Path | None) -> Path:
@@ -235,7 +293,7 @@ def _report_errors(messages: Sequence[str | None]) -> int:
     """Print each error on stderr; return the exit code they imply."""
     errors = [m for m in messages if m]
     for message in errors:
-        typer.echo(f"error: {message}", err=True)
+        typer.echo(f"error: {_one_line(message)}", err=True)
     return EXIT_ERROR if errors else EXIT_OK
 
 
@@ -251,7 +309,8 @@ def _root(
     ] = False,
 ) -> None:
     """Forensic watermarking: mark the copies you hand to vendors, trace a leak back."""
-    ctx.obj = _Settings(home=home, debug=debug)
+    settings = _settings(ctx)
+    settings.home, settings.debug = home, debug
 
 
 @app.command(epilog=_EPILOG)
@@ -297,7 +356,7 @@ def vendor_list(ctx: typer.Context, home: HomeOption = None, as_json: JsonOption
     table = Table("vendor", "added (UTC)", "deliveries")
     for vendor in vendors:
         table.add_row(vendor.name, vendor.created_at, str(counts[vendor.name]))
-    Console().print(table)
+    _Console().print(table)
 
 
 @app.command(epilog=_EPILOG)
@@ -382,7 +441,7 @@ def delivery_list(
             r.delivery.created_at,
             r.delivery.output_path,
         )
-    Console().print(table)
+    _Console().print(table)
 
 
 @delivery_app.command("show", epilog=_EPILOG)
@@ -421,8 +480,9 @@ def embed(
         str | None,
         typer.Option(
             "--codec",
-            help="Video: codec family to write (h264, hevc, prores, vp9, mjpeg; default: "
+            help=f"Video: codec family to write ({', '.join(CODEC_FAMILIES)}; default: "
             "the source's).",
+            callback=_one_of(tuple(CODEC_FAMILIES)),
         ),
     ] = None,
     crf: Annotated[
@@ -437,7 +497,11 @@ def embed(
     ] = None,
     preset: Annotated[
         str | None,
-        typer.Option("--preset", help="Video: encoder speed preset (x264 names)."),
+        typer.Option(
+            "--preset",
+            help=f"Video: encoder speed preset ({', '.join(ENCODER_PRESETS)}).",
+            callback=_one_of(ENCODER_PRESETS),
+        ),
     ] = None,
     workers: Annotated[
         int,
@@ -478,7 +542,7 @@ def embed(
         if as_json:
             _print_json([r.to_json() for r in planned])
         else:
-            Console().print(_embed_table(planned))
+            _Console().print(_embed_table(planned))
         raise typer.Exit(_report_errors([r.error for r in planned]))
     with (
         _open_studio(ctx, home) as studio,
@@ -499,7 +563,7 @@ def embed(
     if as_json:
         _print_json([r.to_json() for r in records])
     else:
-        Console().print(_embed_table(records))
+        _Console().print(_embed_table(records))
     for r in records:
         if r.weak:
             typer.echo(
@@ -544,7 +608,7 @@ def asset_add(
     if as_json:
         _print_json([r.to_json() for r in records])
     else:
-        Console().print(_asset_table(records))
+        _Console().print(_asset_table(records))
     raise typer.Exit(_report_errors([r.error for r in records]))
 
 
@@ -583,7 +647,7 @@ def asset_list(ctx: typer.Context, home: HomeOption = None, as_json: JsonOption 
             str(d["deliveries"]),
             str(d["added_at"]),
         )
-    Console().print(table)
+    _Console().print(table)
 
 
 def _asset_table(records: Sequence[AssetRecord]) -> Table:
@@ -604,6 +668,7 @@ def trace(
             "--original",
             metavar="FILE",
             help="The studio original the leaks come from (default: find it in the index).",
+            readable=False,  # the library says why it cannot be read, in one line
         ),
     ] = None,
     blind: Annotated[
@@ -677,7 +742,7 @@ def trace(
     if as_json:
         _print_json([r.to_json() for r in records])
     else:
-        Console().print(_trace_table(records))
+        _Console().print(_trace_table(records))
         for r in records:
             if r.error:
                 continue

@@ -240,6 +240,58 @@ def test_a_reader_that_stops_early_is_not_an_error(home: Path) -> None:
         assert child.wait(timeout=60) == 141 and stderr == b""
 
 
+def test_a_table_reader_that_stops_early_is_not_an_error(home: Path) -> None:
+    # rich prints the tables; its own broken-pipe handler would exit 1
+    command = [sys.executable, "-m", "cli", "vendor", "list", "--home", str(home)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as child:
+        assert child.stdout is not None and child.stderr is not None
+        child.stdout.close()
+        stderr = child.stderr.read()
+        assert child.wait(timeout=60) == 141 and stderr == b""
+
+
+def test_a_command_that_fails_as_a_whole_still_prints_one_json_document(
+    runner: CliRunner, home: Path, tmp_path: Path
+) -> None:
+    src = write_encoded(tmp_path / "a.png", texture((96, 128, 3), seed=1))
+    for args, message in (
+        (["status", "--json", "--home", str(tmp_path / "none")], "no studio here"),
+        (
+            ["embed", str(src), "--vendor", "Nobody", "--out", str(tmp_path / "o"), "--json"],
+            "unknown vendor 'Nobody'",
+        ),
+        (["delivery", "show", "12345678", "--json"], "no delivery 12345678"),
+        (["trace", str(tmp_path / "empty"), "--json"], "no image, video or sequence"),
+    ):
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        result = runner.invoke(app, [*args, "--home", str(home)] if "--home" not in args else args)
+        assert result.exit_code == 1, result.output
+        document = json.loads(result.stdout)
+        assert list(document) == ["error"] and message in document["error"]
+        assert one_error_line(result.stderr) == f"error: {document['error']}"
+
+
+def test_file_names_cannot_forge_error_lines(runner: CliRunner, home: Path, tmp_path: Path) -> None:
+    evil = tmp_path / "evil\nerror: fake.png\x1b[31m"
+    evil.write_bytes(b"not an image")
+    result = runner.invoke(app, ["trace", str(evil), "--json", "--home", str(home)])
+    assert result.exit_code == 1
+    line = one_error_line(result.stderr)
+    assert "\\nerror: fake.png\\x1b[31m: not an image" in line
+    assert json.loads(result.stdout)[0]["file"] == str(evil)  # the JSON keeps the real name
+
+
+def test_unknown_codec_or_preset_is_a_usage_error(
+    runner: CliRunner, home: Path, tmp_path: Path
+) -> None:
+    src = write_encoded(tmp_path / "a.png", texture((96, 128, 3), seed=1))
+    for option in (["--codec", "bogus"], ["--preset", "warp"]):
+        args = ["embed", str(src), "--vendor", "Acme", "--out", str(tmp_path / "o"), *option]
+        result = runner.invoke(app, [*args, "--home", str(home)])
+        assert result.exit_code == 2 and "is not one of" in result.stderr
+    assert not (tmp_path / "o").exists() and deliveries(home) == 0
+
+
 def test_vendor_add_duplicate_and_invalid(runner: CliRunner, home: Path) -> None:
     dup = runner.invoke(app, ["vendor", "add", "acme", "--home", str(home)])
     assert dup.exit_code == 1 and "already exists" in one_error_line(dup.stderr)
@@ -652,7 +704,10 @@ def test_backup_writes_a_studio_home_and_refuses_an_existing_folder(
     )
     assert text.stderr.startswith("warning: ") and "keep the backup private" in text.stderr
     again = runner.invoke(app, ["backup", str(dest), "--json", "--home", str(home)])
-    assert again.exit_code == 1 and again.stdout == ""
+    assert again.exit_code == 1  # and its one JSON document is the error
+    assert json.loads(again.stdout) == {
+        "error": f"{dest}: already exists; a backup goes to a new folder"
+    }
     assert one_error_line(again.stderr) == (
         f"error: {dest}: already exists; a backup goes to a new folder"
     )

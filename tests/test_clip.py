@@ -497,23 +497,23 @@ def test_a_sequence_that_fails_mid_publish_leaves_nothing_and_resumes(
         write_image(shot / f"shot_020.{n:04d}.png", textured_frame(200, 240, seed=n), format="png")
     studio = Studio.create(tmp_path / "studio")
     studio.add_vendor("Acme")
-    real_publish = studio_module.publish_file
+    real_publish = studio_module.publish_new_file
     calls: list[Path] = []
 
-    def failing_publish(tmp: Path, path: Path) -> None:
+    def failing_publish(tmp: Path, path: Path) -> bool:
         calls.append(Path(path))
         if len(calls) == 3:  # the disk fills up on the third frame
             Path(tmp).unlink()
             raise MediaError(f"{path}: cannot write (No space left on device)")
-        real_publish(tmp, path)
+        return real_publish(tmp, path)
 
-    monkeypatch.setattr(studio_module, "publish_file", failing_publish)
+    monkeypatch.setattr(studio_module, "publish_new_file", failing_publish)
     (failed,) = studio.embed_files([tmp_path / "in"], "Acme", tmp_path / "out")
     assert failed.status == "failed" and "No space left" in (failed.error or "")
     assert list((tmp_path / "out").rglob("*.png")) == []  # no frame of it stays
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]  # nor a temp file
     assert studio.registry.all_payloads().size == 0  # nor a delivery in the registry
-    monkeypatch.setattr(studio_module, "publish_file", real_publish)
+    monkeypatch.setattr(studio_module, "publish_new_file", real_publish)
     (again,) = studio.embed_files([tmp_path / "in"], "Acme", tmp_path / "out")
     assert again.status == "embedded" and again.frames == 5
     assert len(list((tmp_path / "out").rglob("*.png"))) == 5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 import stat
@@ -409,7 +410,7 @@ def test_embed_rename_failure_rolls_back(
         Path(tmp).unlink()
         raise MediaError(f"{path}: cannot write (Input/output error)")
 
-    monkeypatch.setattr(studio_module, "publish_file", failing_publish)
+    monkeypatch.setattr(studio_module, "publish_new_file", failing_publish)
     (record,) = studio.embed_files([src], "Acme", tmp_path / "out")
     assert record.status == "failed" and "Input/output error" in record.error
     assert rows(studio, "deliveries") == 0 and rows(studio, "assets") == 0
@@ -438,7 +439,7 @@ def test_embed_interrupted_after_commit(
     def interrupted(tmp: Path, path: Path) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(studio_module, "publish_file", interrupted)
+    monkeypatch.setattr(studio_module, "publish_new_file", interrupted)
     with pytest.raises(KeyboardInterrupt):
         studio.embed_files([src], "Acme", tmp_path / "out")
     assert not (tmp_path / "out").exists()  # no temp file left, nor the folder
@@ -699,3 +700,125 @@ def test_an_unmarked_delivery_reports_no_psnr(studio: Studio, tmp_path: Path) ->
     write_encoded(tmp_path / "in" / "a.png", texture((96, 128, 3), seed=6))
     (record,) = studio.embed_files([tmp_path / "in"], "Acme", tmp_path / "out", strength=0.0)
     assert record.status == "embedded" and record.psnr_y is None and record.weak
+
+
+def test_an_output_that_appears_meanwhile_is_never_overwritten(
+    studio: Studio, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = write_encoded(tmp_path / "a.png", texture((64, 64, 3)))
+    out = tmp_path / "out" / "a.png"
+    real_stage = studio_module.stage_file
+
+    def racing_stage(path: Path, data: bytes) -> Path:
+        tmp = real_stage(path, data)
+        Path(path).write_bytes(b"another process's file")  # after the check, before publish
+        return tmp
+
+    monkeypatch.setattr(studio_module, "stage_file", racing_stage)
+    (record,) = studio.embed_files([src], "Acme", tmp_path / "out")
+    assert record.status == "failed" and "already exists" in (record.error or "")
+    assert "not overwritten" in (record.error or "")
+    assert out.read_bytes() == b"another process's file"
+    assert rows(studio, "deliveries") == 0  # the delivery that could not land is rolled back
+    assert temp_files(tmp_path / "out") == []
+    # a dangling symbolic link is something there too
+    out.unlink()
+    out.symlink_to(tmp_path / "nowhere.png")
+    monkeypatch.setattr(studio_module, "stage_file", real_stage)
+    (record,) = studio.embed_files([src], "Acme", tmp_path / "out")
+    assert record.status == "failed" and out.is_symlink()
+
+
+def test_a_rerun_removes_what_a_killed_run_staged(studio: Studio, tmp_path: Path) -> None:
+    shots(tmp_path / "shots")
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    stale = [out / ".a.png.0123456789ab.tmp", out / "sub" / ".b.jpg.ba9876543210.tmp"]
+    kept = [
+        out / ".a.png.notours.tmp",  # not a staged name
+        out / ".other.png.0123456789ab.tmp",  # not an output of this batch
+        out / "sub" / "b.jpg.0123456789ab.tmp",  # not hidden
+    ]
+    for path in (*stale, *kept):
+        path.write_bytes(b"a marked copy that never landed")
+        os.utime(path, (1e9, 1e9))
+    records = studio.embed_files([tmp_path / "shots"], "Acme", out)
+    assert [r.status for r in records] == ["embedded"] * 3
+    assert not any(p.exists() for p in stale)
+    assert all(p.exists() for p in kept)
+
+
+def test_a_strip_is_marked_and_indexed(studio: Studio, tmp_path: Path) -> None:
+    # 16 x 16384 px is within the input limits; its index features once crashed OpenCV
+    strip = write_encoded(tmp_path / "strip.png", texture((16, 16384, 3), seed=7))
+    (record,) = studio.embed_files([strip], "Acme", tmp_path / "out")
+    assert record.status == "embedded", record.error
+
+
+def test_a_file_name_that_is_not_utf8(studio: Studio, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    odd = folder / os.fsdecode(b"caf\xe9.png")  # Latin-1, as an old archive would hold
+    write_encoded(odd, texture((96, 128, 3), seed=8))
+    good = write_encoded(folder / "good.png", texture((96, 128, 3), seed=9))
+    refused, marked = studio.embed_files([odd, good], "Acme", tmp_path / "out")
+    assert refused.status == "failed" and "caf\\xe9.png: the file name is not valid UTF-8" in (
+        refused.error or ""
+    )
+    assert marked.status == "embedded" and rows(studio, "deliveries") == 1
+    (indexed,) = studio.add_assets([odd])
+    assert indexed.status == "failed" and "not valid UTF-8" in (indexed.error or "")
+    # tracing it, with reports and their summary, works: names are escaped in the text
+    records = studio.trace_files([odd, Path(marked.output or "")], evidence=tmp_path / "r")
+    assert [r.error for r in records] == [None, None] and records[1].found
+    summary = studio.write_trace_summary(records, tmp_path / "r").read_text()
+    assert "caf\\udce9.png" in summary and "(caf%E9.png." in summary
+
+
+def test_a_loop_of_links_fails_alone(studio: Studio, tmp_path: Path) -> None:
+    (tmp_path / "loop1.png").symlink_to(tmp_path / "loop2.png")
+    (tmp_path / "loop2.png").symlink_to(tmp_path / "loop1.png")
+    good = write_encoded(tmp_path / "good.png", texture((96, 128, 3), seed=1))
+    looped, marked = studio.embed_files([tmp_path / "loop1.png", good], "Acme", tmp_path / "o")
+    assert looped.status == "failed" and "symbolic links" in (looped.error or "")
+    assert marked.status == "embedded"
+    (traced,) = studio.trace_files([tmp_path / "loop1.png"])
+    assert traced.error is not None and "symbolic links" in traced.error
+
+
+def test_a_folder_that_cannot_be_listed_is_an_error(
+    studio: Studio, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shots(tmp_path / "shots")
+    locked = tmp_path / "shots" / "sub"
+    real_scandir = os.scandir
+
+    def scandir(path: object = ".") -> object:
+        if Path(os.fsdecode(path)) == locked:  # as a folder of mode 000 does for others
+            raise PermissionError(13, "Permission denied", os.fsdecode(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(MediaError, match=rf"^{re.escape(str(locked))}: cannot read folder"):
+        studio.embed_files([tmp_path / "shots"], "Acme", tmp_path / "out")
+    assert rows(studio, "deliveries") == 0 and not (tmp_path / "out").exists()
+
+
+def test_status_of_a_damaged_registry_reports_it(tmp_path: Path) -> None:
+    with Studio.create(tmp_path / "home") as s:
+        for n in range(200):  # a few pages of rows
+            s.add_vendor(f"Vendor {n:03d} " + "x" * 40)
+    path = tmp_path / "home" / REGISTRY_NAME
+    data = bytearray(path.read_bytes())
+    for page in range(1, len(data) // 4096):  # every page but the header's
+        data[page * 4096 : page * 4096 + 300] = b"\xa5" * 300
+    path.write_bytes(bytes(data))
+    with Studio.open(tmp_path / "home") as s:
+        status = s.status()
+    assert status["integrity"] != "ok"
+    assert status["key_fingerprint"] and status["schema_version"]
+
+
+def test_init_on_a_file_says_so(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(StudioError, match="not a folder"):
+        Studio.create(tmp_path / "afile")

@@ -113,7 +113,13 @@ def local_features(
         raise ValueError(f"luma must be a non-empty 2-D array, got shape {y.shape}")
     h, w = y.shape
     f = min(1.0, max_side / max(h, w))
-    img = y if f == 1.0 else cv2.resize(y, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+    if f == 1.0:
+        img = y
+    elif min(h, w) * f >= 1.0:
+        img = cv2.resize(y, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+    else:  # a strip (16 x 16384): OpenCV would round its short side to 0 px
+        size = (max(1, round(w * f)), max(1, round(h * f)))
+        img = cv2.resize(y, size, interpolation=cv2.INTER_AREA)
     img = np.clip(img, 0, 255).astype(np.uint8) if img.dtype != np.uint8 else img
     if mirrored:
         img = np.ascontiguousarray(img[:, ::-1])

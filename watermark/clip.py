@@ -47,8 +47,9 @@ from .media import (
     IMAGE_EXTENSIONS,
     discard_file,
     encode_image,
-    publish_file,
+    publish_new_file,
     read_image,
+    resolved_path,
     stage_file,
     walk_folders,
 )
@@ -56,6 +57,7 @@ from .metadata import ImageMetadata
 
 __all__ = [
     "CODEC_FAMILIES",
+    "ENCODER_PRESETS",
     "VIDEO_EXTENSIONS",
     "ClipFrame",
     "ClipInfo",
@@ -147,6 +149,8 @@ _VP9_SPEED = {
     "slower": 1,
     "veryslow": 0,
 }
+#: Speed presets ``--preset`` takes (x264's names; mapped to libvpx-vp9's cpu-used).
+ENCODER_PRESETS: tuple[str, ...] = tuple(_VP9_SPEED)
 
 #: Codec families a marked video keeps, by FFmpeg decoder name. The crf defaults are
 #: visually lossless for each encoder; presets are the fastest that keep 1080p at 24 fps
@@ -284,7 +288,7 @@ def find_media(
         else:
             found = [MediaItem("image", root, Path(root.name))]
         for m in found:
-            key = m.path.resolve()
+            key = resolved_path(m.path)
             if key not in seen:
                 seen.add(key)
                 items.append(m)
@@ -804,7 +808,8 @@ def mark_video(
         workers=workers,
         progress=progress,
     )
-    publish_file(tmp, Path(dst))
+    if not publish_new_file(tmp, Path(dst)):  # never over what appeared there meanwhile
+        raise MediaError(f"{dst}: already exists; not overwritten")
     return report
 
 
@@ -824,7 +829,7 @@ def stage_marked_video(
     """Mark every frame of a video file with one delivery; stage the marked copy.
 
     As :func:`mark_video`, but the marked copy is left in a hidden temporary file beside
-    `dst` (fsynced) for the caller to publish (:func:`watermark.media.publish_file`) or
+    `dst` (fsynced) for the caller to publish (:func:`watermark.media.publish_new_file`) or
     discard; on failure nothing is left.
 
     Parameters
@@ -1280,7 +1285,7 @@ def mark_sequence(
     -------
     MarkReport, list of Path, str
         The report, the staged files (in frame order; publish each to its
-        `out_frames` entry with :func:`watermark.media.publish_file`), and the
+        `out_frames` entry with :func:`watermark.media.publish_new_file`), and the
         sequence's digest (:func:`sequence_digest` over its frame files).
     """
     check_sequence(item)

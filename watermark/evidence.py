@@ -207,7 +207,8 @@ def trace_summary(records: Sequence[TraceRecord], context: ReportContext) -> str
             report = "-"
             if r.report is not None:
                 name = r.report.replace("\\", "/").rsplit("/", 1)[-1]
-                report = f"[{name}]({quote(name)})"  # a sequence's name holds '#'
+                # a sequence's name holds '#'; a name that is not UTF-8 links to its bytes
+                report = f"[{name}]({quote(name.encode('utf-8', 'surrogateescape'))})"
             lines.append(
                 f"| `{r.file}` | `{(r.sha256 or '-')[:12]}` | {verdict} | {r.vendor or '-'} | "
                 f"{r.delivery_id or '-'} | {_number(r.p_value)} | {report} |"

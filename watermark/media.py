@@ -17,6 +17,7 @@ and it is told what the decoder reported.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import secrets
@@ -53,7 +54,9 @@ __all__ = [
     "encode_image",
     "iter_image_files",
     "publish_file",
+    "publish_new_file",
     "read_image",
+    "resolved_path",
     "stage_file",
     "walk_folders",
     "write_image",
@@ -72,6 +75,8 @@ _SIXTEEN_BIT_FORMATS = frozenset({"png", "tiff"})
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_COMPRESSION = 6
 _WEBP_LOSSLESS = 101  # OpenCV: a WebP quality above 100 selects lossless coding
+# link(2) errors of a file system without hard links (FAT, some network shares)
+_NO_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK})
 _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 
 
@@ -690,6 +695,16 @@ def _to_rgb(decoded: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- listing
 
 
+def resolved_path(path: str | os.PathLike[str]) -> Path:
+    """The absolute path with symbolic links resolved; as given (made absolute) when they
+    cannot be (a loop of links), so that such a path fails where it is read, with its
+    own error, not where it is listed."""
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError):  # RuntimeError: Python < 3.13 on a loop of links
+        return Path(path).absolute()
+
+
 def walk_folders(
     root: str | os.PathLike[str], *, exclude: str | os.PathLike[str] | None = None
 ) -> Iterator[tuple[Path, list[str]]]:
@@ -697,14 +712,23 @@ def walk_folders(
 
     Hidden files and folders (a leading dot) are skipped, and so is the folder `exclude`
     (e.g. the output folder inside an input folder).
+
+    Raises
+    ------
+    MediaError
+        A folder that cannot be listed (its files would be left out without a word).
     """
-    excluded = Path(exclude).resolve() if exclude is not None else None
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def unreadable(exc: OSError) -> None:
+        raise MediaError(f"{exc.filename}: cannot read folder ({exc.strerror or exc})")
+
+    excluded = resolved_path(exclude) if exclude is not None else None
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         here = Path(dirpath)
         dirnames[:] = sorted(
             d
             for d in dirnames
-            if not d.startswith(".") and (excluded is None or (here / d).resolve() != excluded)
+            if not d.startswith(".") and (excluded is None or resolved_path(here / d) != excluded)
         )
         yield here, sorted(n for n in filenames if not n.startswith("."))
 
@@ -752,7 +776,7 @@ def iter_image_files(
         else:
             pairs = [(root, Path(root.name))]
         for path, rel in pairs:
-            key = path.resolve()
+            key = resolved_path(path)
             if key not in seen:
                 seen.add(key)
                 result.append((path, rel))
@@ -906,8 +930,51 @@ def publish_file(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> N
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise MediaError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    _fsync_folder(path.parent)
+
+
+def publish_new_file(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> bool:
+    """Move a staged file into place only where nothing is yet, then fsync the folder.
+
+    A hard link, unlike a rename, never replaces what is there: a file, or even a dangling
+    symbolic link, that appeared at `path` after it was checked (another process writing
+    the same output) stays as it is. A file system without hard links gets a rename,
+    checked just before.
+
+    Returns
+    -------
+    bool
+        True when published; False when `path` was taken (the temporary file is removed).
+
+    Raises
+    ------
+    MediaError
+        The move failed otherwise; the temporary file is removed.
+    """
+    tmp, path = Path(tmp), Path(path)
     try:
-        fd = os.open(path.parent, os.O_RDONLY)
+        os.link(tmp, path)
+    except FileExistsError:
+        tmp.unlink(missing_ok=True)
+        return False
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            tmp.unlink(missing_ok=True)
+            raise MediaError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        if os.path.lexists(path):
+            tmp.unlink(missing_ok=True)
+            return False
+        publish_file(tmp, path)
+        return True
+    tmp.unlink(missing_ok=True)
+    _fsync_folder(path.parent)
+    return True
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename or link inside `folder` durable (where a folder can be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
     except OSError:
         return
     try:

@@ -273,6 +273,26 @@ def validate_vendor_name(name: str) -> str:
     return name
 
 
+def _is_text(path: str) -> bool:
+    """True when a path can be stored as text: not a file name whose bytes are not UTF-8
+    (Python holds them as surrogates; SQLite text is UTF-8)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_text_path(path: str) -> None:
+    """Raise RegistryError when a path cannot be stored as text (:func:`_is_text`)."""
+    if not _is_text(path):
+        shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise RegistryError(
+            f"{shown}: the file name is not valid UTF-8, which the registry records paths "
+            "in; rename the file"
+        ) from None
+
+
 def _name_key(name: str) -> str:
     """What vendor names are compared by: Unicode case folding of the NFC form."""
     return unicodedata.normalize("NFC", name).casefold()
@@ -530,6 +550,7 @@ class Registry:
     def _upsert_asset(conn: sqlite3.Connection, info: AssetInfo, *, pinned: bool = False) -> Asset:
         if not 0 <= info.phash < 2**64:
             raise ValueError(f"phash must be in [0, 2**64); got {info.phash}")
+        _check_text_path(info.original_path)
         conn.execute(
             "INSERT INTO assets (sha256, original_path, width, height, phash, created_at, "
             "features, pinned) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO UPDATE "
@@ -720,6 +741,7 @@ class Registry:
         """
         payload = operator.index(payload)  # a numpy integer too (SQLite would bind its bytes)
         format_delivery_id(payload)  # range check
+        _check_text_path(output_path)
         params = json.dumps(dict(codec_params), sort_keys=True)
         try:
             with self._transaction() as conn:
@@ -785,6 +807,8 @@ class Registry:
 
         Lets an interrupted batch resume without marking a file twice.
         """
+        if not _is_text(output_path):
+            return None  # never stored (see add_delivery)
         row = self._conn.execute(
             _RECORD_QUERY + "WHERE a.sha256 = ? AND v.name = ? AND d.output_path = ?",
             (asset_sha256, vendor, output_path),
@@ -793,6 +817,8 @@ class Registry:
 
     def deliveries_at(self, output_path: str) -> list[DeliveryRecord]:
         """Every delivery recorded as written to ``output_path`` (oldest first)."""
+        if not _is_text(output_path):
+            return []  # never stored (see add_delivery)
         rows = self._conn.execute(
             _RECORD_QUERY + "WHERE d.output_path = ? ORDER BY d.id", (output_path,)
         ).fetchall()

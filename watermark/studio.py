@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import itertools
 import json
 import math
 import multiprocessing
 import os
+import re
 import secrets
 import shutil
+import sqlite3
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -71,8 +73,9 @@ from .media import (
     discard_file,
     encode_image,
     iter_image_files,
-    publish_file,
+    publish_new_file,
     read_image,
+    resolved_path,
     stage_file,
 )
 from .registry import (
@@ -122,6 +125,8 @@ ProgressCallback = Callable[[int, int, Path], None]
 #: ``frame_progress(done, total, name)``, called every few frames of a clip (total 0 when
 #: unknown).
 FrameProgressCallback = Callable[[int, int, str], None]
+# A staged output (:func:`watermark.media.stage_file`, and a video's): ``.<name>.<hex>.tmp``
+_STAGED = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{12}\.tmp")
 _FRAME_TICK = 8  # frames between two frame-progress calls while tracing a clip
 
 
@@ -450,6 +455,8 @@ class Studio:
         """
         home = Path(home)
         secret_path, registry_path = home / SECRET_NAME, home / REGISTRY_NAME
+        if home.exists() and not home.is_dir():
+            raise StudioError(f"{home}: not a folder (a file of that name is there)")
         if secret_path.exists() or registry_path.exists():
             raise StudioError(f"{home}: a studio already exists there")
         key = secrets.token_bytes(SECRET_BYTES)
@@ -506,21 +513,32 @@ class Studio:
         Keys: home, key_fingerprint (:func:`watermark._keys.key_fingerprint`; never the
         key), registry (its path), schema_version, integrity (:meth:`Registry.integrity`),
         vendors, deliveries, assets, indexed_assets (assets with local features for
-        informed tracing), secret_mode (the secret file's permission bits as octal text,
-        or None off POSIX), leaktrace and codec (versions).
+        informed tracing; None when a damaged registry cannot be counted), secret_mode
+        (the secret file's permission bits as octal text, or None off POSIX), leaktrace
+        and codec (versions).
         """
-        assets, indexed = self.registry.count_assets()
+        integrity = self.registry.integrity()
+        counts: tuple[int | None, ...] = (None, None, None, None)
+        try:
+            counts = (
+                len(self.registry.list_vendors()),
+                self.registry.count_deliveries(),
+                *self.registry.count_assets(),
+            )
+        except sqlite3.DatabaseError as exc:  # pages the quick check may not have reached
+            if integrity == "ok":
+                integrity = f"unreadable ({exc})"
         mode = self._secret_mode()
         return {
             "home": str(self.home),
             "key_fingerprint": key_fingerprint(self._key),
             "registry": str(self.home / REGISTRY_NAME),
             "schema_version": SCHEMA_VERSION,
-            "integrity": self.registry.integrity(),
-            "vendors": len(self.registry.list_vendors()),
-            "deliveries": self.registry.count_deliveries(),
-            "assets": assets,
-            "indexed_assets": indexed,
+            "integrity": integrity,
+            "vendors": counts[0],
+            "deliveries": counts[1],
+            "assets": counts[2],
+            "indexed_assets": counts[3],
             "secret_mode": None if mode is None else f"{mode:04o}",
             "leaktrace": __version__,
             "codec": CODEC_VERSION,
@@ -762,6 +780,7 @@ class Studio:
         index_pool = ThreadPoolExecutor(1, "leaktrace-index") if workers > 1 else None
         try:
             _prepare_out_dir(out_root)
+            _remove_stale_stages(outputs, time.time())
             for index, (item, outs) in enumerate(zip(items, outputs, strict=True)):
                 if item.kind == "image":
                     records.append(
@@ -836,7 +855,7 @@ class Studio:
     ) -> bool:
         """Whether an item's outputs on disk are its delivery from an earlier run (skip it);
         raise StudioError when one is there and is not (never overwritten)."""
-        present = [o for o in outs if o.exists()]
+        present = [o for o in outs if os.path.lexists(o)]  # a dangling link too
         if present and previous is None:
             raise StudioError(
                 _occupied_message(present[0], self.registry.deliveries_at(output_key))
@@ -950,7 +969,7 @@ class Studio:
             try:
                 for n, (tmp, out) in enumerate(zip(staged, outs, strict=True)):
                     try:
-                        publish_file(tmp, out)
+                        _publish_output(tmp, out)
                     except BaseException:
                         for rest in staged[n + 1 :]:
                             discard_file(rest)
@@ -1043,7 +1062,7 @@ class Studio:
                 discard_file(tmp)
                 raise
             try:
-                publish_file(tmp, out)
+                _publish_output(tmp, out)
             except MediaError:
                 if previous is None:
                     self.registry.delete_delivery(payload)
@@ -1334,7 +1353,8 @@ class Studio:
             file_bytes=size,
             location=str(Path(item.name).resolve()),
         )
-        text = evidence_report(record, delivery, context).encode()
+        # a file name that is not UTF-8 is written with its odd bytes escaped
+        text = evidence_report(record, delivery, context).encode(errors="backslashreplace")
         stem = f"{Path(item.name).name}.{(record.sha256 or 'unhashed')[:12]}.{_stamp(traced_at)}"
         return _write_new_file(folder, stem, text)
 
@@ -1360,7 +1380,7 @@ class Studio:
             _prepare_out_dir(folder)
             now = datetime.now(UTC).isoformat(timespec="seconds")
             context = self._report_context(now, p_threshold)
-            text = trace_summary(records, context).encode()
+            text = trace_summary(records, context).encode(errors="backslashreplace")
             return _write_new_file(folder, f"summary.{_stamp(now)}", text)
         finally:
             _remove_empty_folders(new_folders)
@@ -1864,11 +1884,11 @@ def _embed_targets(
         item.output_frames(out_root) if item.kind == "sequence" else (out_root / item.rel,)
         for item in items
     ]
-    input_keys = {p.resolve() for item in items for p in (item.frames or (item.path,))}
+    input_keys = {resolved_path(p) for item in items for p in (item.frames or (item.path,))}
     owners: dict[Path, list[str]] = {}
     for item, outs in zip(items, outputs, strict=True):
         for out in outs:
-            owners.setdefault(out.resolve(), []).append(item.name)
+            owners.setdefault(resolved_path(out), []).append(item.name)
     for key, names in owners.items():
         if len(names) > 1:
             raise StudioError(f"{key}: several inputs map to this output ({', '.join(names)})")
@@ -1880,7 +1900,6 @@ def _embed_targets(
 
 
 # os.link's errors on a file system without hard links (FAT, some network shares)
-_NO_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK})
 
 
 @dataclass(frozen=True, slots=True)
@@ -1928,21 +1947,21 @@ def _write_new_file(folder: Path, stem: str, data: bytes) -> Path:
     an existing file; its path."""
     for n in itertools.count(1):
         path = folder / (f"{stem}.md" if n == 1 else f"{stem}.{n}.md")
-        tmp = stage_file(path, data)
-        try:  # a hard link, unlike a rename, never replaces an existing file
-            os.link(tmp, path)
-        except FileExistsError:
-            discard_file(tmp)
-            continue
-        except OSError as exc:
-            if exc.errno not in _NO_LINKS or path.exists():
-                discard_file(tmp)
-                raise StudioError(f"{path}: cannot write ({exc.strerror or exc})") from None
-            publish_file(tmp, path)  # a file system without hard links: rename
-            return path
-        discard_file(tmp)
-        return path
+        try:
+            if publish_new_file(stage_file(path, data), path):
+                return path
+        except MediaError as exc:
+            raise StudioError(str(exc)) from None
     raise AssertionError("unreachable")
+
+
+def _publish_output(tmp: Path, out: Path) -> None:
+    """Put a marked file in place; refused (MediaError) when something took `out` since it
+    was checked: another process writing the same output, which is never overwritten."""
+    if not publish_new_file(tmp, out):
+        raise MediaError(
+            f"{out}: already exists (written meanwhile by another process); not overwritten"
+        )
 
 
 def _check_threshold(p_threshold: float, error: type[Exception]) -> None:
@@ -1979,6 +1998,32 @@ def _fsync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _remove_stale_stages(outputs: Iterable[tuple[Path, ...]], before: float) -> None:
+    """Remove the staged copies of these outputs that a killed run left behind.
+
+    A run killed between staging a marked file (``.<name>.<12 hex>.tmp``) and putting it in
+    place leaves a complete marked copy whose delivery may never have been registered; it
+    must not ship with the folder. Only files older than `before` (this batch's start) go,
+    each output folder read once.
+    """
+    wanted: dict[Path, set[str]] = {}
+    for outs in outputs:
+        for out in outs:
+            wanted.setdefault(out.parent, set()).add(out.name)
+    for folder, names in wanted.items():
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:  # not there yet: nothing was staged in it
+            continue
+        for entry in entries:
+            m = _STAGED.fullmatch(entry.name)
+            if m is None or m["name"] not in names:
+                continue
+            with contextlib.suppress(OSError):  # gone already, or not ours to remove
+                if entry.stat(follow_symlinks=False).st_mtime < before:
+                    os.unlink(entry.path)
 
 
 def _missing_folders(paths: Iterable[Path]) -> list[Path]:
