@@ -52,6 +52,7 @@ __all__ = [
     "MediaLimits",
     "discard_file",
     "encode_image",
+    "fsync_folder",
     "iter_image_files",
     "publish_file",
     "publish_new_file",
@@ -930,7 +931,7 @@ def publish_file(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> N
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise MediaError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    _fsync_folder(path.parent)
+    fsync_folder(path.parent)
 
 
 def publish_new_file(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> bool:
@@ -967,11 +968,11 @@ def publish_new_file(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) 
         publish_file(tmp, path)
         return True
     tmp.unlink(missing_ok=True)
-    _fsync_folder(path.parent)
+    fsync_folder(path.parent)
     return True
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: str | os.PathLike[str]) -> None:
     """Make a rename or link inside `folder` durable (where a folder can be opened)."""
     try:
         fd = os.open(folder, os.O_RDONLY)

@@ -72,6 +72,7 @@ from .media import (
     LoadedImage,
     discard_file,
     encode_image,
+    fsync_folder,
     iter_image_files,
     publish_new_file,
     read_image,
@@ -634,10 +635,10 @@ class Studio:
                 handle.write("\n")
                 handle.flush()
                 os.fsync(handle.fileno())
-            _fsync_folder(stage)
+            fsync_folder(stage)
             os.rename(stage, dest)  # a folder that appeared meanwhile and holds files: refused
             stage = None
-            _fsync_folder(dest.parent)
+            fsync_folder(dest.parent)
         except OSError as exc:
             raise StudioError(f"{dest}: cannot write the backup ({exc.strerror or exc})") from None
         finally:
@@ -1984,20 +1985,6 @@ def _write_secret(path: Path, key: bytes) -> None:
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename inside `folder` durable (where the platform can open a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _remove_stale_stages(outputs: Iterable[tuple[Path, ...]], before: float) -> None:
