@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def found(**changes: object) -> TraceRecord:
 
 def test_a_verdict_report_states_the_file_the_verdict_and_the_delivery() -> None:
     text = evidence_report(found(), delivery(), CONTEXT)
-    assert text.startswith("# Leak trace report: leak.jpg\n") and text.endswith("\n")
+    assert text.startswith("# Leak trace report: `leak.jpg`\n") and text.endswith("\n")
     for fact in [
         "Traced 2026-12-07T10:00:00+00:00 (UTC) with leaktrace 0.1.0, codec lt1",
         "against the studio at `/studios/main` (key fingerprint 0123456789abcdef).",
@@ -135,7 +136,7 @@ def test_a_summary_lists_every_file_and_why_some_were_not_examined() -> None:
         f"[{name}]({name}) |"
     ) in text
     assert "| `other.png` | `abababababab` | no mark found | - | - | 0.5 | - |" in text
-    assert text.endswith("## Not examined\n\n- bad.png: empty file\n")
+    assert text.endswith("## Not examined\n\n- `bad.png: empty file`\n")
     shot = found(file="shot/s.####.png", report="/r/s.####.png.ab.20261207T100000Z.md")
     assert "[s.####.png.ab.20261207T100000Z.md](s.%23%23%23%23.png.ab" in trace_summary(
         [shot], CONTEXT
@@ -230,3 +231,42 @@ def test_cli_trace_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     (record,) = json.loads(document.stdout)
     assert os.path.isfile(record["report"]) and record["sha256"] == sha256_of(plain)
     assert len(list(reports.iterdir())) == 4  # two reports, two summaries
+
+
+def test_odd_file_names_cannot_break_or_forge_the_markdown() -> None:
+    odd = ["a|b.png", "tick`x`.jpg", "[link](http:x).png", "bad\n- innocent.png: forged.png"]
+    records = [
+        found(file=name, found=False, vendor=None, delivery_id=None, report=f"/r/{name}.md")
+        for name in odd[:3]
+    ] + [TraceRecord(odd[3], False, None, None, None, None, None, None, error=f"{odd[3]}: x")]
+    text = trace_summary(records, CONTEXT)
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert len(rows) == 1 + 3  # the header and one row per examined file
+    for row in rows[1:]:
+        # a row keeps its 7 cells: no pipe but the escaped ones splits it
+        assert len(re.split(r"(?<!\\)\|", row)) == 9, row
+    assert "`a\\|b.png`" in text and "``tick`x`.jpg``" in text
+    assert "[\\[link\\](http:x).png.md](%5Blink%5D%28http%3Ax%29.png.md)" in text
+    assert "\n- innocent.png" not in text and "bad\\n- innocent.png: forged.png: x" in text
+    report = evidence_report(records[0], None, CONTEXT)
+    assert "| path | `a\\|b.png` |" in report
+
+
+def test_each_report_is_stamped_when_its_file_was_traced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ticks = iter(range(10, 60))
+
+    class Clock(datetime):  # a minute passes between two readings of the time
+        @classmethod
+        def now(cls, tz: object = None) -> datetime:
+            return datetime(2026, 12, 7, 10, next(ticks), 0, tzinfo=UTC)
+
+    monkeypatch.setattr(studio_module, "datetime", Clock)
+    files = [write_encoded(tmp_path / f"{n}.png", texture((64, 64, 3), seed=n)) for n in (1, 2)]
+    with Studio.create(tmp_path / "home") as studio:
+        first, second = studio.trace_files(files, evidence=tmp_path / "r")
+    stamps = [Path(r.report or "").read_text().splitlines()[2][7:32] for r in (first, second)]
+    assert stamps[0] < stamps[1], stamps
+    for record, stamp in zip((first, second), stamps, strict=True):
+        assert f".{studio_module._stamp(stamp)}.md" in Path(record.report or "").name

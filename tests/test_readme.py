@@ -39,7 +39,7 @@ def test_readme_studio_example_runs() -> None:
         exec(compile(blocks[2], "README.md", "exec"), {})
     verdict, title, listed = out.getvalue().splitlines()
     assert verdict == "Acme True informed"
-    assert title.startswith("# Leak trace report: ") and title.endswith("shot.png")
+    assert title.startswith("# Leak trace report: ") and title.endswith("shot.png`")
     ((vendor, delivery_id),) = ast.literal_eval(listed)
     assert vendor == "Acme" and len(delivery_id) == 8
 

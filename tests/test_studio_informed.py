@@ -314,3 +314,15 @@ def test_cli_asset_add(runner: CliRunner, tmp_path: Path) -> None:
         assert conn.execute("SELECT count(*) FROM assets WHERE pinned = 1").fetchone()[0] == 1
     ok = runner.invoke(app, ["asset", "add", str(good), "--home", str(home), "--json"])
     assert ok.exit_code == 0 and '"present"' in ok.stdout
+
+
+def test_an_original_that_does_not_register_is_said_not_used(delivered: dict) -> None:
+    marked = marked_copy(delivered, "Acme", "photo.png")
+    unrelated = delivered["root"] / "unrelated.png"
+    save(unrelated, textured_frame(360, 480, seed=99))
+    with Studio.open(delivered["home"]) as studio:
+        (rec,) = studio.trace_files(
+            [save(delivered["root"] / "leak.png", marked)], original=unrelated
+        )
+    assert rec.found and rec.vendor == "Acme" and rec.mode == "blind"  # the mark still speaks
+    assert any(f"the original given ({unrelated})" in n and "not used" in n for n in rec.notes)

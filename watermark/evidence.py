@@ -9,6 +9,7 @@ is built from what the trace returned; nothing is recomputed here and no file is
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -89,7 +90,7 @@ def evidence_report(
     ):
         raise ValueError(f"{record.file}: the delivery given does not match the verdict")
     lines = [
-        f"# Leak trace report: {record.file}",
+        f"# Leak trace report: {_code(record.file)}",
         "",
         f"{_run_sentence('Traced', context)}.",
         "",
@@ -97,10 +98,10 @@ def evidence_report(
         "",
         "| | |",
         "|---|---|",
-        f"| path | `{record.file}` |",
+        f"| path | {_code(record.file)} |",
     ]
     if context.location is not None and context.location != record.file:
-        lines.append(f"| absolute path | `{context.location}` |")
+        lines.append(f"| absolute path | {_code(context.location)} |")
     lines.append(f"| SHA-256 | `{record.sha256 or 'not recorded'}` |")
     if context.file_bytes is not None:
         lines.append(f"| size | {context.file_bytes} bytes |")
@@ -142,16 +143,16 @@ def evidence_report(
             f"| delivery id | {delivery.delivery.delivery_id} |",
             f"| vendor | {delivery.vendor.name} |",
             f"| delivered at (UTC) | {delivery.delivery.created_at} |",
-            f"| original | `{delivery.asset.original_path}` |",
+            f"| original | {_code(delivery.asset.original_path)} |",
             f"| original SHA-256 | `{delivery.asset.sha256}` |",
             f"| original size | {delivery.asset.width}x{delivery.asset.height} px |",
-            f"| marked copy written to | `{delivery.delivery.output_path}` |",
+            f"| marked copy written to | {_code(delivery.delivery.output_path)} |",
             f"| codec | {delivery.delivery.codec_version} "
-            f"`{_params(delivery.delivery.codec_params)}` |",
+            f"{_code(_params(delivery.delivery.codec_params))} |",
         ]
     if record.notes:
         lines += ["", "## Notes", ""]
-        lines += [f"- {note}" for note in record.notes]
+        lines += [f"- {_line(note)}" for note in record.notes]
     damaged = any(note.startswith(DAMAGE_NOTE) for note in record.notes)
     command = "leaktrace trace <file> --json" + (" --damaged-ok" if damaged else "")
     lines += [
@@ -208,16 +209,41 @@ def trace_summary(records: Sequence[TraceRecord], context: ReportContext) -> str
             if r.report is not None:
                 name = r.report.replace("\\", "/").rsplit("/", 1)[-1]
                 # a sequence's name holds '#'; a name that is not UTF-8 links to its bytes
-                report = f"[{name}]({quote(name.encode('utf-8', 'surrogateescape'))})"
+                target = quote(name.encode("utf-8", "surrogateescape"), safe="")
+                report = f"[{_link_text(name)}]({target})"
             lines.append(
-                f"| `{r.file}` | `{(r.sha256 or '-')[:12]}` | {verdict} | {r.vendor or '-'} | "
+                f"| {_code(r.file)} | `{(r.sha256 or '-')[:12]}` | {verdict} | {r.vendor or '-'} | "
                 f"{r.delivery_id or '-'} | {_number(r.p_value)} | {report} |"
             )
     if failed:
         lines += ["", "## Not examined", ""]
-        lines += [f"- {r.error}" for r in failed]
+        lines += [f"- {_code(r.error or '')}" for r in failed]
     lines.append("")
     return "\n".join(lines)
+
+
+def _line(text: str) -> str:
+    """`text` on one line: control characters escaped (a newline in a file name cannot
+    start a line, a list item or a table row of its own), odd bytes of a name that is not
+    UTF-8 shown as escapes."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _code(text: str) -> str:
+    """`text` as an inline code span that stays one table cell: on one line (:func:`_line`),
+    its pipes escaped (GitHub's tables split cells on them, even in code), fenced with
+    more backticks than it holds in a row."""
+    text = _line(text).replace("|", "\\|")
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or not text.strip() else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _link_text(text: str) -> str:
+    """`text` as a link's text: one line, its brackets, pipes and backslashes escaped."""
+    return re.sub(r"([\\\[\]|*_<>`])", r"\\\1", _line(text))
 
 
 def _run_sentence(verb: str, context: ReportContext) -> str:
@@ -225,7 +251,7 @@ def _run_sentence(verb: str, context: ReportContext) -> str:
     key = "" if context.key_fingerprint is None else f" (key fingerprint {context.key_fingerprint})"
     return (
         f"{verb} {context.traced_at} (UTC) with {context.software}, against the studio at "
-        f"`{context.studio}`{key}"
+        f"{_code(context.studio)}{key}"
     )
 
 
@@ -237,7 +263,7 @@ def _trace_rows(record: TraceRecord) -> list[tuple[str, str]]:
         ("p-value of a mark of this studio at all", _number(record.mark_p_value)),
     ]
     if record.source is not None:
-        rows.append(("registered to original", f"`{record.source}`"))
+        rows.append(("registered to original", _code(record.source)))
     if record.geometry is not None:
         g = record.geometry
         flip = ", mirrored" if g.flipped else ""

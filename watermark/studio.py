@@ -1244,7 +1244,6 @@ class Studio:
         MediaError
             `original` cannot be read.
         """
-        traced_at = datetime.now(UTC).isoformat(timespec="seconds")
         items = find_media(inputs)
         if not items:
             raise StudioError("no image, video or sequence files in the inputs")
@@ -1277,6 +1276,8 @@ class Studio:
                 self._traced(items, job, reference, workers, frame_progress), start=1
             ):
                 if report_dir is not None and record.error is None:
+                    # stamped when this file's trace is done, not when the batch began
+                    traced_at = datetime.now(UTC).isoformat(timespec="seconds")
                     path = self._write_evidence(record, item, report_dir, traced_at, p_threshold)
                     record = dataclasses.replace(record, report=str(path))
                 records.append(record)
@@ -1576,6 +1577,11 @@ class Studio:
             informed = self._trace_informed(
                 leak_y, index, reference, candidates, threshold, notes, originals
             )
+            if informed is None and reference is not None:
+                notes.append(
+                    f"the original given ({reference.path}) could not be registered to the "
+                    "leak (too few consistent feature matches): not used; decoded blind"
+                )
             if informed is not None and informed.detection.found:
                 return self._record(name, informed.detection, modes, informed, notes)
         detection = detect_frame(pixels, self._key, candidates=candidates, p_threshold=threshold)
