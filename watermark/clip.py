@@ -30,7 +30,6 @@ import hashlib
 import math
 import os
 import re
-import secrets
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ from .media import (
     read_image,
     resolved_path,
     stage_file,
+    staging_path,
     walk_folders,
 )
 from .metadata import ImageMetadata
@@ -877,7 +877,7 @@ def stage_marked_video(
         raise MediaError(f"{dst}: already exists")
     av = _av()
     inp, vin = _open_video(src)
-    tmp = dst.parent / f".{dst.name}.{secrets.token_hex(6)}.tmp"
+    tmp = staging_path(dst)
     try:
         family = _family_for(src, str(vin.codec_context.name), codec, preset)
         total = int(vin.frames or 0) or _estimated_frames(inp, vin)

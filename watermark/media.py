@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import secrets
 import struct
 import tempfile
@@ -48,6 +49,7 @@ __all__ = [
     "FORMATS",
     "IMAGE_EXTENSIONS",
     "LIMITS",
+    "STAGED_NAME",
     "LoadedImage",
     "MediaLimits",
     "discard_file",
@@ -59,6 +61,7 @@ __all__ = [
     "read_image",
     "resolved_path",
     "stage_file",
+    "staging_path",
     "walk_folders",
     "write_image",
 ]
@@ -76,6 +79,8 @@ _SIXTEEN_BIT_FORMATS = frozenset({"png", "tiff"})
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_COMPRESSION = 6
 _WEBP_LOSSLESS = 101  # OpenCV: a WebP quality above 100 selects lossless coding
+#: A name :func:`staging_path` gives, with the staged file's own name as ``name``.
+STAGED_NAME = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{12}\.tmp")
 # link(2) errors of a file system without hard links (FAT, some network shares)
 _NO_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK})
 _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
@@ -875,6 +880,13 @@ def encode_image(
         raise MediaError(f"cannot add metadata to the encoded {format}: {exc}") from None
 
 
+def staging_path(path: str | os.PathLike[str]) -> Path:
+    """A new hidden temporary name beside `path` to stage it under:
+    ``<folder>/.<name>.<12 hex>.tmp`` (:data:`STAGED_NAME` recognises it)."""
+    path = Path(path)
+    return path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+
+
 def stage_file(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to a new hidden temporary file next to ``path``, fsynced.
 
@@ -899,7 +911,7 @@ def stage_file(path: str | os.PathLike[str], data: bytes) -> Path:
         The folder is missing or unwritable, or the write failed (disk full...).
     """
     path = Path(path)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    tmp = staging_path(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except OSError as exc:

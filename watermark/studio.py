@@ -19,7 +19,6 @@ import json
 import math
 import multiprocessing
 import os
-import re
 import secrets
 import shutil
 import sqlite3
@@ -69,6 +68,7 @@ from .clip import (
 from .errors import DamagedImageError, LeaktraceError, MediaError, StudioError
 from .evidence import DAMAGE_NOTE, ReportContext, evidence_report, trace_summary
 from .media import (
+    STAGED_NAME,
     LoadedImage,
     discard_file,
     encode_image,
@@ -126,8 +126,6 @@ ProgressCallback = Callable[[int, int, Path], None]
 #: ``frame_progress(done, total, name)``, called every few frames of a clip (total 0 when
 #: unknown).
 FrameProgressCallback = Callable[[int, int, str], None]
-# A staged output (:func:`watermark.media.stage_file`, and a video's): ``.<name>.<hex>.tmp``
-_STAGED = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{12}\.tmp")
 _FRAME_TICK = 8  # frames between two frame-progress calls while tracing a clip
 
 
@@ -2011,7 +2009,7 @@ def _remove_stale_stages(outputs: Iterable[tuple[Path, ...]], before: float) -> 
         except OSError:  # not there yet: nothing was staged in it
             continue
         for entry in entries:
-            m = _STAGED.fullmatch(entry.name)
+            m = STAGED_NAME.fullmatch(entry.name)
             if m is None or m["name"] not in names:
                 continue
             with contextlib.suppress(OSError):  # gone already, or not ours to remove
