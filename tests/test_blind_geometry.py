@@ -54,7 +54,7 @@ def test_lattice_map_makes_the_lattice_square() -> None:
     m = lattice_map(basis)
     assert np.allclose(m[:2, :2] @ basis, 64.0 * np.eye(2))
     y = np.random.default_rng(0).uniform(0, 255, (300, 400)).astype(np.float32)
-    working, valid, placed = warp_luma(y, m)
+    working, valid, placed, _ = warp_luma(y, m)
     assert working.shape == valid.shape and 0.5 < valid.mean() < 1.0
     corners = placed @ np.array([[0, 400, 0, 400], [0, 0, 300, 300], [1, 1, 1, 1]], float)
     assert corners[:2].min() >= -1e-6  # the leak lies inside the working image
@@ -79,6 +79,37 @@ def test_blind_trace_resynchronises_and_reports_the_geometry(
     g = describe_tile_axes(d.axes, d.offset, CHIP_PX, leak.shape)
     assert abs(g.rotation - rotation) < 0.3 and g.flipped == flipped
     assert abs(g.scale_x - scale_x) < 0.005 and abs(g.scale_y - 1.0) < 0.005
+
+
+@pytest.mark.parametrize(
+    "name, to_leak, size",
+    [
+        # (original -> leak affine map, leak (w, h)); the square fold answers the crops,
+        # the lattice folds the rest
+        ("crop 0, 0", [[1, 0, 0], [0, 1, 0]], (450, 300)),
+        ("crop 37, 11", [[1, 0, -37], [0, 1, -11]], (450, 300)),
+        ("scale 0.8", [[0.8, 0, -13], [0, 0.8, -7]], (560, 420)),
+        ("flip", [[-1, 0, 899], [0, 1, 0]], (900, 600)),
+        ("aspect 0.9", [[0.9, 0, 0], [0, 1, 0]], (810, 600)),
+        ("rotate 7", cv2.getRotationMatrix2D((449.5, 299.5), 7.0, 1.0), (900, 600)),
+    ],
+)
+def test_blind_offset_is_where_the_leak_sits_in_the_tile(
+    marked: np.ndarray, name: str, to_leak, size: tuple[int, int]
+) -> None:
+    m = np.asarray(to_leak, np.float64)
+    leak = cv2.warpAffine(marked, m, size, flags=cv2.INTER_LINEAR)
+    d = detect_frame(leak, KEY, candidates=CANDIDATES)
+    assert d.found and d.payload == PAYLOAD, name
+    g = describe_tile_axes(d.axes, d.offset, CHIP_PX, leak.shape)
+    # the original point under the leak's centre, known modulo the tile
+    centre = np.array([(size[0] - 1) / 2.0, (size[1] - 1) / 2.0, 1.0])
+    truth = np.linalg.solve(np.vstack([m, [0.0, 0.0, 1.0]]), centre)[:2]
+    period = TILE_CHIPS * CHIP_PX
+    error = (np.array(g.offset) - truth + period / 2) % period - period / 2
+    # the folds find the grid to half a working pixel, a quarter chip (1 px here); a half
+    # chip (2 px) off was the bias of reading the cell's start as the chip's
+    assert np.abs(error).max() <= 0.3 * CHIP_PX, (name, error)
 
 
 def test_mild_perspective_is_refined(marked: np.ndarray) -> None:
@@ -247,8 +278,8 @@ def test_a_picture_in_a_dark_surround_is_folded_without_its_border() -> None:
     y = np.zeros((300, 400), np.float32)
     quad = np.array([[39.5, 29.5], [359.5, 49.5], [349.5, 269.5], [49.5, 259.5]])
     m = lattice_map(np.eye(2) * 64.0)  # 1 leak px -> 1 working px
-    _, whole, placed = warp_luma(y, m)
-    _, inner, placed_inner = warp_luma(y, m, quad)
+    _, whole, placed, _ = warp_luma(y, m)
+    _, inner, placed_inner, _ = warp_luma(y, m, quad)
     assert np.array_equal(placed, placed_inner)
     inside = np.zeros(y.shape, np.uint8)
     cv2.fillConvexPoly(inside, np.round(quad * 16).astype(np.int32), 1, shift=4)

@@ -72,8 +72,8 @@ def test_scale_and_offset_are_reported(marked):
     assert det.found and det.chip_px == 2.0
     assert leak_scale(det.chip_px, img.shape) == 0.5
     # the crop started 40 px = 10 chips down and 24 px = 6 chips right
-    assert det.offset[0] == pytest.approx(10.0, abs=0.5)
-    assert det.offset[1] == pytest.approx(6.0, abs=0.5)
+    assert det.offset[0] == pytest.approx(10.0, abs=0.3)
+    assert det.offset[1] == pytest.approx(6.0, abs=0.3)
 
 
 def test_unmarked_and_wrong_key_give_no_verdict(marked):

@@ -19,6 +19,7 @@ from watermark._informed import (
     index_features,
     register_features,
     residual_chips,
+    shown_fraction,
     trace_registered,
 )
 from watermark._register import (
@@ -252,7 +253,32 @@ def test_residual_chips_picks_the_better_registration(
     _, _, used = residual_chips(luma(marked), luma(photo), [off, np.eye(3)])
     assert used == 1
     _, coverage, used = residual_chips(luma(marked), luma(photo), [np.eye(3)])
-    assert used == 0 and coverage == pytest.approx(1.0, abs=0.05)
+    assert used == 0 and coverage == 1.0  # the whole original (a 2-px rim was left out)
+
+
+@pytest.mark.parametrize(
+    "name, to_leak, leak_size",
+    [
+        ("whole", np.eye(3), (640, 480)),
+        ("half size", np.diag([0.5, 0.5, 1.0]), (320, 240)),
+        ("mirrored", np.array([[-1.0, 0, 639], [0, 1, 0], [0, 0, 1]]), (640, 480)),
+        ("crop", np.array([[1.0, 0, -100], [0, 1, -60], [0, 0, 1]]), (320, 240)),
+        ("past the edge", np.array([[1.0, 0, 200], [0, 1, 0], [0, 0, 1]]), (640, 480)),
+        ("turned 5", rotation_about_centre((480, 640), 5.0), (640, 480)),
+        ("turned 33, shrunk", rotation_about_centre((480, 640), 33.0, 0.6), (640, 480)),
+    ],
+)
+def test_shown_fraction_is_the_share_of_the_original_under_the_leak(
+    name: str, to_leak: np.ndarray, leak_size: tuple[int, int]
+) -> None:
+    """Against a count of the original's pixels whose centres land inside the leak."""
+    oh, ow = 480, 640
+    fraction = shown_fraction(to_leak, (leak_size[1], leak_size[0]), (oh, ow))
+    ys, xs = np.mgrid[0:oh, 0:ow]
+    at = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)]).T @ np.asarray(to_leak).T
+    x, y = at[:, 0] / at[:, 2], at[:, 1] / at[:, 2]
+    inside = (x >= -0.5) & (x < leak_size[0] - 0.5) & (y >= -0.5) & (y < leak_size[1] - 0.5)
+    assert fraction == pytest.approx(float(inside.mean()), abs=0.002), name
 
 
 def test_residual_outside_the_original_is_empty(photo: np.ndarray) -> None:

@@ -138,8 +138,9 @@ class Detection:
         Chip size found in the leak, in pixels (0 when nothing was searched); with the
         original's size, :func:`leak_scale` turns it into the leak's scale.
     offset : tuple of float
-        (row, col) position of the leak's top-left pixel inside the mark's tile, in chips,
-        each in [0, 32).
+        (row, col) position of the centre of the leak's top-left pixel inside the mark's
+        tile, in chips (chip k centred at k), each in [0, 32); found to about a quarter
+        of a chip.
     n_tests : float
         Number of hypotheses the p_value is corrected for.
     axes : tuple of float or None
@@ -384,7 +385,7 @@ def _refine_map(
     onto the common one corrects a lattice estimate that is slightly off in scale or
     angle, and a mild perspective. Uses pilot A only. `picture`: see :func:`warp_luma`.
     """
-    yw, valid, placed = warp_luma(y, to_working, picture)
+    yw, valid, placed, _ = warp_luma(y, to_working, picture)
     r = whiten(yw) * valid
     p = WORK_PX * TILE_CHIPS
     whole = _origin_map(pilot_scores(_orient(chip_estimates(*fold_tiles(r, valid)), g), pilot_a), g)
@@ -436,15 +437,15 @@ def _refine_map(
 
 def _fold_lattice(
     y: np.ndarray, to_working: np.ndarray, picture: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray] | None:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Chip estimates of the leak warped onto the working grid by `to_working`, folded over
-    its tiles (over the `picture` only, when given), and the warp's placement (see
-    :func:`warp_luma`); None when the warped leak is under 2 chips a side or covers less
-    than one tile's area."""
-    yw, valid, placed = warp_luma(y, to_working, picture)
+    its tiles (over the `picture` only, when given), and the warp's placed and sampled
+    maps (see :func:`warp_luma`); None when the warped leak is under 2 chips a side or
+    covers less than one tile's area."""
+    yw, valid, placed, sampled = warp_luma(y, to_working, picture)
     if min(yw.shape) < 2 * WORK_PX or float(valid.sum()) < (WORK_PX * TILE_CHIPS) ** 2:
         return None
-    return chip_estimates(*fold_tiles(whiten(yw) * valid, valid)), placed
+    return chip_estimates(*fold_tiles(whiten(yw) * valid, valid)), placed, sampled
 
 
 def _search_lattices(
@@ -468,12 +469,12 @@ def _search_lattices(
         folded = _fold_lattice(y, to_working, picture)
         if folded is None:
             continue
-        v, placed = folded
+        v, _, sampled = folded
         per_chip = _per_chip(to_working)  # leak px per working chip
         best_a, steer = -np.inf, _ORIENTATIONS[0]
         for g in _ORIENTATIONS:
             aligned_all = _orient(v, g)
-            found.extend(_top_alignments(aligned_all, pilot, per_chip, placed, g, None))
+            found.extend(_top_alignments(aligned_all, pilot, per_chip, sampled, g, None))
             z_a = float(pilot_scores(aligned_all, pilot_a).max())
             if z_a > best_a:
                 best_a, steer = z_a, g
@@ -505,9 +506,9 @@ def _pilot_b_alignments(
     folded = _fold_lattice(y, to_working, picture)
     if folded is None:
         return []
-    v, placed = folded
+    v, _, sampled = folded
     per_chip = _per_chip(to_working)
-    return _top_alignments(_orient(v, steer), decide.pilot_chips, per_chip, placed, steer, decide)
+    return _top_alignments(_orient(v, steer), decide.pilot_chips, per_chip, sampled, steer, decide)
 
 
 def _scanned_alignments(
@@ -603,15 +604,16 @@ def _top_alignments(
     aligned_all: np.ndarray,
     pilot: np.ndarray,
     per_chip: np.ndarray,
-    placed: np.ndarray,
+    sampled: np.ndarray,
     g: np.ndarray,
     layout: TileLayout | None,
 ) -> list[_Hypothesis]:
     """The _TOP_HYPOTHESES best phases and shifts of oriented chip estimates; with a
-    `layout`, only the chips it decides on (its pilot and the data) are kept."""
+    `layout`, only the chips it decides on (its pilot and the data) are kept. `sampled`
+    is the leak -> working map the estimates were folded through (see :func:`warp_luma`)."""
     z = pilot_scores(aligned_all, pilot)
     return [
-        _alignment(aligned_all, z, np.unravel_index(idx, z.shape), per_chip, placed, g, layout)
+        _alignment(aligned_all, z, np.unravel_index(idx, z.shape), per_chip, sampled, g, layout)
         for idx in np.argsort(z, axis=None)[::-1][:_TOP_HYPOTHESES]
     ]
 
@@ -621,7 +623,7 @@ def _alignment(
     z: np.ndarray,
     at: tuple[int, ...],
     per_chip: np.ndarray,
-    placed: np.ndarray,
+    sampled: np.ndarray,
     g: np.ndarray,
     layout: TileLayout | None,
 ) -> _Hypothesis:
@@ -633,7 +635,7 @@ def _alignment(
         aligned = np.where(layout.pilot | (layout.bit_index >= 0), aligned, 0.0)
     chip_px = float(np.sqrt(abs(np.linalg.det(per_chip))))
     axes = per_chip @ _SWAP @ g.T.astype(np.float64) @ _SWAP
-    origin = placed @ np.array([0.0, 0.0, 1.0])
+    origin = sampled @ np.array([0.0, 0.0, 1.0])
     return _Hypothesis(
         float(z[a, b, i, j]),
         chip_px,
@@ -668,7 +670,7 @@ def _anchored_alignment(
     folded = _fold_lattice(y, to_working, quad)
     if folded is None:
         return None
-    v, placed = folded
+    v, placed, sampled = folded
     g = _ORIENTATIONS[0]
     z = pilot_scores(v, layout.pilot_chips)
     corner = placed @ np.array([anchor[0], anchor[1], 1.0])
@@ -681,18 +683,32 @@ def _anchored_alignment(
         at = (a, b, ((a - r) // WORK_PX) % TILE_CHIPS, ((b - c) // WORK_PX) % TILE_CHIPS)
         if best is None or z[at] > z[best]:
             best = at
-    return _alignment(v, z, best, _per_chip(to_working), placed, g, None)
+    return _alignment(v, z, best, _per_chip(to_working), sampled, g, None)
 
 
 def _offset(h: _Hypothesis) -> tuple[float, float]:
+    """Where the leak's top-left pixel (its centre) lies in the tile, in chips.
+
+    A chip's carrier is centred on the chip's own pixel (:func:`watermark._carrier.
+    chip_bump`: chip k of an original peaks at pixel ``k * chip_px``), and the working
+    cell that reads it best is the ``WORK_PX`` pixels around that centre: the cell at
+    phase ``a`` is centred on working pixel ``a + (WORK_PX - 1) / 2``. Positions are
+    measured from pixel centres, so an unscaled crop at the tile's origin reads (0, 0).
+    """
+    centre = (WORK_PX - 1) / 2.0
     if h.orientation is not None:
-        # working chip c = (pixel - phase) / WORK_PX is tile chip G c + shift (mod T)
+        # working chip c = (pixel - phase - centre) / WORK_PX is tile chip G c + shift
         pixel = np.array([h.origin[1], h.origin[0]])  # (row, col)
-        c = (pixel - np.array(h.phase)) / WORK_PX
+        c = (pixel - np.array(h.phase) - centre) / WORK_PX
         tile = (h.orientation @ c + np.array(h.shift)) % TILE_CHIPS
         return (float(tile[0]), float(tile[1]))
-    # leak chip 0 starts at working pixel `phase` and is tile chip `shift`
-    r, c = ((s - p / WORK_PX) % TILE_CHIPS for s, p in zip(h.shift, h.phase, strict=True))
+    # the square fold resamples the whole leak by WORK_PX / chip_px, centres to centres:
+    # the leak's first pixel centre is at working pixel WORK_PX / (2 chip_px) - 1/2
+    first = WORK_PX / (2.0 * h.chip_px) - 0.5
+    r, c = (
+        (s + (first - p - centre) / WORK_PX) % TILE_CHIPS
+        for s, p in zip(h.shift, h.phase, strict=True)
+    )
     return (float(r), float(c))
 
 

@@ -294,6 +294,45 @@ def _leak_to_original(shape: tuple[int, int], h_inv: np.ndarray) -> tuple[np.nda
     return x, y
 
 
+def shown_fraction(
+    h: np.ndarray, leak_shape: tuple[int, ...], original_shape: tuple[int, ...]
+) -> float | None:
+    """Fraction of the original's area inside the leak's frame, occluded or not.
+
+    The leak's outline (its pixels' outer edges) is mapped into the original and clipped
+    to the original's; a whole frame, however scaled, gives 1.0.
+
+    Parameters
+    ----------
+    h : (3, 3) float ndarray
+        Original -> leak homography.
+    leak_shape, original_shape : tuple
+        (H, W, ...) of each.
+
+    Returns
+    -------
+    float in [0, 1], or None when the outline does not map to a bounded shape (a
+    registration that puts part of the leak beyond the original's horizon).
+    """
+    lh, lw = leak_shape[:2]
+    oh, ow = original_shape[:2]
+    h_inv = np.linalg.inv(np.asarray(h, np.float64))
+    edges = np.array(
+        [[-0.5, -0.5, 1.0], [lw - 0.5, -0.5, 1.0], [lw - 0.5, lh - 0.5, 1.0], [-0.5, lh - 0.5, 1.0]]
+    )
+    mapped = edges @ h_inv.T
+    w = mapped[:, 2]
+    if not (np.all(w > 0) or np.all(w < 0)):
+        return None
+    outline = (mapped[:, :2] / w[:, None]).astype(np.float32)
+    frame = np.array(
+        [[-0.5, -0.5], [ow - 0.5, -0.5], [ow - 0.5, oh - 0.5], [-0.5, oh - 0.5]], np.float32
+    )
+    # both outlines in the hull's own order: a mirrored registration reverses the leak's
+    area, _ = cv2.intersectConvexConvex(cv2.convexHull(outline), cv2.convexHull(frame))
+    return float(min(1.0, max(0.0, area / (float(ow) * float(oh)))))
+
+
 def _warp_host(
     original_y: np.ndarray, h: np.ndarray, window: tuple[int, int, int, int]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -596,7 +635,9 @@ def residual_chips(
     sums = _correlate(folded.reshape(tile_px, tile_px), bump)[::step, ::step]
     power_sums = _correlate(folded_power.reshape(tile_px, tile_px), bump * bump)[::step, ::step]
     chips = np.where(power_sums > 0, sums / np.sqrt(np.maximum(power_sums, 1e-12)), 0.0)
-    coverage = min(1.0, best.n_inside / max(scale * scale, 1e-12) / (oh * ow))
+    coverage = shown_fraction(h, leak_y.shape, original_y.shape)
+    if coverage is None:  # counted instead: the warp's interior, less its 2-px rim
+        coverage = min(1.0, best.n_inside / max(scale * scale, 1e-12) / (oh * ow))
     return chips, coverage, used
 
 

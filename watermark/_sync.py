@@ -79,7 +79,7 @@ def lattice_map(basis: np.ndarray) -> np.ndarray:
 
 def warp_luma(
     y: np.ndarray, to_working: np.ndarray, picture: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Resample luma through a (3, 3) leak -> working map (affine or projective).
 
     Parameters
@@ -100,7 +100,15 @@ def warp_luma(
     valid : (h, w) float32 ndarray
         1 where the working image shows the leak (the picture, when given), 0 elsewhere.
     placed : (3, 3) float64 ndarray
-        The map actually applied (`to_working` followed by the bounding-box shift).
+        `to_working` followed by the bounding-box shift: the map the picture mask is
+        drawn with and the lattice refinement composes with.
+    sampled : (3, 3) float64 ndarray
+        The leak -> working map the working image actually shows, pixel centres to pixel
+        centres: `placed` less the offset of the area pre-shrink, which scales pixel
+        edges rather than centres (``0.5 - 0.5 / shrink`` leak px, under half a working
+        pixel; `placed` itself when nothing is pre-shrunk). Where the tile grid lies in
+        the leak is read through it; the mask and the refinement keep `placed`, whose
+        working images the detector's calibration was measured on.
     """
     m = np.asarray(to_working, np.float64)
     h, w = y.shape
@@ -135,9 +143,14 @@ def warp_luma(
         )
     valid = cv2.erode(inside, np.ones((3, 3), np.uint8))  # no resampling edge in the fold
     placed = shift @ m
+    # leak pixel centre x lies at (x + 0.5) sw / w - 0.5 in the pre-shrunk copy
+    centres = np.array(
+        [[sw / w, 0.0, 0.5 * sw / w - 0.5], [0.0, sh / h, 0.5 * sh / h - 0.5], [0.0, 0.0, 1.0]]
+    )
+    sampled = full @ centres
     if picture is not None:
         valid *= _picture_mask(picture, placed, valid.shape)  # uint8, cast chunk by chunk
-    return working, valid, placed
+    return working, valid, placed, sampled
 
 
 def _picture_mask(picture: np.ndarray, placed: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
