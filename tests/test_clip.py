@@ -82,6 +82,25 @@ def test_find_media_groups_numbered_frames_into_sequences(tmp_path: Path) -> Non
     assert all(m.kind != "sequence" for m in find_media([tmp_path], sequences=False))
 
 
+def test_a_frame_number_that_outgrows_its_padding_stays_in_the_sequence(tmp_path: Path) -> None:
+    # 9 -> 10 unpadded and 9999 -> 10000 in 4 digits are one sequence each, not two; a
+    # 4-digit sequence beside an unpadded one of the same stem stays apart from it
+    names = [f"a.{n}.png" for n in range(8, 12)]
+    names += [f"b.{n:04d}.png" for n in range(9998, 10002)]
+    names += [f"c.{n:04d}.png" for n in (9, 10)] + [f"c.{n}.png" for n in (9, 10)]
+    for n, name in enumerate(names):
+        write_image(tmp_path / name, cel_frame(32, 48, seed=n), format="png")
+    items = find_media([tmp_path])
+    frames = sorted([p.name for p in m.frames] for m in items if m.kind == "sequence")
+    assert frames == [
+        ["a.8.png", "a.9.png", "a.10.png", "a.11.png"],
+        ["b.9998.png", "b.9999.png", "b.10000.png", "b.10001.png"],
+        ["c.0009.png", "c.0010.png"],
+        ["c.9.png", "c.10.png"],
+    ]
+    assert all(m.kind == "sequence" for m in items)
+
+
 def test_a_gap_in_a_sequence_is_an_error(tmp_path: Path) -> None:
     for n in (1, 2, 4):
         write_image(tmp_path / f"plate_{n:03d}.png", cel_frame(32, 48, seed=n), format="png")

@@ -669,6 +669,28 @@ def test_cmyk_files_are_read_as_rgb_but_not_marked(tmp_path: Path, suffix: str) 
     read_image(cmyk, single=True)  # indexing an original is not marking it
 
 
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_grey_transparency_the_decoder_drops_is_not_marked(tmp_path: Path, suffix: str) -> None:
+    # OpenCV decodes a grey PNG's tRNS and a grey TIFF's alpha sample to plain grey: the
+    # marked copy was written opaque, its transparency gone without a word
+    from PIL import Image  # the test extra
+
+    grey = texture((48, 64))
+    path = tmp_path / f"grey{suffix}"
+    if suffix == ".png":
+        Image.fromarray(grey).save(path, transparency=int(grey[0, 0]))
+    else:
+        Image.fromarray(np.dstack([grey, texture((48, 64), seed=1)]), "LA").save(path)
+    assert read_image(path).pixels.shape == (48, 64)  # what the decoder hands over
+    with pytest.raises(MediaError, match=r"a grey (PNG|TIFF) with transparency"):
+        read_image(path, markable=True)
+    read_image(path, single=True)  # a leak or an original to index is read as grey
+    Image.fromarray(grey).save(plain := tmp_path / f"plain{suffix}")
+    read_image(plain, markable=True)
+    Image.fromarray(np.dstack([grey] * 3)).save(rgb := tmp_path / "rgb.png", transparency=(1, 2, 3))
+    assert read_image(rgb, markable=True).pixels.shape == (48, 64, 4)  # expanded to alpha
+
+
 @pytest.mark.parametrize(("subsampling", "factors"), [(0, (1, 1)), (1, (2, 1)), (2, (2, 2))])
 def test_a_marked_jpeg_keeps_its_chroma_subsampling(
     tmp_path: Path, subsampling: int, factors: tuple[int, int]

@@ -219,6 +219,46 @@ def test_turned_tiff_is_read_turned_and_written_upright(tmp_path: Path, orientat
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(out))), shown)
 
 
+def _extra_samples(data: bytes) -> tuple[int, ...] | None:
+    return Image.open(io.BytesIO(data)).tag_v2.get(338)
+
+
+def test_straight_alpha_tiff_is_read_as_stored_and_written_as_straight(tmp_path: Path) -> None:
+    # libtiff's RGBA interface, which OpenCV decodes 8-bit TIFFs with, premultiplied the
+    # colours of a straight-alpha TIFF (colour under alpha 0 lost), and the copy, written
+    # without ExtraSamples, was taken for premultiplied by libtiff and for straight by
+    # Pillow: not the source's picture in either
+    rgba = texture((24, 32, 4), seed=14)
+    rgba[:, :8, 3] = 0  # colour under full transparency
+    path = tmp_path / "straight.tif"
+    Image.fromarray(rgba, "RGBA").save(path)
+    assert _extra_samples(path.read_bytes()) == (2,)  # Pillow writes straight alpha
+    loaded = read_image(path)
+    assert np.array_equal(loaded.pixels, rgba)
+    out = encode_image(loaded.pixels, format="tiff", metadata=loaded.metadata)
+    assert _extra_samples(out) == (2,)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(out))), rgba)
+    (tmp_path / "copy.tif").write_bytes(out)
+    assert np.array_equal(read_image(tmp_path / "copy.tif").pixels, rgba)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_tiff_alpha_keeps_its_kind(tmp_path: Path, dtype: type) -> None:
+    # premultiplied stays premultiplied; a TIFF written without a source says straight
+    rgba = texture((16, 20, 4), dtype, seed=15)
+    plain = encode_image(rgba, format="tiff")
+    assert _extra_samples(plain) == (2,)
+    (tmp_path / "plain.tif").write_bytes(plain)
+    assert np.array_equal(read_image(tmp_path / "plain.tif").pixels, rgba)
+    at = plain.index(struct.pack("<HHIH", 338, 3, 1, 2))
+    premultiplied = plain[: at + 8] + struct.pack("<H", 1) + plain[at + 10 :]
+    meta = read_metadata(premultiplied, "tiff")
+    assert _extra_samples(encode_image(rgba, format="tiff", metadata=meta)) == (1,)
+    grey = read_metadata(encode_image(rgba[..., 0], format="tiff"), "tiff")
+    assert _extra_samples(encode_image(rgba[..., 0], format="tiff", metadata=meta)) is None
+    assert not grey
+
+
 def test_big_endian_tiff_source() -> None:
     # a hand-made big-endian IFD: an ICC stub (UNDEFINED) and a 6-byte XMP packet (BYTE)
     header = b"MM\x00\x2a" + struct.pack(">I", 8)

@@ -298,7 +298,7 @@ def find_media(
 def _folder_items(root: Path, here: Path, names: list[str], sequences: bool) -> list[MediaItem]:
     """Stills, videos and sequences among one folder's file names (sorted)."""
     items: list[MediaItem] = []
-    groups: dict[tuple[str, str, str, int], list[tuple[int, str]]] = {}
+    numbered: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
     for name in names:
         suffix = Path(name).suffix.lower()
         if suffix in VIDEO_EXTENSIONS:
@@ -308,8 +308,13 @@ def _folder_items(root: Path, here: Path, names: list[str], sequences: bool) -> 
             if m is None:
                 items.append(MediaItem("image", here / name, (here / name).relative_to(root)))
             else:
-                key = (m["stem"], m["sep"], m["ext"].lower(), len(m["number"]))
-                groups.setdefault(key, []).append((int(m["number"]), name))
+                key = (m["stem"], m["sep"], m["ext"].lower())
+                numbered.setdefault(key, []).append((m["number"], name))
+    groups: dict[tuple[str, str, str, int], list[tuple[int, str]]] = {}
+    for key, members in numbered.items():
+        shown = {len(n) for n, _ in members if _zero_padded(n)}
+        for number, name in members:
+            groups.setdefault((*key, _padding(number, shown)), []).append((int(number), name))
     for members in groups.values():
         members.sort()
         if len(members) < _SEQUENCE_MIN_FRAMES:
@@ -320,6 +325,39 @@ def _folder_items(root: Path, here: Path, names: list[str], sequences: bool) -> 
         frames = tuple(here / n for _, n in members)
         items.append(MediaItem("sequence", frames[0], frames[0].relative_to(root), frames))
     return items
+
+
+def _zero_padded(number: str) -> bool:
+    """Whether a frame number as written shows its padding: a leading zero (``0009``)."""
+    return len(number) > 1 and number.startswith("0")
+
+
+def _padding(number: str, shown: set[int]) -> int:
+    """The zero-padded width a frame number is written to, among the numbers of its stem.
+
+    A number with a leading zero shows its padding (``0009``: 4). One without shows only
+    that the padding is at most its length: ``10`` follows ``9`` in an unpadded sequence,
+    and ``10000`` follows ``9999`` in a 4-digit one, so grouping by the digit count alone
+    would cut one sequence in two (two deliveries, the second one numbered from 10). Such a
+    number joins the widest padding its stem's zero-padded numbers show that it fits; with
+    none, it is unpadded (1).
+
+    Parameters
+    ----------
+    number : str
+        The frame number as written in the file name.
+    shown : set of int
+        The paddings the zero-padded numbers of the same stem, separator and extension
+        in the folder show.
+
+    Returns
+    -------
+    int
+        The padding width, >= 1.
+    """
+    if _zero_padded(number):
+        return len(number)
+    return max((width for width in shown if width <= len(number)), default=1)
 
 
 def check_sequence(item: MediaItem) -> None:

@@ -39,9 +39,12 @@ from .metadata import (
     JPEG_FRAME_MARKERS,
     NO_METADATA,
     ImageMetadata,
+    grey_transparency,
     is_cmyk,
     jpeg_sampling,
     read_metadata,
+    tiff_straight_alpha_at,
+    with_tiff_alpha,
     write_metadata,
 )
 
@@ -188,8 +191,10 @@ def read_image(
         for callers that would index the first picture alone.
     markable : bool, optional
         Refuse what a marked copy in the same format could not reproduce: several
-        pictures (only the first would be marked) and CMYK colour (the copy would be
-        RGB, its colours those of a conversion without colour management).
+        pictures (only the first would be marked), CMYK colour (the copy would be
+        RGB, its colours those of a conversion without colour management) and a grey
+        picture's transparency that the decoder drops (see
+        :func:`watermark.metadata.grey_transparency`; the copy would be opaque).
     damaged : bool, optional
         Return what libjpeg recovers of a damaged JPEG instead of refusing it: data cut
         short (its end marker missing or put back) or corrupt. The lost blocks are
@@ -266,10 +271,20 @@ def read_image(
             f"{path}: a CMYK {fmt.upper()}; leaktrace marks RGB and grey pictures, and an "
             "RGB copy would not keep the file's colours: convert it to RGB first"
         )
+    if markable and grey_transparency(data, fmt):
+        raise MediaError(
+            f"{path}: a grey {fmt.upper()} with transparency, which OpenCV decodes without "
+            "it, so the marked copy would be opaque: save it as RGBA first"
+        )
 
     if cut:  # OpenCV feeds libjpeg the buffer once: at its end, without an end marker,
         # libjpeg waits for more data and OpenCV gives up; with one, it decodes what is there
         buffer = np.concatenate([buffer, np.array([0xFF, 0xD9], np.uint8)])
+    straight = tiff_straight_alpha_at(data) if fmt == "tiff" else None
+    if straight is not None:  # read the samples as stored, not premultiplied by libtiff
+        at, order = straight
+        buffer = buffer.copy()
+        buffer[at : at + 2] = np.frombuffer(struct.pack(order + "H", 1), np.uint8)
     decoded, damage = _decode(buffer)
     if damage and (decoded is None or not damaged or fmt != "jpeg"):
         error = DamagedImageError if fmt == "jpeg" and decoded is not None else MediaError
@@ -872,6 +887,8 @@ def encode_image(
     ok, encoded = cv2.imencode(_ENCODE_EXTENSION[format], pixels, params)
     if not ok:
         raise MediaError(f"cannot encode a {pixels.shape} {pixels.dtype} image as {format}")
+    if format == "tiff" and pixels.ndim == 3 and pixels.shape[2] == 4:
+        metadata = with_tiff_alpha(metadata)  # OpenCV leaves the alpha undeclared
     if not metadata:
         return encoded.tobytes()
     try:

@@ -12,7 +12,8 @@ same container format, the metadata of its source, copied byte for byte:
   (IPTC) and COM segments, in their order, after the encoder's JFIF segment (not MPF,
   whose preview images follow the main one and are not carried);
 - WebP: ``ICCP``, ``EXIF`` and ``XMP `` chunks (the file becomes an extended ``VP8X`` one);
-- TIFF: the ICC profile (tag 34675) and XMP (700) of the first image.
+- TIFF: the ICC profile (tag 34675), XMP (700) and ExtraSamples (338: whether alpha is
+  premultiplied) of the first image.
 
 PNG, JPEG and WebP pixels are decoded ignoring the EXIF orientation and marked on the
 stored grid, so the carried orientation tag stays true. OpenCV's TIFF decoder applies the
@@ -32,9 +33,12 @@ from dataclasses import dataclass
 __all__ = [
     "NO_METADATA",
     "ImageMetadata",
+    "grey_transparency",
     "is_cmyk",
     "jpeg_sampling",
     "read_metadata",
+    "tiff_straight_alpha_at",
+    "with_tiff_alpha",
     "write_metadata",
 ]
 
@@ -313,9 +317,19 @@ def _write_webp(encoded: bytes, items) -> bytes:
 
 # ----------------------------------------------------------------------------- TIFF
 
+# ExtraSamples (338): what the samples past the colour ones are. OpenCV's TIFF encoder
+# writes RGBA without it, and libtiff's RGBA reader (which many viewers use) then takes
+# the fourth sample for premultiplied alpha: a straight-alpha picture would be shown
+# with its half-transparent pixels too bright. So the source's value is carried, and an
+# RGBA file written without a source says "unassociated" (2), what RGBA arrays hold.
+_TIFF_EXTRA_SAMPLES = 338
+_TIFF_UNASSOCIATED_ALPHA = 2
+_TIFF_SHORT = 3
+
 # tag -> the value types it is carried with (BYTE, UNDEFINED: byte strings, so the
-# file's byte order does not matter)
-_TIFF_CARRIED = {34675: (7, 1), 700: (1, 7)}
+# file's byte order does not matter; ExtraSamples' SHORTs are kept little-endian here and
+# written in the marked file's order)
+_TIFF_CARRIED = {34675: (7, 1), 700: (1, 7), _TIFF_EXTRA_SAMPLES: (3,)}
 
 
 def is_cmyk(data: bytes, format: str) -> bool:
@@ -340,6 +354,40 @@ def is_cmyk(data: bytes, format: str) -> bool:
             for tag, kind, _, at in entries:
                 if tag == 262 and kind == 3:
                     return struct.unpack_from(order + "H", data, at + 8)[0] == 5
+    except (ValueError, struct.error, IndexError):
+        pass
+    return False
+
+
+def grey_transparency(data: bytes, format: str) -> bool:
+    """Whether the file is a grey picture with transparency that OpenCV's decoder drops:
+    a grey PNG with a transparent grey value (``tRNS``; it expands that of colour and
+    palette PNGs to alpha) or a grey TIFF with an alpha sample (ExtraSamples 1 or 2).
+    Lenient like the readers: False when the structure cannot be read.
+
+    Parameters
+    ----------
+    data : bytes
+        The whole file.
+    format : str
+        Its container format ("png", "jpeg", "webp", "tiff", "bmp").
+    """
+    try:
+        if format == "png":
+            if data[25] != 0:  # IHDR colour type 0: grey
+                return False
+            for kind, _, _ in _png_chunks(data):
+                if kind in ("tRNS", "IDAT"):  # tRNS must come before the image data
+                    return kind == "tRNS"
+            return False
+        if format == "tiff":
+            order, _, entries = _tiff_ifd0(data)
+            values = {
+                tag: struct.unpack_from(order + "H", data, at + 8)[0]
+                for tag, kind, _, at in entries
+                if tag in (262, _TIFF_EXTRA_SAMPLES) and kind == _TIFF_SHORT
+            }
+            return values.get(262) in (0, 1) and values.get(_TIFF_EXTRA_SAMPLES) in (1, 2)
     except (ValueError, struct.error, IndexError):
         pass
     return False
@@ -403,7 +451,7 @@ def _read_tiff(data: bytes):
     for tag, kind, count, at in entries:
         if kind not in _TIFF_CARRIED.get(tag, ()):
             continue
-        size = count
+        size = count * (2 if kind == _TIFF_SHORT else 1)
         if size <= 4:
             raw = data[at + 8 : at + 8 + size]
         else:
@@ -411,7 +459,76 @@ def _read_tiff(data: bytes):
             raw = data[offset : offset + size]
             if len(raw) != size:
                 raise ValueError("TIFF value past the end of the file")
+        if kind == _TIFF_SHORT:  # kept little-endian, whatever the source's order
+            raw = struct.pack(f"<{count}H", *struct.unpack(f"{order}{count}H", raw))
         yield f"tag:{tag}", struct.pack("<HI", kind, count) + raw
+
+
+def with_tiff_alpha(metadata: ImageMetadata | None) -> ImageMetadata | None:
+    """TIFF metadata that says what an RGBA file's fourth sample is, without a source.
+
+    A TIFF source's metadata is returned as it is: it carries the source's ExtraSamples,
+    or the source had none and the copy keeps its samples described alike. Without a
+    source (None or :data:`NO_METADATA`), unassociated alpha: RGBA pixels hold straight
+    alpha.
+
+    Parameters
+    ----------
+    metadata : ImageMetadata or None
+        From :func:`read_metadata` of a TIFF source, or None (no source).
+
+    Returns
+    -------
+    ImageMetadata or None
+        `metadata`, or TIFF metadata of one ExtraSamples item.
+    """
+    if metadata is not None and metadata.format:
+        return metadata
+    value = struct.pack("<HIH", _TIFF_SHORT, 1, _TIFF_UNASSOCIATED_ALPHA)
+    return ImageMetadata(format="tiff", items=((f"tag:{_TIFF_EXTRA_SAMPLES}", value),))
+
+
+def tiff_straight_alpha_at(data: bytes) -> tuple[int, str] | None:
+    """Where a TIFF says its one extra sample is straight (unassociated) alpha.
+
+    OpenCV decodes 8-bit TIFFs through libtiff's RGBA interface, which premultiplies
+    straight alpha into the colours (and zeroes the colour under alpha 0): a marked copy
+    would not hold the source's samples. Premultiplied alpha is handed over as stored,
+    so the reader says "premultiplied" at this offset in the bytes it decodes, and gets
+    the samples as stored.
+
+    Parameters
+    ----------
+    data : bytes
+        The whole file.
+
+    Returns
+    -------
+    (int, str) or None
+        The offset of the ExtraSamples value (a SHORT inside its directory entry) and
+        the file's byte order (``"<"`` or ``">"``); None when the first directory has no
+        single ExtraSamples value of 2, or cannot be read.
+    """
+    try:
+        order, _, entries = _tiff_ifd0(data)
+        for tag, kind, count, at in entries:
+            if tag == _TIFF_EXTRA_SAMPLES and kind == _TIFF_SHORT and count == 1:
+                value = struct.unpack_from(order + "H", data, at + 8)[0]
+                return (at + 8, order) if value == _TIFF_UNASSOCIATED_ALPHA else None
+    except (ValueError, struct.error, IndexError):
+        pass
+    return None
+
+
+def _tiff_extra_samples(order: str, data: bytes, entries: list[tuple[int, int, int, int]]) -> int:
+    """Samples per pixel past the colour ones (RGB: 3, grey: 1) of a classic TIFF."""
+    found = {
+        tag: struct.unpack_from(order + "H", data, at + 8)[0]
+        for tag, kind, _, at in entries
+        if tag in (262, 277) and kind == _TIFF_SHORT
+    }
+    colours = 3 if found.get(262) == 2 else 1
+    return found.get(277, 1) - colours
 
 
 def _write_tiff(encoded: bytes, items) -> bytes:
@@ -419,6 +536,11 @@ def _write_tiff(encoded: bytes, items) -> bytes:
     n = len(entries)
     (next_ifd,) = struct.unpack_from(order + "I", encoded, ifd + 2 + 12 * n)
     carried = {int(name[4:]): raw for name, raw in items}
+    extra = carried.get(_TIFF_EXTRA_SAMPLES)
+    if extra is not None and struct.unpack_from("<I", extra, 2)[0] != _tiff_extra_samples(
+        order, encoded, entries
+    ):  # the decoder dropped or added samples: the source's description is not this file's
+        del carried[_TIFF_EXTRA_SAMPLES]
     out = bytearray(encoded)
     new_entries: dict[int, bytes] = {
         tag: encoded[at : at + 12] for tag, _, _, at in entries if tag not in carried
@@ -426,6 +548,8 @@ def _write_tiff(encoded: bytes, items) -> bytes:
     for tag, raw in carried.items():
         kind, count = struct.unpack_from("<HI", raw)
         value = raw[6:]
+        if kind == _TIFF_SHORT:
+            value = struct.pack(f"{order}{count}H", *struct.unpack(f"<{count}H", value))
         if len(value) <= 4:
             field = value.ljust(4, b"\x00")
         else:
