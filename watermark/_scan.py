@@ -262,44 +262,62 @@ def _lattice_scores(
         Tile period vectors (columns (dx, dy)) in crop px.
     """
     t = TILE_CHIPS
+    half = t // 2
     ch, cw = shape
     fh, fw = 2 * ch, 2 * cw
     # half band: tile frequencies ky in [-T/2, T/2), kx in [0, T/2] (the other half is the
     # complex conjugate, which the real inverse transform supplies)
-    ky, kx = np.meshgrid(np.arange(-t // 2, t // 2), np.arange(t // 2 + 1), indexing="ij")
+    ky, kx = np.meshgrid(np.arange(-half, half), np.arange(half + 1), indexing="ij")
     conj_pilot = np.conj(np.fft.fft2(pilots)[:, ky % t, kx]).astype(np.complex64)
     n_pilot = float(np.count_nonzero(pilots[0]))
     # weights turning the half band's power into the full band's (Parseval)
-    twice = np.where((kx == 0) | (kx == t // 2), 1.0, 2.0)
+    twice = np.where((kx == 0) | (kx == half), 1.0, 2.0)
+    kx_f, ky_f = kx.astype(np.float64), ky.astype(np.float64)
+    n_cols = spec.shape[1]
+    flat = spec.ravel()  # gathers from a flat index are cheaper than from (row, col) pairs
     scores = np.empty(len(bases))
+    # the 2x band-limited grid of the product: only its T x (T/2 + 1) band is ever
+    # written, the same cells each chunk, so the zeros around it are made once
+    grid = np.zeros((min(_CHUNK, len(bases)), pilots.shape[0], 2 * t, t + 1), np.complex64)
     for start in range(0, len(bases), _CHUNK):
         # tile frequency (kx, ky) cycles per tile -> B^-T (kx, ky) cycles per crop px
         dual = np.linalg.inv(bases[start : start + _CHUNK]).transpose(0, 2, 1)
-        cx = dual[:, 0, 0, None, None] * kx + dual[:, 0, 1, None, None] * ky
-        cy = dual[:, 1, 0, None, None] * kx + dual[:, 1, 1, None, None] * ky
+        cx = dual[:, 0, 0, None, None] * kx_f + dual[:, 0, 1, None, None] * ky_f
+        cy = dual[:, 1, 0, None, None] * kx_f + dual[:, 1, 1, None, None] * ky_f
         # a real image's spectrum at -f is the conjugate of its value at f: the rfft half
         # plane holds columns >= 0 only
         mirror = cx < 0
-        fx = np.abs(cx) * fw
-        fy = np.mod(np.where(mirror, -cy, cy) * fh, fh)
+        fx = np.abs(cx, out=cx)
+        fx *= fw
+        np.negative(cy, out=cy, where=mirror)
+        cy *= fh
+        fy = np.mod(cy, fh, out=cy)
         y0 = np.floor(fy).astype(np.int64)
         x0 = np.floor(fx).astype(np.int64)
         ay, ax = (fy - y0).astype(np.float32), (fx - x0).astype(np.float32)
-        y1 = (y0 + 1) % fh
-        x1 = np.minimum(x0 + 1, spec.shape[1] - 1)
-        x0 = np.minimum(x0, spec.shape[1] - 1)
-        v = (1.0 - ay) * ((1.0 - ax) * spec[y0, x0] + ax * spec[y0, x1]) + ay * (
-            (1.0 - ax) * spec[y1, x0] + ax * spec[y1, x1]
+        y1 = y0 + 1
+        y1[y1 == fh] = 0
+        x1 = np.minimum(x0 + 1, n_cols - 1)
+        np.minimum(x0, n_cols - 1, out=x0)
+        bx = 1.0 - ax
+        y0 *= n_cols
+        y1 *= n_cols
+        v = (1.0 - ay) * (bx * flat[y0 + x0] + ax * flat[y0 + x1]) + ay * (
+            bx * flat[y1 + x0] + ax * flat[y1 + x1]
         )  # (n, T, T/2 + 1): the chip tile's spectrum
-        v = np.where(mirror, np.conj(v), v)
+        np.conjugate(v, out=v, where=mirror)
         # chip variance from Parseval: sum over chips of v^2 = sum over k of |V|^2 / T^2
         power = twice * (v.real.astype(np.float64) ** 2 + v.imag.astype(np.float64) ** 2)
         sigma = np.sqrt(np.sum(power, axis=(1, 2))) / (t * t)
         # correlation with every pilot at every half-chip shift: the product placed in a
-        # 2x band-limited grid, one real inverse transform
-        grid = np.zeros((v.shape[0], pilots.shape[0], 2 * t, t + 1), np.complex64)
-        grid[..., ky % (2 * t), kx] = v[:, None] * conj_pilot[None]
-        corr = scipy.fft.irfft2(grid, s=(2 * t, 2 * t)) * 4.0
-        best = corr.reshape(corr.shape[0], -1).max(axis=1)
+        # 2x band-limited grid (ky >= 0 in its first rows, ky < 0 in its last), one real
+        # inverse transform
+        n = v.shape[0]
+        product = v[:, None] * conj_pilot[None]
+        grid[:n, :, :half, : half + 1] = product[:, :, half:]
+        grid[:n, :, -half:, : half + 1] = product[:, :, :half]
+        corr = scipy.fft.irfft2(grid[:n], s=(2 * t, 2 * t))
+        # (the factor 4 of the 2x grid is a power of two: scaling the maxima is exact)
+        best = corr.reshape(n, -1).max(axis=1) * 4.0
         scores[start : start + _CHUNK] = best / np.maximum(sigma * np.sqrt(n_pilot), 1e-30)
     return scores
