@@ -121,7 +121,10 @@ def test_pooling_reads_a_mark_no_single_frame_shows() -> None:
     pooled = trace_frames(noisy, KEY, candidates=CANDIDATES)
     assert not single.found
     assert pooled.found and pooled.payload == PAYLOAD and pooled.frames_used > 1
-    assert pooled.p_value >= pooled.detection.p_value  # the looks are counted
+    # a verdict past the first frame is corrected by a later look's share: half the
+    # budget over the 12 looks after the first, a quarter of that per pool
+    assert pooled.share == pytest.approx(0.5 / 12)
+    assert pooled.p_value == pytest.approx(min(1.0, 48.0 * pooled.detection.p_value))
 
 
 def test_normalised_detail_weighs_busy_and_quiet_alike() -> None:
@@ -162,6 +165,21 @@ def test_each_look_traces_both_pools_and_counts_them() -> None:
     assert d.detection.p_value == plain.p_value
     assert d.p_value == pytest.approx(2 * plain.p_value)
     assert d.n_tests == pytest.approx(2 * plain.n_tests)
+
+
+def test_the_first_frame_holds_half_the_false_alarm_budget() -> None:
+    from watermark._temporal import FIRST_LOOK_SHARE, look_shares
+
+    # shares that sum to 1 keep the union bound: P(any false verdict) <= the threshold
+    for looks in (1, 2, 5, 13):
+        assert sum(look_shares(looks)) == pytest.approx(1.0)
+    assert look_shares(13)[0] == FIRST_LOOK_SHARE == 0.5
+    (marked,) = mark_frames([cel_frame(200, 320, seed=4)], KEY, PAYLOAD)
+    d = trace_frames([marked.image] * 8, KEY, candidates=CANDIDATES)  # read at the first look
+    assert d.found and d.frames_used == 1 and d.looks == 13 and d.share == 0.5
+    # each of the two pools tested at the first look gets a quarter: p x 4, not x 26
+    assert d.p_value == pytest.approx(4.0 * d.detection.p_value)
+    assert d.n_tests == pytest.approx(4.0 * d.detection.n_tests)
 
 
 def test_pooling_reads_a_run_cycle_a_re_encode_wiped_off_its_backdrop(tmp_path: Path) -> None:

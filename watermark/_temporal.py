@@ -12,8 +12,9 @@ where it is quiet, not where an edge passes), and that pooled detail rides on th
 a near-black fade, where the mark is all there is, the plain mean reads it best), so both
 are traced like stills, with the same calibrated statistic (each is a function of the leak
 alone, so an unmarked clip pools to unmarked frames); looking at both after 1, 2, 4, ...
-frames and stopping at the first verdict is counted in the p-value (a union bound over the
-looks and the two pools). No I/O here: frames come in as arrays (see :mod:`watermark.clip`
+frames and stopping at the first verdict is counted in the p-value (a weighted union bound
+over the looks and the two pools: the first frame alone holds half of the false-alarm
+budget, see :func:`look_shares`). No I/O here: frames come in as arrays (see :mod:`watermark.clip`
 for files).
 """
 
@@ -38,11 +39,13 @@ from ._sync import equalise_energy
 
 __all__ = [
     "DEFAULT_MAX_FRAMES",
+    "FIRST_LOOK_SHARE",
     "POOLS",
     "SEEN_P",
     "ClipDetection",
     "FramePool",
     "look_schedule",
+    "look_shares",
     "mark_frames",
     "normalised_detail",
     "seen_windows",
@@ -63,6 +66,13 @@ _DETAIL_GAIN = 10.0
 _DETAIL_CHIPS = 2.0  # the detail's scale, in chips of the frame's own size (see chip_level)
 #: Pooled frames traced at each look of a clip (the mean, and the mean with its detail).
 POOLS = 2
+#: Share of a clip trace's false-alarm budget held by its first look (the first frame
+#: alone). A re-encoded clip starts on an intra frame, the one frame a codec codes
+#: without reference to others, and at a low quality it is often the only one that
+#: keeps the mark: motion compensation drags it with the content, and the frames after
+#: add more dilution than evidence. A union bound with unequal shares (summing to 1)
+#: bounds the false-alarm probability as the equal one does.
+FIRST_LOOK_SHARE = 0.5
 
 
 # ----------------------------------------------------------------------------- marking
@@ -174,6 +184,23 @@ def look_schedule(max_frames: int) -> tuple[int, ...]:
     return (*looks, max_frames)
 
 
+def look_shares(looks: int) -> tuple[float, ...]:
+    """Share of the false-alarm budget of each look of a schedule of `looks` (both pools
+    together): :data:`FIRST_LOOK_SHARE` for the first, the rest split evenly.
+
+    Examples
+    --------
+    >>> look_shares(1), look_shares(3)
+    ((1.0,), (0.5, 0.25, 0.25))
+    """
+    if looks < 1:
+        raise ValueError(f"looks must be >= 1, got {looks}")
+    if looks == 1:
+        return (1.0,)
+    rest = (1.0 - FIRST_LOOK_SHARE) / (looks - 1)
+    return (FIRST_LOOK_SHARE, *([rest] * (looks - 1)))
+
+
 def normalised_detail(y: np.ndarray, sigma: float) -> np.ndarray:
     """A frame's detail divided by its local rms.
 
@@ -269,7 +296,8 @@ class ClipDetection:
     score : float
         Detection statistic of the last look (z units).
     p_value, p_mark : float
-        As in :class:`watermark.Detection`, corrected for the looks and the pools as well.
+        As in :class:`watermark.Detection`, corrected for the looks and the pools as well:
+        divided by the last look's share of the budget per pool (``share / pools``).
     frames_used : int
         Frames pooled at the last look.
     looks : int
@@ -279,6 +307,9 @@ class ClipDetection:
         last look (not corrected for the looks and pools).
     pools : int
         Pooled frames traced at each look (:meth:`FramePool.frames`), also counted.
+    share : float
+        The last look's share of the false-alarm budget (:func:`look_shares`), both
+        pools together.
     """
 
     found: bool
@@ -290,12 +321,13 @@ class ClipDetection:
     looks: int
     detection: Detection
     pools: int = POOLS
+    share: float = 1.0
 
     @property
     def n_tests(self) -> float:
-        """Hypotheses the p-value is corrected for (geometries x deliveries x looks x
-        pools)."""
-        return float(self.detection.n_tests) * self.looks * self.pools
+        """Hypotheses the p-value is corrected for: geometries x deliveries, times the
+        pools over the last look's share (with equal shares: times looks x pools)."""
+        return float(self.detection.n_tests) * self.pools / self.share
 
 
 def trace_frames(
@@ -335,21 +367,25 @@ def trace_frames(
         raise ValueError(f"p_threshold must be in (0, 1), got {p_threshold}")
     schedule = look_schedule(max_frames)
     looks = len(schedule)
-    tests = looks * POOLS
+    shares = look_shares(looks)
+    made = 0  # looks made so far; a clip that ends early is looked at in the next one's place
     pool = FramePool()
     detection: Detection | None = None
     for frame in frames:
         pool.add(frame)
         if pool.count in schedule:
-            detection = _look(pool, key, candidates, p_threshold / tests)
+            detection = _look(pool, key, candidates, p_threshold * shares[made] / POOLS)
+            made += 1
             if detection.found or pool.count >= max_frames:
                 break
     else:
         if pool.count == 0:
             raise ValueError("the clip has no frames")
         if detection is None or pool.count not in schedule:
-            detection = _look(pool, key, candidates, p_threshold / tests)
+            detection = _look(pool, key, candidates, p_threshold * shares[made] / POOLS)
+            made += 1
     assert detection is not None
+    tests = POOLS / shares[made - 1]  # the last look's correction
     return ClipDetection(
         detection.found,
         detection.payload,
@@ -360,6 +396,7 @@ def trace_frames(
         looks,
         detection,
         POOLS,
+        shares[made - 1],
     )
 
 

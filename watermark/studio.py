@@ -1438,7 +1438,8 @@ class Studio:
             )
             notes = [
                 f"clip traced blind on its first {clip.frames_used} frame(s) pooled "
-                f"({clip.looks} looks x {clip.pools} pools counted in the p-value)"
+                f"({clip.looks} looks x {clip.pools} pools counted in the p-value, this "
+                f"look holding {clip.share:.3g} of its false-alarm budget)"
             ]
             seen: tuple[tuple[float, float], ...] = ()
             if clip.found and clip.payload is not None:
