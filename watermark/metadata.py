@@ -350,10 +350,7 @@ def is_cmyk(data: bytes, format: str) -> bool:
             frame = _jpeg_frame(data)
             return frame is not None and data[frame + 9] == 4  # Nf, after P, Y and X
         if format == "tiff":
-            order, _, entries = _tiff_ifd0(data)
-            for tag, kind, _, at in entries:
-                if tag == 262 and kind == 3:
-                    return struct.unpack_from(order + "H", data, at + 8)[0] == 5
+            return _tiff_shorts(data, (262,)).get(262) == 5
     except (ValueError, struct.error, IndexError):
         pass
     return False
@@ -381,12 +378,7 @@ def grey_transparency(data: bytes, format: str) -> bool:
                     return kind == "tRNS"
             return False
         if format == "tiff":
-            order, _, entries = _tiff_ifd0(data)
-            values = {
-                tag: struct.unpack_from(order + "H", data, at + 8)[0]
-                for tag, kind, _, at in entries
-                if tag in (262, _TIFF_EXTRA_SAMPLES) and kind == _TIFF_SHORT
-            }
+            values = _tiff_shorts(data, (262, _TIFF_EXTRA_SAMPLES))
             return values.get(262) in (0, 1) and values.get(_TIFF_EXTRA_SAMPLES) in (1, 2)
     except (ValueError, struct.error, IndexError):
         pass
@@ -520,13 +512,20 @@ def tiff_straight_alpha_at(data: bytes) -> tuple[int, str] | None:
     return None
 
 
-def _tiff_extra_samples(order: str, data: bytes, entries: list[tuple[int, int, int, int]]) -> int:
-    """Samples per pixel past the colour ones (RGB: 3, grey: 1) of a classic TIFF."""
-    found = {
+def _tiff_shorts(data: bytes, tags: tuple[int, ...]) -> dict[int, int]:
+    """The first value of each of `tags` that the first directory holds as SHORTs
+    (PhotometricInterpretation 262, SamplesPerPixel 277, ExtraSamples 338, ...)."""
+    order, _, entries = _tiff_ifd0(data)
+    return {
         tag: struct.unpack_from(order + "H", data, at + 8)[0]
         for tag, kind, _, at in entries
-        if tag in (262, 277) and kind == _TIFF_SHORT
+        if tag in tags and kind == _TIFF_SHORT
     }
+
+
+def _tiff_extra_samples(data: bytes) -> int:
+    """Samples per pixel past the colour ones (RGB: 3, grey: 1) of a classic TIFF."""
+    found = _tiff_shorts(data, (262, 277))
     colours = 3 if found.get(262) == 2 else 1
     return found.get(277, 1) - colours
 
@@ -538,7 +537,7 @@ def _write_tiff(encoded: bytes, items) -> bytes:
     carried = {int(name[4:]): raw for name, raw in items}
     extra = carried.get(_TIFF_EXTRA_SAMPLES)
     if extra is not None and struct.unpack_from("<I", extra, 2)[0] != _tiff_extra_samples(
-        order, encoded, entries
+        encoded
     ):  # the decoder dropped or added samples: the source's description is not this file's
         del carried[_TIFF_EXTRA_SAMPLES]
     out = bytearray(encoded)
