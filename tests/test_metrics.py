@@ -144,3 +144,20 @@ def test_ssim_rejects_small_image():
 def test_ssim_rejects_size_mismatch():
     with pytest.raises(ValueError, match="same"):
         ssim_y(np.zeros((16, 16), np.uint8), np.zeros((16, 16, 3), np.uint8)[:15])
+
+
+def test_a_channel_axis_of_one_is_grey_everywhere(tmp_path):
+    """embed_frame and detect_frame take (H, W, 1) as grey: so do the metrics, the
+    attacks and the image writer (they refused it)."""
+    from watermark._attacks import apply_attack
+    from watermark.media import read_image, write_image
+
+    grey = _textured((64, 80))
+    column = grey[..., None]
+    np.testing.assert_array_equal(luma(column), luma(grey))
+    assert psnr_y(column, grey) == np.inf and ssim_y(column, column) == 1.0
+    attacked = apply_attack("jpeg50", column, seed=3)
+    assert attacked.shape == (64, 80, 1)
+    np.testing.assert_array_equal(attacked[..., 0], apply_attack("jpeg50", grey, seed=3))
+    write_image(tmp_path / "g.png", column, format="png")
+    np.testing.assert_array_equal(read_image(tmp_path / "g.png").pixels, grey)

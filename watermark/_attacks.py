@@ -1484,7 +1484,7 @@ def apply_attack(name: str, image: np.ndarray, *, seed: int) -> np.ndarray:
     name : str
         A key of :data:`ATTACKS`.
     image : (H, W[, C]) uint8 or uint16 ndarray
-        Not modified.
+        Not modified; (H, W, 1) is attacked as grey and keeps its channel axis.
     seed : int
         Non-negative. The rng is ``np.random.default_rng([seed, crc32(name)])``, so the
         same (name, image, seed) always gives the same output and different attacks draw
@@ -1519,4 +1519,7 @@ def apply_attack(name: str, image: np.ndarray, *, seed: int) -> np.ndarray:
     if seed < 0:
         raise ValueError(f"seed must be >= 0; got {seed}")
     rng = np.random.default_rng([int(seed), zlib.crc32(name.encode("utf-8"))])
-    return attack.fn(_check_image(image), rng)
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[2] == 1:  # grey with a channel axis: attacked as grey
+        return attack.fn(_check_image(arr[..., 0]), rng)[..., None]
+    return attack.fn(_check_image(arr), rng)

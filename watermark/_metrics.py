@@ -31,8 +31,12 @@ _SSIM_K2 = 0.03
 def _check_image(image: np.ndarray, name: str) -> np.ndarray:
     """Return ``image`` as an ndarray after checking its shape and dtype."""
     arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[2] == 1:  # grey with a channel axis, as embed takes it
+        arr = arr[..., 0]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
-        raise ValueError(f"{name} must be (H, W), (H, W, 3) or (H, W, 4); got shape {arr.shape}")
+        raise ValueError(
+            f"{name} must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got shape {arr.shape}"
+        )
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"{name} is empty: shape {arr.shape}")
     if arr.dtype not in _TO_255:
@@ -47,7 +51,7 @@ def luma(image: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    image : (H, W), (H, W, 3) or (H, W, 4) ndarray
+    image : (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) ndarray
         Grey, RGB or RGBA (RGB order), uint8, uint16, or float in [0, 1]. Alpha is ignored;
         a grey image is its own luma.
 

@@ -819,8 +819,8 @@ def encode_image(
 
     Parameters
     ----------
-    pixels : (H, W), (H, W, 3) or (H, W, 4) ndarray
-        uint8 or uint16, RGB(A) order. Not modified.
+    pixels : (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) ndarray
+        uint8 or uint16, RGB(A) order (one channel: grey). Not modified.
     format : str
         One of :data:`FORMATS`. 16-bit samples need ``"png"`` or ``"tiff"``; alpha
         cannot go to ``"jpeg"``. PNG, TIFF, BMP and WebP are written losslessly.
@@ -854,6 +854,8 @@ def encode_image(
     b'\\x89PNG'
     """
     pixels = np.asarray(pixels)
+    if pixels.ndim == 3 and pixels.shape[2] == 1:  # grey with a channel axis
+        pixels = pixels[..., 0]
     if format not in _ENCODE_EXTENSION:
         raise ValueError(f"format must be one of {FORMATS}; got {format!r}")
     if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] not in (3, 4)):
@@ -1035,8 +1037,8 @@ def write_image(
     path : path-like
         Destination; its folder must exist. An existing file is replaced atomically:
         readers see the old or the new file, never a partial one.
-    pixels : (H, W), (H, W, 3) or (H, W, 4) ndarray
-        uint8 or uint16, RGB(A) order.
+    pixels : (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) ndarray
+        uint8 or uint16, RGB(A) order (one channel: grey).
     format : str
         One of :data:`FORMATS` (the extension of ``path`` is not consulted).
     jpeg_quality : int, optional
