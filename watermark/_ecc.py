@@ -105,12 +105,14 @@ def encode_payloads(payloads: np.ndarray | int) -> np.ndarray:
     flat = np.atleast_1d(arr).astype(np.uint64)
     msg = int_to_bits(flat)
     msg = np.concatenate([msg, crc16(msg), np.zeros((flat.size, _K - 1), np.uint8)], axis=1)
-    # register at step t holds inputs t, t-1, ..., t-6 (newest in the lowest bit)
+    # register at step t holds inputs t, t-1, ..., t-6 (newest in the lowest bit); it
+    # fits a byte, and is built one shift at a time (no (N, steps, K) window copy: a
+    # registry's 100,000 candidates are coded at every verdict)
     padded = np.concatenate([np.zeros((flat.size, _K - 1), np.uint8), msg], axis=1)
-    weights = (1 << np.arange(_K, dtype=np.uint32))[::-1]  # oldest input -> highest bit
-    windows = np.lib.stride_tricks.sliding_window_view(padded, _K, axis=1)
-    reg = (windows.astype(np.uint32) * weights).sum(axis=-1, dtype=np.uint32)
-    gens = np.array(_GENERATORS, dtype=np.uint32)
+    reg = np.zeros((flat.size, _STEPS), np.uint8)
+    for i in range(_K):  # oldest input (i = 0) -> highest bit
+        reg |= padded[:, i : i + _STEPS] << np.uint8(_K - 1 - i)
+    gens = np.array(_GENERATORS, dtype=np.uint8)
     coded = _parity(reg[..., None] & gens).reshape(flat.size, CODED_BITS)
     return coded[0] if arr.ndim == 0 else coded
 
