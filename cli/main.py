@@ -874,8 +874,9 @@ def bench(
 
     if vendors is None:
         vendors = bench_lib.QUICK_VENDORS if quick else 3
-    if not 1 <= vendors <= 1000:
-        _fail(f"--vendors must be in 1..1000; got {vendors}")
+    if not 1 <= vendors <= 1000:  # checked before the frames are read; raised so that
+        # --json prints its one {"error": ...} document (_Group.invoke)
+        raise bench_lib.BenchError(f"--vendors must be in 1..1000; got {vendors}")
     loaded = bench_lib.load_frames(frames) if frames else bench_lib.sample_bench_frames(quick=quick)
     chosen, notes = bench_lib.resolve_attacks(attacks, quick=quick)
     with _progress("benchmark", enabled=not as_json) as tick:

@@ -303,3 +303,87 @@ def test_vectorised_extraction_leaves_no_reference_cycle(monkeypatch: pytest.Mon
     _, frame = sample_frames()[1]
     peers.extract("blind-watermark", frame, expected_shape=frame.shape[:2], vectorised=True)
     assert made and "extract_raw" not in vars(made[0].bwm_core)
+
+
+def test_a_detector_crash_is_not_counted_as_a_miss(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only a leak under the detector's 16 px floor is a recorded miss; any other error
+    # from the detector is a bug, and the run must stop rather than count it as missed.
+    frame = bench.BenchFrame("t.png", texture((16, 16, 3), seed=1), "test")
+    result = bench.run_bench(
+        [frame], attacks=("crop25",), vendors=1, out_dir=tmp_path / "a", workers=1
+    )
+    (marked,) = result.document["trials"]["leaktrace"]
+    (unmarked,) = result.document["trials"]["unmarked"]
+    assert marked["verdict"] == "missed" and "at least 16x16" in marked["error"]
+    assert unmarked["verdict"] == "none" and "at least 16x16" in unmarked["error"]
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("too many values to unpack (expected 3)")
+
+    monkeypatch.setattr(bench, "detect_frame", broken)
+    frame = bench.BenchFrame("t.png", texture((64, 64, 3), seed=1), "test")
+    with pytest.raises(ValueError, match="too many values"):
+        bench.run_bench([frame], attacks=("none",), vendors=1, out_dir=tmp_path / "b", workers=1)
+    assert not (tmp_path / "b" / "results.json").exists()
+
+
+@pytest.mark.parametrize("case", ["file", "under_a_file", "not_writable"])
+def test_an_unusable_out_fails_before_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    (tmp_path / "f.txt").write_text("x")
+    out = {"file": "f.txt", "under_a_file": "f.txt/out", "not_writable": "ro"}[case]
+    if case == "not_writable":  # as root chmod would not stop the write: refuse it here
+        (tmp_path / "ro").mkdir()
+
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(bench.tempfile, "mkstemp", refuse)
+    ran = []
+    monkeypatch.setattr(bench, "_run_tasks", lambda *a, **k: ran.append(1) or [])
+    args = ["bench", "--quick", "--attacks", "none", "--vendors", "1", "--workers", "1",
+            "--out", str(tmp_path / out), "--json"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    line = one_error_line(result.stderr)
+    assert "unexpected" not in line and str(tmp_path / out) in line
+    assert json.loads(result.stdout)["error"] == line.removeprefix("error: ")
+    assert ran == []  # nothing was marked or traced first
+
+
+def test_vendors_out_of_range_with_json_prints_the_error_document(tmp_path: Path) -> None:
+    args = ["bench", "--quick", "--vendors", "0", "--out", str(tmp_path), "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert json.loads(result.stdout) == {"error": "--vendors must be in 1..1000; got 0"}
+
+
+def test_frames_of_one_name_in_two_folders_stay_apart(tmp_path: Path) -> None:
+    from watermark.media import write_image
+
+    for folder, seed in (("v1", 1), ("v2", 2), ("v2/sub", 3)):
+        (tmp_path / folder).mkdir(parents=True)
+        write_image(tmp_path / folder / "x.png", texture((64, 80, 3), seed=seed), format="png")
+    frames = bench.load_frames([tmp_path / "v1", tmp_path / "v2"])
+    names = [f.name for f in frames]
+    assert len(set(names)) == 3 and names[0] == "x.png"
+    assert not np.array_equal(frames[0].pixels, frames[2].pixels)
+    result = bench.run_bench(
+        frames, attacks=("none",), vendors=1, out_dir=tmp_path / "o", workers=1
+    )
+    by_frame = {r["frame"]: r for r in result.document["trials"]["embeds"]}
+    assert set(by_frame) == set(names)
+    page = result.html_path.read_text()
+    befores = sorted((tmp_path / "o" / "crops").glob("*_before.png"))
+    assert len(befores) == 3 and all(f'src="crops/{p.name}"' in page for p in befores)
+
+
+@pytest.mark.parametrize("spec", [[""], [","], [" , "]])
+def test_attacks_that_name_nothing_are_refused_not_taken_for_all(spec: list[str]) -> None:
+    # `--attacks "$LIST"` with LIST empty would otherwise start the full 80-attack run
+    with pytest.raises(bench.BenchError, match="names no attack"):
+        bench.resolve_attacks(spec, quick=False)
+    assert bench.resolve_attacks([], quick=True)[0] == bench.quick_attacks()

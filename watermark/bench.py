@@ -23,12 +23,14 @@ import datetime as _dt
 import hashlib
 import importlib.metadata
 import importlib.util
+import itertools
 import json
 import math
 import os
 import platform
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -86,6 +88,7 @@ DIFF_GAIN = 16  # amplification of the difference crops
 N_CROPS = 3  # frames shown with crops in index.html
 WORKERS = 2
 P_LEVELS = (1e-2, 1e-3)  # false-alarm fractions reported in the summary
+MIN_LEAK_SIDE = 16  # px: detect_frame refuses smaller pictures (the README's input floor)
 
 ProgressCallback = Callable[[int, int, str], None]
 """``progress(done, total, label)`` after each unit of work."""
@@ -346,9 +349,21 @@ def load_frames(inputs: Sequence[str | os.PathLike[str]]) -> list[BenchFrame]:
         shown = ", ".join(str(p) for p in inputs)
         raise BenchError(f"no image files ({exts}) in {shown}")
     frames = []
+    taken: set[str] = set()
     for path, rel in pairs:
         loaded = read_image(path)
-        frames.append(BenchFrame(rel.as_posix(), loaded.pixels, str(path)))
+        # A frame's name keys its trials and crops, so it must be unique: two folders
+        # holding the same relative name (v1/sh010.png, v2/sh010.png) give the second
+        # its path as given, which iter_image_files never repeats.
+        name = rel.as_posix()
+        if name in taken:
+            name = path.as_posix()
+        for n in itertools.count(2):  # never in practice; a name must still not repeat
+            if name not in taken:
+                break
+            name = f"{path.as_posix()} ({n})"
+        taken.add(name)
+        frames.append(BenchFrame(name, loaded.pixels, str(path)))
     return frames
 
 
@@ -416,18 +431,24 @@ def resolve_attacks(
     Parameters
     ----------
     spec : sequence of str or None
-        Attack names (comma-separated items are split), or ``["all"]``; None means
-        :func:`quick_attacks` with ``quick``, else all.
+        Attack names (comma-separated items are split), or ``["all"]``; None or empty
+        means :func:`quick_attacks` with ``quick``, else all.
 
     Raises
     ------
     BenchError
-        An unknown name, or an attack whose optional package (PyAV) is missing.
+        An unknown name, items that name no attack at all (``[""]``, ``[","]``), or an
+        attack whose optional package (PyAV) is missing.
     """
     notes: list[str] = []
     names: list[str] = []
     for item in spec or []:
         names.extend(s.strip() for s in str(item).split(",") if s.strip())
+    if spec and not names:  # `--attacks "$LIST"` with LIST empty: not a request for all
+        raise BenchError(
+            f"--attacks names no attack ({', '.join(map(repr, spec))}); choose 'all' or from: "
+            + " ".join(attack_names())
+        )
     if not names:
         if quick:
             return quick_attacks(), notes
@@ -632,22 +653,28 @@ def _leaktrace_task(task: _Task) -> dict:
 
 
 def _trace(leak: np.ndarray, candidates: np.ndarray, truth: int | None) -> dict:
+    """Trace one leak blind; a leak under the detector's 16 px floor is a miss, not a crash.
+
+    Only that documented refusal is recorded (as ``error``): any other exception from the
+    detector is a bug and propagates, since counting it as a miss would put a crash into
+    the accuracy figures without a word in ``results.md``.
+    """
     mp = leak.shape[0] * leak.shape[1] / 1e6
-    t0 = time.perf_counter()
-    try:
-        det = detect_frame(leak, BENCH_KEY, candidates=candidates)
-    except ValueError as exc:  # e.g. a leak too small to search
+    if min(leak.shape[:2]) < MIN_LEAK_SIDE:  # e.g. a 16 px frame cropped to a quarter
         return {
             "leak_shape": list(leak.shape),
             "megapixels": mp,
             "trace_ms": None,
-            "verdict": "missed",
+            "verdict": "missed" if truth is not None else "none",
             "found": False,
             "payload": None,
             "score": None,
             "p_value": None,
-            "error": str(exc),
+            "error": f"leak is {leak.shape[1]}x{leak.shape[0]} px; at least "
+            f"{MIN_LEAK_SIDE}x{MIN_LEAK_SIDE} is needed",
         }
+    t0 = time.perf_counter()
+    det = detect_frame(leak, BENCH_KEY, candidates=candidates)
     ms = (time.perf_counter() - t0) * 1e3
     if truth is None:
         verdict = "false_alarm" if det.found else "none"
@@ -840,7 +867,9 @@ def run_bench(
         Also run the peer methods of :mod:`watermark.peers` (vendor 0's id only).
     seed : int
         Base seed (payloads, attack randomness); a rerun with the same seed on the same
-        code gives the same verdicts.
+        code gives the same trials (libx264 runs its AVX2 code on CPUs with AVX-512, whose
+        routines gave other bits for the same clip from call to call, see
+        :func:`watermark.video.video_roundtrip`).
     quick : bool
         Recorded in the results (the caller picks the frames and attacks).
     out_dir : path-like
@@ -882,7 +911,7 @@ def run_bench(
     if max_side < 0:
         raise BenchError(f"--max-side must be >= 0; got {max_side}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    _prepare_out_dir(out)  # before the run: a bad --out must not cost the whole run
 
     notes = list(notes)
     if max_side:
@@ -986,6 +1015,23 @@ def run_bench(
         plots=report.plots,
         plots_skipped=report.skipped,
     )
+
+
+def _prepare_out_dir(out: Path) -> None:
+    """Create the output folder and prove it writable, or raise BenchError.
+
+    Done before any frame is marked: the results are written only at the end of the run,
+    so a file in the way or a read-only folder found then would throw all of it away.
+    """
+    if out.exists() and not out.is_dir():
+        raise BenchError(f"{out}: not a folder (a file of that name is there)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise BenchError(f"{out}: cannot write the results there ({exc.strerror or exc})") from None
 
 
 def _pick_crops(crops: dict[str, dict]) -> list[dict]:

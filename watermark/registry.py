@@ -54,8 +54,10 @@ PAYLOAD_BITS = 32
 #: Smallest Hamming distance kept between any two delivery ids.
 MIN_PAYLOAD_DISTANCE = 4
 
-_CANDIDATE_BATCH = 1024
-_MAX_CANDIDATES = 64 * _CANDIDATE_BATCH
+# candidates are checked a few at a time: each is checked against every registered
+# payload, and at 100,000 deliveries nearly every draw is accepted at once
+_CANDIDATE_BATCH = 16
+_MAX_CANDIDATES = 65536
 _MAX_PAIRS = 1 << 22  # elements of one (candidates x existing) distance block
 _VENDOR_NAME = re.compile(r"[\w .\-]{1,64}")
 _HEX_ID = re.compile(r"[0-9a-fA-F]{8}")
@@ -439,6 +441,16 @@ class Registry:
             conn.execute("PRAGMA journal_mode = WAL")
         except sqlite3.DatabaseError as exc:
             conn.close()
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_CANTOPEN:
+                # The file itself opened: what SQLite could not open is the -wal / -shm
+                # pair it keeps beside a WAL database, which a read-only folder or file
+                # system refuses (even to readers). The file is a registry all the same.
+                raise RegistryError(
+                    f"{path}: cannot open the registry ({exc}): SQLite must create its "
+                    f"-wal and -shm files in {path.parent}, which is read-only or not "
+                    "writable by this user (every command needs write access there, "
+                    "tracing too)"
+                ) from None
             raise RegistryError(f"{path}: not a leaktrace registry ({exc})") from None
         return conn
 

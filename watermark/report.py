@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -329,9 +330,15 @@ def _amplified(before: np.ndarray, after: np.ndarray) -> np.ndarray:
 def _write_crops(crops: list[dict], folder: Path, *, methods: tuple[str, ...]) -> list[dict]:
     """Write before / after / diff PNGs; return rows of (caption, relative path) cells."""
     rows = []
+    stems: set[str] = set()
     for c in crops:
         folder.mkdir(parents=True, exist_ok=True)
-        stem = Path(c["frame"]).stem.replace("/", "_")
+        # The whole frame name, folders and extension included: sub/x.png, x.png and x.jpg
+        # are three frames, and each crop file must be its own.
+        stem = re.sub(r"[^\w.-]", "_", c["frame"])
+        while stem in stems:  # sub/x.png and sub_x.png still meet here
+            stem += "_"
+        stems.add(stem)
         cells = []
         before = folder / f"{stem}_before.png"
         write_image(before, c["before"], format="png")
