@@ -207,7 +207,7 @@ def test_pair_bound_holds_when_a_rival_is_the_mark(amplitude):
         )
         soft, energy = _soft_bits(_Hypothesis(pilot_z, 1.0, (0, 0), (0, 0), chips), layout)
         p[n] = _confusion_probability(
-            soft, energy, accused, rival[None], pilot_z, n_pilot, per_bit.astype(np.float64)
+            soft, energy, accused, rival[None] != accused, pilot_z, n_pilot, per_bit.astype(float)
         )
     for alpha in (0.01, 0.1):
         assert np.mean(p <= alpha) <= alpha + 3.0 * np.sqrt(alpha * (1 - alpha) / trials)
@@ -225,7 +225,7 @@ def test_pair_bound_clears_the_delivery_that_is_the_mark():
     soft, energy = _soft_bits(_Hypothesis(pilot_z, 1.0, (0, 0), (0, 0), chips), layout)
     n_pilot = float(np.count_nonzero(layout.pilot))
     p = _confusion_probability(
-        soft, energy, accused, rival[None], pilot_z, n_pilot, per_bit.astype(np.float64)
+        soft, energy, accused, rival[None] != accused, pilot_z, n_pilot, per_bit.astype(float)
     )
     assert p < 1e-6
 

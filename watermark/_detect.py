@@ -725,7 +725,7 @@ def _confusion_probability(
     soft: np.ndarray,
     energy: np.ndarray,
     accused: np.ndarray,
-    rivals: np.ndarray,
+    differ: np.ndarray,
     pilot_z: float,
     n_pilot: float,
     chips_per_bit: np.ndarray,
@@ -739,14 +739,14 @@ def _confusion_probability(
     combination ``(z_r + sqrt(n_r / n_p) z_p) / sqrt(1 + n_r / n_p)`` is then ``N(0, 1)``
     whatever the unknown amplitude, so its upper tail is the exact probability of the
     observation under "r is the mark". sigma is over-estimated by including the signal
-    energy in both normalisations (conservative).
+    energy in both normalisations (conservative). `differ` (R, 162) bool: where each rival's
+    coded bits differ from `accused`'s.
     """
-    differ = rivals != accused  # (R, 162)
     if np.any(~differ.any(axis=1)):
         return 1.0  # a rival with the same codeword can never be told apart
-    n_diff = differ @ chips_per_bit
-    num = differ @ (soft * accused)
-    den = np.sqrt(np.maximum(differ @ energy, 1e-12))
+    n_diff = _rows_dot(differ, chips_per_bit)
+    num = _rows_dot(differ, soft * accused)
+    den = np.sqrt(np.maximum(_rows_dot(differ, energy), 1e-12))
     ratio = n_diff / n_pilot
     z_pair = (num / den + np.sqrt(ratio) * pilot_z) / np.sqrt(1.0 + ratio)
     return float(np.sum(false_alarm_probability(z_pair, 1.0)))
@@ -770,8 +770,32 @@ def _outside_probability(soft: np.ndarray, data_score: float, n: float, other: f
 _Verdict = tuple[int, float, float, float]  # candidate index, score, p accuse, p mark
 
 
+def _codeword_signs(candidates: np.ndarray) -> np.ndarray:
+    """(N, 162) int8: each candidate's coded bits as +-1 (coded once per trace: a
+    registry's every delivery is a candidate, so they are kept small)."""
+    return encode_payloads(candidates).astype(np.int8) * np.int8(2) - np.int8(1)
+
+
+# rows of a (N, 162) matrix turned into float64 at a time for a product with a vector:
+# bounded memory for a registry of hundreds of thousands, and a multiple of the BLAS
+# kernels' row blocks, so each row's product is the one a single call would give
+_ROWS = 4096
+
+
+def _rows_dot(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """``matrix.astype(float64) @ vector``, (N,) float64, a few thousand rows at a time."""
+    out = np.empty(matrix.shape[0])
+    for start in range(0, matrix.shape[0], _ROWS):
+        out[start : start + _ROWS] = matrix[start : start + _ROWS].astype(np.float64) @ vector
+    return out
+
+
 def _registry_verdict(
-    h: _Hypothesis, layout: TileLayout, candidates: np.ndarray, n_geometry: float
+    h: _Hypothesis,
+    layout: TileLayout,
+    candidates: np.ndarray,
+    n_geometry: float,
+    signs: np.ndarray | None = None,
 ) -> _Verdict:
     """Best candidate, its score, the p-value of accusing it, and the p-value of "a mark".
 
@@ -789,12 +813,15 @@ def _registry_verdict(
       then that of a sign-flip sum with weights ``|s_j|``, computed exactly
       (:func:`watermark._stats.sign_flip_probability`) for the best candidate and
       multiplied by the number of candidates (any of them could have been the best).
+
+    `signs`: :func:`_codeword_signs` of `candidates`, when the caller has it.
     """
     soft, energy = _soft_bits(h, layout)
     pilot_part = float(np.sum(h.chips * layout.pilot_chips))
     total = float(np.sqrt(np.sum(h.chips**2))) or 1.0
-    signs = encode_payloads(candidates).astype(np.float64) * 2.0 - 1.0  # (N, 162)
-    data_part = signs @ soft
+    if signs is None:
+        signs = _codeword_signs(candidates)  # (N, 162)
+    data_part = _rows_dot(signs, soft)
     z = (pilot_part + data_part) / total
     best = int(np.argmax(z))
     n = float(len(candidates))
@@ -807,12 +834,16 @@ def _registry_verdict(
 
     listed, _, valid = list_decode(soft, _LIST_SIZE)
     outsiders = np.setdiff1d(listed[valid], candidates.astype(np.uint64))
-    rivals = np.concatenate([np.delete(candidates.astype(np.uint64), best), outsiders])
+    # the rivals: every other registered delivery, then the outsiders; compared with the
+    # accused as bits, without a second float copy of the registry's codewords
+    differ = np.delete(signs != signs[best], best, axis=0)
+    if outsiders.size:
+        differ = np.concatenate([differ, _codeword_signs(outsiders) != signs[best]])
     p_confuse = 0.0
-    if rivals.size:
-        rival_signs = encode_payloads(rivals).astype(np.float64) * 2.0 - 1.0
+    if differ.shape[0]:
+        accused = signs[best].astype(np.float64)
         p_confuse = _confusion_probability(
-            soft, energy, signs[best], rival_signs, h.pilot_z, n_pilot, chips_per_bit
+            soft, energy, accused, differ, h.pilot_z, n_pilot, chips_per_bit
         )
     p_outside = _outside_probability(soft, float(data_part[best]), n, max(p_mark, p_confuse))
     p_accuse = min(1.0, max(p_mark, p_confuse, p_outside))
@@ -927,7 +958,8 @@ def _detect_luma(
         # bound over a superset), so a leak the square search convicts clearly needs no
         # lattices; a weak square verdict goes on, and the surer verdict stands.
         verdicts: dict[int, tuple[_Hypothesis, _Verdict]] = {}
-        early = _decide(hyps, layout, cand, n_geometry, p_threshold, verdicts)
+        signs = _codeword_signs(cand) if cand is not None and cand.size else None
+        early = _decide(hyps, layout, cand, n_geometry, p_threshold, verdicts, signs)
         if early.found and early.p_value <= p_threshold * _CLEAR_FACTOR:
             return early
         bases, spares = lattice_candidates(
@@ -949,7 +981,8 @@ def _detect_luma(
             a for m in rectified if (a := _anchored_alignment(y, m, quad, layout)) is not None
         ]
         found = _surer(
-            early, _decide(hyps + anchored, layout, cand, n_geometry, p_threshold, verdicts)
+            early,
+            _decide(hyps + anchored, layout, cand, n_geometry, p_threshold, verdicts, signs),
         )
         if found.found:
             return found
@@ -959,7 +992,8 @@ def _detect_luma(
         scanned = _scanned_alignments(y, layout, spares, quad)
         hyps = sorted(hyps + scanned, key=lambda h: h.pilot_z, reverse=True)
         return _surer(
-            early, _decide(hyps + anchored, layout, cand, n_geometry, p_threshold, verdicts)
+            early,
+            _decide(hyps + anchored, layout, cand, n_geometry, p_threshold, verdicts, signs),
         )
     n_geometry = float(n_sizes * WORK_PX * WORK_PX * TILE_CHIPS * TILE_CHIPS)
     return _decide(hyps, layout, cand, n_geometry, p_threshold)
@@ -985,21 +1019,28 @@ def _decide(
     n_geometry: float,
     p_threshold: float,
     known: dict[int, tuple[_Hypothesis, _Verdict]] | None = None,
+    signs: np.ndarray | None = None,
 ) -> Detection:
     """The verdict on the best hypotheses, corrected for `n_geometry` of them searched.
 
     `known` holds the registry verdicts already computed for some of these hypotheses
     (keyed by ``id``, each kept with its hypothesis so the id stays unique; the same
-    `n_geometry`), and receives the new ones.
+    `n_geometry`), and receives the new ones. `signs`: :func:`_codeword_signs` of `cand`,
+    when the caller has it (a trace decides up to four times).
     """
     if not hyps:
         return Detection(False, None, 0.0, 1.0, 1.0, 0.0, (0.0, 0.0), n_geometry)
 
     if cand is not None and cand.size:
         known = {} if known is None else known
+        if signs is None and any(id(h) not in known for h in hyps):
+            signs = _codeword_signs(cand)
         for h in hyps:
             if id(h) not in known:
-                known[id(h)] = (h, _registry_verdict(h, h.layout or layout, cand, n_geometry))
+                known[id(h)] = (
+                    h,
+                    _registry_verdict(h, h.layout or layout, cand, n_geometry, signs),
+                )
         verdicts = [(known[id(h)][1], h) for h in hyps]
         (idx, z, p, _), h = min(verdicts, key=lambda v: (v[0][2], -v[0][1]))
         p_mark = min(v[0][3] for v in verdicts)
