@@ -10,7 +10,8 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+import textwrap
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,6 +241,16 @@ def _print_json(document: object) -> None:
     typer.echo(json.dumps(document, indent=2, allow_nan=False))
 
 
+def _print_json_array(items: Iterable[object]) -> None:
+    """:func:`_print_json` of a list, written item by item (the same text)."""
+    first = True
+    for item in items:
+        text = textwrap.indent(json.dumps(item, indent=2, allow_nan=False), "  ")
+        typer.echo(("[\n" if first else ",\n") + text, nl=False)
+        first = False
+    typer.echo("[]" if first else "\n]")
+
+
 @contextmanager
 def _progress(label: str, *, enabled: bool) -> Iterator[ProgressCallback | None]:
     """A rich progress bar on stderr, or None when disabled or stderr is not a terminal."""
@@ -425,10 +436,10 @@ def delivery_list(
 ) -> None:
     """List deliveries, oldest first: id, vendor, original, when, and the marked copy's path."""
     with _open_studio(ctx, home) as studio:
+        if as_json:  # streamed: a registry of 100,000 deliveries took 565 MB as one list
+            _print_json_array(r.to_json() for r in studio.iter_deliveries(vendor))
+            return
         records = studio.list_deliveries(vendor)
-    if as_json:
-        _print_json([r.to_json() for r in records])
-        return
     table = Table()
     for name in ("delivery", "vendor", "asset", "size", "delivered (UTC)", "output"):
         table.add_column(name, overflow="fold")

@@ -151,6 +151,11 @@ def test_list_deliveries_oldest_first_and_by_vendor(reg: Registry) -> None:
     assert reg.list_deliveries("Bluebird") == [second]
     with pytest.raises(RegistryError, match="unknown vendor 'Nobody'"):
         reg.list_deliveries("Nobody")
+    # the streamed listing: the same records, and the vendor checked at the call
+    assert list(reg.iter_deliveries()) == [first, second, third]
+    assert list(reg.iter_deliveries("ACME")) == [first, third]
+    with pytest.raises(RegistryError, match="unknown vendor 'Nobody'"):
+        reg.iter_deliveries("Nobody")
     document = third.to_json()
     assert document == {
         "delivery_id": "f0f0f0f0",

@@ -317,6 +317,12 @@ def _record(row: tuple) -> DeliveryRecord:
     )
 
 
+def _records(cursor: sqlite3.Cursor) -> Iterator[DeliveryRecord]:
+    """The rows of a :data:`_RECORD_QUERY` cursor as records, fetched 500 at a time."""
+    while rows := cursor.fetchmany(500):
+        yield from (_record(row) for row in rows)
+
+
 def _far_mask(candidates: np.ndarray, existing: np.ndarray, min_distance: int) -> np.ndarray:
     """Boolean mask of ``candidates`` at Hamming distance >= ``min_distance`` from all
     of ``existing`` (both uint64 arrays), computed in memory-bounded blocks."""
@@ -844,14 +850,26 @@ class Registry:
         RegistryError
             `vendor` is given and not registered.
         """
+        return list(self.iter_deliveries(vendor))
+
+    def iter_deliveries(self, vendor: str | None = None) -> Iterator[DeliveryRecord]:
+        """:meth:`list_deliveries` a few hundred rows at a time: a registry of hundreds of
+        thousands of deliveries is listed without holding them all. The vendor is checked
+        at the call; consume the iterator while the registry is open.
+
+        Raises
+        ------
+        RegistryError
+            `vendor` is given and not registered.
+        """
         if vendor is None:
-            rows = self._conn.execute(_RECORD_QUERY + "ORDER BY d.id").fetchall()
+            cursor = self._conn.execute(_RECORD_QUERY + "ORDER BY d.id")
         else:
             vendor_id = self.get_vendor(vendor).id
-            rows = self._conn.execute(
+            cursor = self._conn.execute(
                 _RECORD_QUERY + "WHERE d.vendor_id = ? ORDER BY d.id", (vendor_id,)
-            ).fetchall()
-        return [_record(row) for row in rows]
+            )
+        return _records(cursor)
 
     def integrity(self) -> str:
         """SQLite's quick check of the database file and its foreign keys: ``"ok"``, or

@@ -684,6 +684,11 @@ class Studio:
         :meth:`Registry.list_deliveries`)."""
         return self.registry.list_deliveries(vendor)
 
+    def iter_deliveries(self, vendor: str | None = None) -> Iterator[DeliveryRecord]:
+        """:meth:`list_deliveries` a few hundred at a time, for large registries (see
+        :meth:`Registry.iter_deliveries`: consume it while the studio is open)."""
+        return self.registry.iter_deliveries(vendor)
+
     def get_delivery(self, delivery_id: str) -> DeliveryRecord:
         """The delivery with this id (8 hex digits, as trace reports it).
 
