@@ -7,6 +7,7 @@ one JSON document built from the library's result records, with progress and col
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import tempfile
@@ -578,12 +579,19 @@ def embed(
     for r in records:
         if r.weak:
             typer.echo(
-                f"warning: {r.input}: weak mark (margin {r.margin:.2f} < {WEAK_MARGIN}): too "
+                f"warning: {r.input}: weak mark (margin {_rounded_down(r.margin)} < "
+                f"{WEAK_MARGIN}): too "
                 "small, too flat or too close to white or black to be traced reliably after an "
                 "ordinary leak",
                 err=True,
             )
     raise typer.Exit(_report_errors([r.error for r in records]))
+
+
+def _rounded_down(value: float) -> str:
+    """`value` to 2 decimals, rounded down: a margin of 1.2496 under the 1.25 line reads
+    1.24, never "1.25 < 1.25"."""
+    return f"{math.floor(value * 100.0 + 1e-9) / 100.0:.2f}"  # (1.15 * 100 is 114.99...)
 
 
 def _embed_table(records: Sequence[EmbedRecord]) -> Table:

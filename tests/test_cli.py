@@ -714,3 +714,11 @@ def test_backup_writes_a_studio_home_and_refuses_an_existing_folder(
     missing = runner.invoke(app, ["backup", str(tmp_path / "b3"), "--home", str(tmp_path / "no")])
     assert missing.exit_code == 1 and "no studio here" in one_error_line(missing.stderr)
     assert not (tmp_path / "b3").exists()
+
+
+def test_a_weak_margin_is_never_printed_at_the_line() -> None:
+    from cli.main import _rounded_down
+
+    assert _rounded_down(1.2496) == "1.24" and _rounded_down(0.5) == "0.50"
+    assert _rounded_down(1.25) == "1.25" and _rounded_down(0.009) == "0.00"
+    assert _rounded_down(1.15) == "1.15"
