@@ -15,6 +15,7 @@ import pytest
 
 from watermark import studio as studio_module
 from watermark._detect import Detection
+from watermark._keys import key_fingerprint
 from watermark.errors import MediaError, RegistryError, StudioError
 from watermark.media import read_image
 from watermark.registry import Registry
@@ -81,6 +82,26 @@ def test_create_layout_and_secret_mode(tmp_path: Path) -> None:
     assert secret.read_bytes() not in (home / REGISTRY_NAME).read_bytes()
     with Studio.open(home) as s:
         assert s._key == secret.read_bytes()
+
+
+def test_a_secret_that_is_not_the_studios_own_is_refused(tmp_path: Path) -> None:
+    """A swapped secret.key would trace every leak of the studio's deliveries as "no mark
+    found": the registry records its secret's fingerprint and the studio refuses others."""
+    home, other = tmp_path / "home", tmp_path / "other"
+    Studio.create(home).close()
+    Studio.create(other).close()
+    own = (home / SECRET_NAME).read_bytes()
+    shutil.copyfile(other / SECRET_NAME, home / SECRET_NAME)
+    with pytest.raises(StudioError, match=r"not this studio's secret .*restore"):
+        Studio.open(home)
+    (home / SECRET_NAME).write_bytes(own)
+    Studio.open(home).close()
+    # a registry made before the fingerprint was recorded takes the first secret it meets
+    with sqlite3.connect(home / REGISTRY_NAME) as conn:
+        conn.execute("DELETE FROM settings")
+    Studio.open(home).close()
+    with Registry.open(home / REGISTRY_NAME) as reg:
+        assert reg.get_setting("key_fingerprint") == key_fingerprint(own)
 
 
 def test_create_twice_refuses(tmp_path: Path) -> None:

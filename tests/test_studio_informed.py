@@ -254,11 +254,13 @@ def test_registry_upgrades_from_version_1(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute("ALTER TABLE assets DROP COLUMN features")
         conn.execute("ALTER TABLE assets DROP COLUMN pinned")
+        conn.execute("DROP TABLE settings")
         conn.execute("PRAGMA user_version = 1")
     with Registry.open(path) as reg:
-        assert reg._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert reg._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         columns = {row[1] for row in reg._conn.execute("PRAGMA table_info(assets)")}
         assert {"features", "pinned"} <= columns
+        assert reg.get_setting("key_fingerprint") is None  # the settings table is there
 
 
 # --------------------------------------------------------------------------- CLI

@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 #: Version of the schema below, stored in ``PRAGMA user_version``.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Width of a delivery id (the codec's payload), in bits.
 PAYLOAD_BITS = 32
 #: Smallest Hamming distance kept between any two delivery ids.
@@ -91,15 +91,22 @@ CREATE TABLE deliveries (
 );
 CREATE INDEX deliveries_by_asset ON deliveries (asset_id, vendor_id, output_path);
 CREATE INDEX deliveries_by_output ON deliveries (output_path);
+CREATE TABLE settings (
+    name   TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);
 """
 
 # Version 1 -> 2: the asset index (local features of every original), and assets indexed
 # by hand (`leaktrace asset add`, never delivered) that no rollback may remove.
+# Version 2 -> 3: the studio's settings, such as the fingerprint of the secret the
+# registry's deliveries were marked with.
 _MIGRATIONS = {
     1: (
         "ALTER TABLE assets ADD COLUMN features BLOB",
         "ALTER TABLE assets ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0",
     ),
+    2: ("CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",),
 }
 
 _RECORD_QUERY = """
@@ -841,6 +848,18 @@ class Registry:
             _RECORD_QUERY + "WHERE d.output_path = ? ORDER BY d.id", (output_path,)
         ).fetchall()
         return [_record(row) for row in rows]
+
+    def get_setting(self, name: str) -> str | None:
+        """The studio setting `name` (e.g. ``"key_fingerprint"``), or None when unset."""
+        row = self._conn.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_setting(self, name: str, value: str) -> None:
+        """Record the studio setting `name` (replacing its value)."""
+        with self._transaction():
+            self._conn.execute(
+                "INSERT OR REPLACE INTO settings (name, value) VALUES (?, ?)", (name, value)
+            )
 
     def list_deliveries(self, vendor: str | None = None) -> list[DeliveryRecord]:
         """Every delivery with its vendor and asset, oldest first; only `vendor`'s when given.

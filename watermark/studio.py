@@ -468,6 +468,7 @@ class Studio:
             raise StudioError(f"{home}: cannot create a studio ({exc.strerror or exc})") from None
         try:
             registry = Registry.create(registry_path)
+            registry.set_setting(_KEY_SETTING, key_fingerprint(key))
         except BaseException as exc:
             secret_path.unlink(missing_ok=True)
             if isinstance(exc, OSError):
@@ -484,7 +485,8 @@ class Studio:
         Raises
         ------
         StudioError
-            No studio there, or its secret is unreadable or not 32 bytes.
+            No studio there, or its secret is unreadable, not 32 bytes, or not the one
+            the registry's deliveries were marked with.
         RegistryError
             The registry is missing, corrupt or of another schema version.
         """
@@ -504,7 +506,13 @@ class Studio:
             raise StudioError(
                 f"{secret_path}: corrupt secret ({len(key)} bytes, expected {SECRET_BYTES})"
             )
-        return cls(home, Registry.open(home / REGISTRY_NAME), key)
+        registry = Registry.open(home / REGISTRY_NAME)
+        try:
+            _check_key(registry, key, secret_path)
+        except BaseException:
+            registry.close()
+            raise
+        return cls(home, registry, key)
 
     def status(self) -> dict[str, object]:
         """What the studio holds, as ``leaktrace status --json`` prints it.
@@ -1980,6 +1988,34 @@ def _check_threshold(p_threshold: float, error: type[Exception]) -> None:
     half of it, so their own checks would let values up to 2 through)."""
     if not 0.0 < float(p_threshold) < 1.0:
         raise error(f"p_threshold must be in (0, 1), got {p_threshold}")
+
+
+_KEY_SETTING = "key_fingerprint"  # the registry's record of its studio's secret
+
+
+def _check_key(registry: Registry, key: bytes, secret_path: Path) -> None:
+    """Refuse a secret that is not the one the registry's deliveries were marked with.
+
+    A studio home whose secret.key was swapped (another studio's, a backup's of another
+    home, a fresh `init`'s) would otherwise trace every leak of its own deliveries as
+    "no mark found", without a word. A registry made before the fingerprint was recorded
+    takes this secret's. A registry too damaged to read the setting is left to the
+    command's own checks (``status`` reports it).
+    """
+    fingerprint = key_fingerprint(key)
+    try:
+        recorded = registry.get_setting(_KEY_SETTING)
+        if recorded is None:
+            registry.set_setting(_KEY_SETTING, fingerprint)
+            return
+    except sqlite3.DatabaseError:
+        return
+    if recorded != fingerprint:
+        raise StudioError(
+            f"{secret_path}: not this studio's secret (fingerprint {fingerprint}; the "
+            f"registry's deliveries were marked with {recorded}): restore the studio's own "
+            "secret.key, or every trace would find no mark"
+        )
 
 
 def _write_secret(path: Path, key: bytes) -> None:
