@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import stat
 import subprocess
@@ -208,8 +209,14 @@ def test_status_describes_the_studio_and_fails_on_a_broken_registry(
     assert runner.invoke(app, ["init", "--home", str(other)]).exit_code == 0
     theirs = json.loads(runner.invoke(app, ["status", "--json", "--home", str(other)]).stdout)
     assert theirs["key_fingerprint"] != fingerprint
-    (other / SECRET_NAME).write_bytes(key)  # the same secret: the same fingerprint
-    ours = json.loads(runner.invoke(app, ["status", "--json", "--home", str(other)]).stdout)
+    (other / SECRET_NAME).write_bytes(key)  # our secret in another studio: refused
+    swapped = runner.invoke(app, ["status", "--json", "--home", str(other)])
+    assert swapped.exit_code == 1 and "not this studio's secret" in swapped.stdout
+    second = tmp_path / "second"  # the studio copied to a second machine: the same one
+    second.mkdir()
+    for name in (SECRET_NAME, REGISTRY_NAME):
+        shutil.copyfile(home / name, second / name)
+    ours = json.loads(runner.invoke(app, ["status", "--json", "--home", str(second)]).stdout)
     assert ours["key_fingerprint"] == fingerprint
     text = runner.invoke(app, ["status", "--home", str(home)])
     assert text.exit_code == 0 and f"key fingerprint: {fingerprint}\n" in text.stdout
