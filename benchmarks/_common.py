@@ -242,6 +242,35 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
         raise BenchError(f"cannot write {path}: {exc}") from None
 
 
+def run_in_child(target: Callable, *args: object) -> dict:
+    """``target(*args, queue)`` in a fresh spawned interpreter; the dict it puts on the
+    queue. A call measured this way has its own peak memory (``ru_maxrss`` of the child).
+
+    Raises
+    ------
+    BenchError
+        The child ended without a result (it raised, or was killed).
+    """
+    import multiprocessing as mp
+    import queue as queues
+
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    proc = ctx.Process(target=target, args=(*args, results))
+    proc.start()
+    try:
+        while True:
+            try:
+                return results.get(timeout=1.0)
+            except queues.Empty:
+                if not proc.is_alive():  # died without putting a result: say so, not hang
+                    raise BenchError(
+                        f"the measured call ended without a result (exit code {proc.exitcode})"
+                    ) from None
+    finally:
+        proc.join()
+
+
 def main_wrapper(main: Callable[[], int]) -> int:
     """Run ``main``; a BenchError becomes a one-line message and exit code 1."""
     try:

@@ -83,16 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     if width < 16 or height < 16:
         parser.error(f"--size must be at least 16x16, got {args.size!r}")
 
-    ctx = mp.get_context("spawn")  # a fresh interpreter per call: its own peak
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         marked = str(Path(tmp) / "marked.npy")
         for task in ("embed", "trace", "trace rotated"):
-            queue = ctx.Queue()
-            proc = ctx.Process(target=_child, args=(task, width, height, marked, queue))
-            proc.start()
-            row = queue.get()
-            proc.join()
+            # a fresh interpreter per call: its own peak
+            row = common.run_in_child(_child, task, width, height, marked)
             rows.append(row)
             print(f"[memory] {task}: {row['peak_mb']:.0f} MiB", file=sys.stderr)
 

@@ -24,7 +24,6 @@ os.environ["OPENBLAS_NUM_THREADS"] = "1"
 os.environ["MKL_NUM_THREADS"] = "1"
 
 import argparse
-import json
 import multiprocessing as mp
 import resource
 import sys
@@ -88,16 +87,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--deliveries must be in 1..4000000, got {args.deliveries}")
     if not args.frame.is_file():
         parser.error(f"--frame: {args.frame} is not a file")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out: {args.out} is not a folder")
+    frame = common.read_image(args.frame, alpha=False)  # a bad file fails here, in one line
+    if min(frame.shape[:2]) < 16:
+        raise common.BenchError(f"--frame: {args.frame} is under 16 px on a side")
 
-    ctx = mp.get_context("spawn")  # a fresh interpreter per call: its own peak
     rows = []
     for n in args.deliveries:
         for kind in ("marked", "unmarked"):
-            queue = ctx.Queue()
-            proc = ctx.Process(target=_child, args=(str(args.frame), n, kind, queue))
-            proc.start()
-            row = queue.get()
-            proc.join()
+            # a fresh interpreter per call: its own peak
+            row = common.run_in_child(_child, str(args.frame), n, kind)
             rows.append(row)
             print(
                 f"[registry_scale] {n} deliveries, {kind}: {row['seconds']:.2f} s, "
@@ -117,9 +117,9 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['deliveries']} | {r['leak']} | {r['seconds']:.2f} | {r['peak_mb']:.0f} | "
             f"{r['before_call_mb']:.0f} | {r['p_value']:.2g} | {'yes' if r['ok'] else 'NO'} |"
         )
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "registry_scale.json"
-    path.write_text(json.dumps({"rows": rows, "machine": common.machine_info()}, indent=2))
+    path = common.write_json(
+        args.out, "registry_scale.json", {"rows": rows, "machine": common.machine_info()}
+    )
     print(f"\nJSON: {path}")
     return 0 if all(r["ok"] for r in rows) else 1
 
