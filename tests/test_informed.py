@@ -353,6 +353,41 @@ def test_index_recognises_nothing_without_raising(index, leak: np.ndarray) -> No
     assert idx.lookup([(local_features(leak), False)], leak.shape) == []
 
 
+def near_duplicates(make, seed: int) -> dict[int, np.ndarray]:
+    """A 360x480 frame (1), its retake with a patch blurred (2), the next frame of a slow
+    pan (3, 12 px left and 6 px up of it), the frame at half size (4), another asset (5)."""
+    base = make(372, 500, seed=seed)
+    frame = np.ascontiguousarray(base[:360, :480])
+    retake = frame.copy()
+    retake[120:200, 160:260] = cv2.GaussianBlur(retake[120:200, 160:260], (0, 0), 4)
+    pan = np.ascontiguousarray(base[6:366, 12:492])
+    half = cv2.resize(frame, (240, 180), interpolation=cv2.INTER_AREA)
+    return {1: frame, 2: retake, 3: pan, 4: half, 5: make(360, 480, seed=seed + 1)}
+
+
+@pytest.mark.parametrize("make", [textured_frame, cel_frame])
+def test_index_verifies_each_near_duplicate_of_the_leak(make) -> None:
+    # they share the leak's features: a ratio test against every other asset's nearest
+    # feature rejected nearly all of them, and the leak was not recognised at all
+    frames = near_duplicates(make, seed=21)
+    idx = AssetIndex.build((k, f.shape[:2], index_features(luma(f))) for k, f in frames.items())
+    leak = np.ascontiguousarray(luma(frames[1])[20:-20, 30:-30])
+    found = idx.lookup([(local_features(leak), False)], leak.shape)
+    assert {m.asset_id for m in found} == {1, 2, 3, 4}
+    # each registration puts the leak where it lies in that original
+    to_frame = {
+        1: np.eye(3),
+        2: np.eye(3),
+        3: np.array([[1.0, 0, 12], [0, 1.0, 6], [0, 0, 1.0]]),
+        4: np.diag([2.0, 2.0, 1.0]),
+    }
+    crop = np.array([[1.0, 0, -30], [0, 1.0, -20], [0, 0, 1.0]])
+    pts = np.array([[[60.0, 50.0]], [[200.0, 150.0]], [[100.0, 140.0]]])
+    for m in found:
+        expected = cv2.perspectiveTransform(pts, crop @ to_frame[m.asset_id])
+        np.testing.assert_allclose(cv2.perspectiveTransform(pts, m.homography), expected, atol=2.0)
+
+
 def test_empty_index_finds_nothing(photo: np.ndarray) -> None:
     idx = AssetIndex.build(())
     assert len(idx) == 0

@@ -110,6 +110,40 @@ def test_a_worse_fine_registration_does_not_replace_the_coarse_one(
     assert abs(rec.geometry.scale_x - 1.0) < 0.01 and abs(rec.geometry.scale_y - 1.0) < 0.01
 
 
+def test_near_duplicate_originals_each_trace_to_their_own_delivery(tmp_path: Path) -> None:
+    # a frame, its retake and the next frame of a slow pan, each delivered to another
+    # vendor: their features all match the leak, and only the mark tells which it is
+    base = cel_frame(368, 496, seed=31)
+    frame = np.ascontiguousarray(base[:360, :480])
+    retake = frame.copy()
+    retake[120:200, 160:260] = cv2.GaussianBlur(retake[120:200, 160:260], (0, 0), 4)
+    pan = np.ascontiguousarray(base[8:368, 16:496])
+    sources = {"Acme": frame, "Bluebird": retake, "Cirrus": pan}
+    with Studio.create(tmp_path / "home") as studio:
+        for vendor, original in sources.items():
+            studio.add_vendor(vendor)
+            path = save(tmp_path / "originals" / f"{vendor}.png", original)
+            (record,) = studio.embed_files([path], vendor, tmp_path / vendor)
+            marked = read_image(record.output).pixels
+            ok, jpeg = cv2.imencode(".jpg", marked[10:-10, 20:-20], [cv2.IMWRITE_JPEG_QUALITY, 50])
+            assert ok
+            sources[vendor] = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
+        for vendor, leak in sources.items():
+            rec = studio.trace_image(leak)
+            assert rec.found and rec.vendor == vendor and rec.mode == "informed"
+            assert Path(rec.source).name == f"{vendor}.png"
+            assert rec.n_tests >= 8  # four registered originals, each direct and mirrored
+            # the leak's centre is the centre of its own original (the crop was symmetric)
+            assert rec.geometry is not None
+            assert rec.geometry.offset == pytest.approx((240.0, 180.0), abs=1.5)
+        # the retake given by hand: the mark reads through it, and the record says whose
+        # delivery it names
+        leak = save(tmp_path / "leak.png", sources["Acme"])
+        (rec,) = studio.trace_files([leak], original=tmp_path / "originals" / "Bluebird.png")
+        assert rec.found and rec.vendor == "Acme" and Path(rec.asset).name == "Acme.png"
+        assert any("names a delivery of another original" in note for note in rec.notes)
+
+
 def test_flipped_leak_is_found_mirrored(delivered: dict) -> None:
     leak = np.ascontiguousarray(marked_copy(delivered, "Acme", "photo.png")[:, ::-1])
     with Studio.open(delivered["home"]) as studio:

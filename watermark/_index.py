@@ -21,11 +21,17 @@ from ._register import MIN_INLIERS, estimate_homography, plausible_homography
 
 __all__ = ["AssetIndex", "SourceMatch"]
 
-_VERIFY = 4  # assets with the most votes that get a homography fit
+_VERIFY = 8  # assets with the most votes that get a homography fit
 _TREES = 4  # FLANN k-d trees
 _TREE_SEED = 20261205  # OpenCV generator state the trees are built from
 _CHECKS = 64  # leaves FLANN visits per query (accuracy / speed)
-_NEIGHBOURS = 4  # nearest features fetched per query, to find one of another asset
+_NEIGHBOURS = 8  # nearest features fetched per query, to find one of another asset
+# A feature of another asset this close to where the nearest one sits (as shares of each
+# original's width and height) is the same feature of a near-duplicate original: a retake,
+# a retouched version, the next frame of a hold or a slow pan, the same frame at another
+# size. It is no ambiguity about what the leak shows, so it is no rival in the ratio test;
+# it is a match of its own.
+_TWIN_SHARE = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +102,14 @@ class AssetIndex:
         return cls(np.concatenate(owners), np.concatenate(points), d, shapes)
 
     @functools.cached_property
+    def _unit_points(self) -> np.ndarray:
+        """(N, 2) float32: feature positions as shares of their original's width, height."""
+        ids = np.fromiter(self.shapes, np.int64, len(self.shapes))
+        sizes = np.array([(w, h) for h, w in self.shapes.values()], np.float32).reshape(-1, 2)
+        order = np.argsort(ids)
+        return self.points / sizes[order][np.searchsorted(ids[order], self.owners)]
+
+    @functools.cached_property
     def _tree(self) -> cv2.flann.Index:
         """FLANN randomised k-d trees over the descriptors (built once)."""
         # the randomised trees draw from OpenCV's generator: seeded, so the same leak
@@ -104,7 +118,12 @@ class AssetIndex:
         return cv2.flann.Index(self.descriptors, {"algorithm": 1, "trees": _TREES})
 
     def match(self, query: np.ndarray, *, ratio: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
-        """Approximate nearest indexed feature of each query descriptor, Lowe's ratio test.
+        """Approximate nearest indexed features of each query descriptor, Lowe's ratio test.
+
+        A query whose nearest feature stands out from the nearest one of another asset
+        (by `ratio` in distance) matches it. The same feature of a near-duplicate original
+        (another asset's, at the same place in its frame) is no rival: it matches too,
+        when it also stands out, so that each of the near-duplicates can be verified.
 
         Parameters
         ----------
@@ -114,6 +133,7 @@ class AssetIndex:
         Returns
         -------
         query_index, index_row : (k,) int64 ndarrays
+            Matched pairs, at most one per query and asset, nearest first per query.
         """
         if query.shape[0] == 0 or self.owners.size < 2:
             empty = np.zeros(0, np.int64)
@@ -123,14 +143,24 @@ class AssetIndex:
         k = min(_NEIGHBOURS, self.owners.size)
         rows, dist2 = self._tree.knnSearch(q, k, params={"checks": _CHECKS})
         rows = rows.astype(np.int64)
+        owner = self.owners[rows]
         # Lowe's ratio test against the nearest feature of ANOTHER asset: a repeated
         # structure inside the right asset (the same outline drawn twice) is no ambiguity
-        other = self.owners[rows] != self.owners[rows[:, :1]]
-        has_other = other.any(axis=1)
-        first = np.argmax(other, axis=1)
-        rival = np.where(has_other, dist2[np.arange(len(q)), first], np.inf)
-        ok = dist2[:, 0] < (ratio * ratio) * rival  # squared L2 distances
-        return np.flatnonzero(ok).astype(np.int64), rows[ok, 0]
+        other = owner != owner[:, :1]
+        at = self._unit_points[rows]
+        twin = other & (np.abs(at - at[:, :1]).max(axis=2) <= _TWIN_SHARE)
+        rival_at = other & ~twin
+        first = np.argmax(rival_at, axis=1)
+        rival = np.where(rival_at.any(axis=1), dist2[np.arange(len(q)), first], np.inf)
+        limit = (ratio * ratio) * rival[:, None]  # squared L2 distances
+        # the nearest feature, and each twin that stands out as well (its asset's first)
+        seen = np.zeros_like(twin)
+        for j in range(1, k):  # k <= _NEIGHBOURS columns, not a loop over features
+            seen[:, j] = (owner[:, :j] == owner[:, j : j + 1]).any(axis=1)
+        take = (dist2 < limit) & ~seen & (twin | (np.arange(k) == 0))
+        take &= take[:, :1]  # a query whose nearest fails the test matches nothing
+        qi, col = np.nonzero(take)
+        return qi.astype(np.int64), rows[qi, col]
 
     def __len__(self) -> int:
         return len(self.shapes)
@@ -140,7 +170,7 @@ class AssetIndex:
         views: Iterable[tuple[Features, bool]],
         leak_shape: tuple[int, ...],
         *,
-        max_matches: int = 2,
+        max_matches: int = 4,
     ) -> list[SourceMatch]:
         """Assets the leak shows, best first.
 

@@ -400,9 +400,13 @@ class _Reference:
     pixels: np.ndarray | None = None
 
 
-# Registrations one informed trace may decode: two indexed assets, each seen directly and
+# Indexed assets one informed trace may register the leak to: one, or a few near-duplicate
+# originals (retakes, the frames of a hold or a slow pan), whose features all match. Only
+# the mark tells a pan's frames apart, so each is decoded.
+_INDEX_MATCHES = 4
+# Registrations one informed trace may decode: those assets, each seen directly and
 # mirrored. The p-value is always corrected for all of them.
-_INDEX_REGISTRATIONS = 4
+_INDEX_REGISTRATIONS = 2 * _INDEX_MATCHES
 _ORIGINAL_REGISTRATIONS = 2  # an original given by hand: direct and mirrored
 # A direct registration this well supported (inliers, and share of the leak's features)
 # makes the mirrored one pointless: it is skipped (the p-value still counts it).
@@ -1595,6 +1599,12 @@ class Studio:
                     "leak (too few consistent feature matches): not used; decoded blind"
                 )
             if informed is not None and informed.detection.found:
+                if reference is None:
+                    informed = self._relocate(
+                        leak_y, informed, candidates, threshold, notes, originals
+                    )
+                else:
+                    self._note_other_original(informed.detection, reference, notes)
                 return self._record(name, informed.detection, modes, informed, notes)
         detection = detect_frame(pixels, self._key, candidates=candidates, p_threshold=threshold)
         if not detection.found and informed is not None:
@@ -1608,6 +1618,53 @@ class Studio:
             name, detection, modes, informed, notes, blind=True, leak_shape=pixels.shape[:2]
         )
 
+    def _relocate(
+        self,
+        leak_y: np.ndarray,
+        informed: _Informed,
+        candidates: np.ndarray,
+        p_threshold: float,
+        notes: list[str],
+        originals: dict[int, tuple[np.ndarray, np.ndarray] | None],
+    ) -> _Informed:
+        """An informed verdict reached through a near-duplicate of its delivery's original
+        (a retake, a retouched version: the mark reads through either) is reported where
+        it lies in the delivery's own original. The verdict stays the one reached."""
+        payload = informed.detection.payload
+        match = None if payload is None else self.registry.lookup(int(payload))
+        if match is None or informed.source is None or informed.source.id == match.asset.id:
+            return informed
+        located = self._locate_source(
+            leak_y,
+            informed.detection,
+            None,
+            candidates,
+            p_threshold,
+            notes,
+            originals,
+            reason=(
+                f"the leak was first registered to a near-duplicate original, "
+                f"{informed.source.original_path or informed.source.sha256}"
+            ),
+        )
+        if located is None:
+            return informed
+        return dataclasses.replace(located, detection=informed.detection)
+
+    def _note_other_original(
+        self, detection: Detection, reference: _Reference, notes: list[str]
+    ) -> None:
+        """Say so when the mark read through an original given by hand names a delivery of
+        another original (a near-duplicate: a retake, a retouched version)."""
+        payload = detection.payload
+        match = None if payload is None else self.registry.lookup(int(payload))
+        if match is None or reference.sha256 in (None, match.asset.sha256):
+            return
+        notes.append(
+            "the mark names a delivery of another original, "
+            f"{match.asset.original_path or match.asset.sha256}, not the one given"
+        )
+
     def _locate_source(
         self,
         leak_y: np.ndarray,
@@ -1617,13 +1674,16 @@ class Studio:
         p_threshold: float,
         notes: list[str],
         originals: dict[int, tuple[np.ndarray, np.ndarray] | None],
+        *,
+        reason: str = "the asset index did not recognise the leak",
     ) -> _Informed | None:
-        """Where in its original a leak lies that only the blind decoder traced.
+        """Where in its original a leak lies that the mark, not the registration, traced.
 
         The mark names the delivery, hence the asset; its original is described densely
         and registered to the leak for the geometry and the coverage, kept only when the
-        residual at that registration shows the mark. The verdict stays the blind one
-        (this registration is not another test of the decision).
+        residual at that registration shows the mark. The verdict stays the one reached
+        (this registration is not another test of the decision); `reason` says why the
+        source was looked for this way.
         """
         match = (
             self.registry.lookup(int(detection.payload)) if detection.payload is not None else None
@@ -1666,8 +1726,8 @@ class Studio:
                 # the mark is not where this registration puts it: a wrong registration
                 continue
             notes.append(
-                "source located from the mark's delivery (the asset index did not recognise "
-                f"the leak); informed statistic there {located.score:.1f}"
+                f"source located from the mark's delivery ({reason}); "
+                f"informed statistic there {located.score:.1f}"
             )
             return _Informed(
                 located, asset, asset.original_path, describe_homography(h, leak_y.shape), coverage
@@ -1800,7 +1860,8 @@ class Studio:
                     )
                     direct_inliers = max(direct_inliers, inliers)
             else:
-                for m in index.lookup([(view, mirrored)], leak_y.shape):
+                matches = index.lookup([(view, mirrored)], leak_y.shape, max_matches=_INDEX_MATCHES)
+                for m in matches:
                     asset = self.registry.get_asset(m.asset_id)
                     if m.asset_id not in originals:
                         originals[m.asset_id] = self._load_original(asset, notes)
