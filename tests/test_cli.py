@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import _demo
+from cli import main as cli_main
 from cli.main import app
 from watermark.errors import StudioError
 from watermark.samples import sample_frames
@@ -306,7 +307,9 @@ def test_vendor_add_duplicate_and_invalid(runner: CliRunner, home: Path) -> None
     assert bad.exit_code == 1 and "invalid vendor name" in one_error_line(bad.stderr)
 
 
-def test_delivery_list_and_show(runner: CliRunner, home: Path, tmp_path: Path) -> None:
+def test_delivery_list_and_show(
+    runner: CliRunner, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     src = write_encoded(tmp_path / "shots" / "a.png", texture((96, 128, 3), seed=1))
     made = {}
     for vendor in ("Acme", "Bluebird"):
@@ -330,6 +333,15 @@ def test_delivery_list_and_show(runner: CliRunner, home: Path, tmp_path: Path) -
     assert [d["vendor"] for d in json.loads(only.stdout)] == ["Bluebird"]
     table = runner.invoke(app, ["delivery", "list", "--home", str(home)])
     assert table.exit_code == 0 and made["Acme"]["delivery_id"] in table.stdout
+    latest = runner.invoke(app, ["delivery", "list", "--last", "1", "--json", "--home", str(home)])
+    assert [d["vendor"] for d in json.loads(latest.stdout)] == ["Bluebird"]
+    bad_last = runner.invoke(app, ["delivery", "list", "--last", "0", "--home", str(home)])
+    assert bad_last.exit_code == 2 and "--last" in bad_last.stderr
+    # a long listing is printed a page of rows at a time, every row once
+    monkeypatch.setattr(cli_main, "_TABLE_PAGE", 1)
+    paged = runner.invoke(app, ["delivery", "list", "--home", str(home)])
+    assert paged.exit_code == 0 and paged.stdout.count("┏") == 2  # two tables
+    assert all(paged.stdout.count(m["delivery_id"]) == 1 for m in made.values())
     wanted = made["Bluebird"]["delivery_id"]
     shown = runner.invoke(app, ["delivery", "show", wanted.upper(), "--json", "--home", str(home)])
     assert shown.exit_code == 0 and json.loads(shown.stdout) == document[1]

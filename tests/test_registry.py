@@ -156,6 +156,13 @@ def test_list_deliveries_oldest_first_and_by_vendor(reg: Registry) -> None:
     assert list(reg.iter_deliveries("ACME")) == [first, third]
     with pytest.raises(RegistryError, match="unknown vendor 'Nobody'"):
         reg.iter_deliveries("Nobody")
+    # the most recent few, still oldest first, of all vendors or of one
+    assert reg.list_deliveries(last=2) == [second, third]
+    assert reg.list_deliveries(last=5) == [first, second, third]
+    assert list(reg.iter_deliveries("acme", last=1)) == [third]
+    assert reg.list_deliveries("Bluebird", last=1) == [second]
+    with pytest.raises(ValueError, match="last must be at least 1; got 0"):
+        reg.list_deliveries(last=0)
     document = third.to_json()
     assert document == {
         "delivery_id": "f0f0f0f0",

@@ -861,17 +861,24 @@ class Registry:
                 "INSERT OR REPLACE INTO settings (name, value) VALUES (?, ?)", (name, value)
             )
 
-    def list_deliveries(self, vendor: str | None = None) -> list[DeliveryRecord]:
-        """Every delivery with its vendor and asset, oldest first; only `vendor`'s when given.
+    def list_deliveries(
+        self, vendor: str | None = None, *, last: int | None = None
+    ) -> list[DeliveryRecord]:
+        """Every delivery with its vendor and asset, oldest first; only `vendor`'s when given,
+        only the `last` (>= 1) most recent of them when given.
 
         Raises
         ------
         RegistryError
             `vendor` is given and not registered.
+        ValueError
+            `last` is below 1.
         """
-        return list(self.iter_deliveries(vendor))
+        return list(self.iter_deliveries(vendor, last=last))
 
-    def iter_deliveries(self, vendor: str | None = None) -> Iterator[DeliveryRecord]:
+    def iter_deliveries(
+        self, vendor: str | None = None, *, last: int | None = None
+    ) -> Iterator[DeliveryRecord]:
         """:meth:`list_deliveries` a few hundred rows at a time: a registry of hundreds of
         thousands of deliveries is listed without holding them all. The vendor is checked
         at the call; consume the iterator while the registry is open.
@@ -880,15 +887,21 @@ class Registry:
         ------
         RegistryError
             `vendor` is given and not registered.
+        ValueError
+            `last` is below 1.
         """
-        if vendor is None:
-            cursor = self._conn.execute(_RECORD_QUERY + "ORDER BY d.id")
-        else:
-            vendor_id = self.get_vendor(vendor).id
-            cursor = self._conn.execute(
-                _RECORD_QUERY + "WHERE d.vendor_id = ? ORDER BY d.id", (vendor_id,)
-            )
-        return _records(cursor)
+        if last is not None and last < 1:
+            raise ValueError(f"last must be at least 1; got {last}")
+        params: tuple[int, ...] = ()
+        ids = "SELECT id FROM deliveries "
+        if vendor is not None:
+            params = (self.get_vendor(vendor).id,)
+            ids += "WHERE vendor_id = ? "
+        if last is not None:  # the newest `last`, still listed oldest first
+            ids += "ORDER BY id DESC LIMIT ?"
+            params = (*params, int(last))
+        query = _RECORD_QUERY + ("" if not params else f"WHERE d.id IN ({ids}) ") + "ORDER BY d.id"
+        return _records(self._conn.execute(query, params))
 
     def integrity(self) -> str:
         """SQLite's quick check of the database file and its foreign keys: ``"ok"``, or

@@ -691,15 +691,19 @@ class Studio:
         :meth:`Registry.list_assets`)."""
         return self.registry.list_assets()
 
-    def list_deliveries(self, vendor: str | None = None) -> list[DeliveryRecord]:
-        """Every delivery, oldest first; only `vendor`'s when given (see
-        :meth:`Registry.list_deliveries`)."""
-        return self.registry.list_deliveries(vendor)
+    def list_deliveries(
+        self, vendor: str | None = None, *, last: int | None = None
+    ) -> list[DeliveryRecord]:
+        """Every delivery, oldest first; only `vendor`'s, and only the `last` most recent,
+        when given (see :meth:`Registry.list_deliveries`)."""
+        return self.registry.list_deliveries(vendor, last=last)
 
-    def iter_deliveries(self, vendor: str | None = None) -> Iterator[DeliveryRecord]:
+    def iter_deliveries(
+        self, vendor: str | None = None, *, last: int | None = None
+    ) -> Iterator[DeliveryRecord]:
         """:meth:`list_deliveries` a few hundred at a time, for large registries (see
         :meth:`Registry.iter_deliveries`: consume it while the studio is open)."""
-        return self.registry.iter_deliveries(vendor)
+        return self.registry.iter_deliveries(vendor, last=last)
 
     def get_delivery(self, delivery_id: str) -> DeliveryRecord:
         """The delivery with this id (8 hex digits, as trace reports it).
