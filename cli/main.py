@@ -450,8 +450,12 @@ def delivery_list(
             return
         console = _Console()
         # pages of rows, each printed as it is read: rich lays out a table whole, which
-        # took minutes and gigabytes at 100,000 rows
-        for page in iter(lambda: list(itertools.islice(records, _TABLE_PAGE)), []):
+        # took minutes and gigabytes at 100,000 rows (no rows: one empty table)
+        first = list(itertools.islice(records, _TABLE_PAGE))
+        pages = itertools.chain(
+            [first], iter(lambda: list(itertools.islice(records, _TABLE_PAGE)), [])
+        )
+        for page in pages:
             table = Table()
             for name in ("delivery", "vendor", "asset", "size", "delivered (UTC)", "output"):
                 table.add_column(name, overflow="fold")

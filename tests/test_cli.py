@@ -311,6 +311,8 @@ def test_delivery_list_and_show(
     runner: CliRunner, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     src = write_encoded(tmp_path / "shots" / "a.png", texture((96, 128, 3), seed=1))
+    empty = runner.invoke(app, ["delivery", "list", "--home", str(home)])
+    assert empty.exit_code == 0 and empty.stdout.count("┏") == 1  # the header, no rows
     made = {}
     for vendor in ("Acme", "Bluebird"):
         out = tmp_path / vendor
@@ -335,6 +337,8 @@ def test_delivery_list_and_show(
     assert table.exit_code == 0 and made["Acme"]["delivery_id"] in table.stdout
     latest = runner.invoke(app, ["delivery", "list", "--last", "1", "--json", "--home", str(home)])
     assert [d["vendor"] for d in json.loads(latest.stdout)] == ["Bluebird"]
+    every = runner.invoke(app, ["delivery", "list", "--last", str(2**70), "--home", str(home)])
+    assert every.exit_code == 0 and all(m["delivery_id"] in every.stdout for m in made.values())
     bad_last = runner.invoke(app, ["delivery", "list", "--last", "0", "--home", str(home)])
     assert bad_last.exit_code == 2 and "--last" in bad_last.stderr
     # a long listing is printed a page of rows at a time, every row once

@@ -161,8 +161,10 @@ def test_list_deliveries_oldest_first_and_by_vendor(reg: Registry) -> None:
     assert reg.list_deliveries(last=5) == [first, second, third]
     assert list(reg.iter_deliveries("acme", last=1)) == [third]
     assert reg.list_deliveries("Bluebird", last=1) == [second]
-    with pytest.raises(ValueError, match="last must be at least 1; got 0"):
-        reg.list_deliveries(last=0)
+    assert reg.list_deliveries(last=2**70) == [first, second, third]
+    for bad in (0, True):
+        with pytest.raises(ValueError, match="last must be an int of at least 1"):
+            reg.list_deliveries(last=bad)
     document = third.to_json()
     assert document == {
         "delivery_id": "f0f0f0f0",

@@ -32,6 +32,10 @@ _NEIGHBOURS = 8  # nearest features fetched per query, to find one of another as
 # size. It is no ambiguity about what the leak shows, so it is no rival in the ratio test;
 # it is a match of its own.
 _TWIN_SHARE = 0.05
+# Indexed features under which a leak's nearest are found exactly: FLANN's randomised
+# trees cannot always return 8 neighbours among a handful of points (OpenCV asserts), and
+# an exact search of a few thousand is as fast as the trees.
+_EXACT_BELOW = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,14 +145,18 @@ class AssetIndex:
         q = query.astype(np.float32)
         q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-6)
         k = min(_NEIGHBOURS, self.owners.size)
-        rows, dist2 = self._tree.knnSearch(q, k, params={"checks": _CHECKS})
-        rows = rows.astype(np.int64)
+        rows, dist2 = self._nearest(q, k)
         owner = self.owners[rows]
         # Lowe's ratio test against the nearest feature of ANOTHER asset: a repeated
-        # structure inside the right asset (the same outline drawn twice) is no ambiguity
+        # structure inside the right asset (the same outline drawn twice) is no ambiguity,
+        # and neither is that structure in a near-duplicate (a twin of any of them)
         other = owner != owner[:, :1]
         at = self._unit_points[rows]
-        twin = other & (np.abs(at - at[:, :1]).max(axis=2) <= _TWIN_SHARE)
+        near = np.abs(at[:, :, None] - at[:, None, :]).max(axis=3) <= _TWIN_SHARE  # (n, k, k)
+        group = ~other  # the nearest asset's own features, then their twins, in any order
+        for _ in range(2):
+            group |= (near & group[:, None, :]).any(axis=2)
+        twin = other & group
         rival_at = other & ~twin
         first = np.argmax(rival_at, axis=1)
         rival = np.where(rival_at.any(axis=1), dist2[np.arange(len(q)), first], np.inf)
@@ -161,6 +169,20 @@ class AssetIndex:
         take &= take[:, :1]  # a query whose nearest fails the test matches nothing
         qi, col = np.nonzero(take)
         return qi.astype(np.int64), rows[qi, col]
+
+    def _nearest(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows (int64) and squared L2 distances (float32) of the `k` nearest indexed
+        descriptors of each unit row of `q`, nearest first."""
+        if self.owners.size >= _EXACT_BELOW:
+            rows, dist2 = self._tree.knnSearch(q, k, params={"checks": _CHECKS})
+            return rows.astype(np.int64), dist2
+        similarity = q @ self.descriptors.T  # unit vectors: |a - b|^2 = 2 - 2 a.b
+        rows = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        best = np.take_along_axis(similarity, rows, axis=1)
+        order = np.argsort(-best, axis=1, kind="stable")
+        rows = np.take_along_axis(rows, order, axis=1).astype(np.int64)
+        dist2 = np.maximum(2.0 - 2.0 * np.take_along_axis(best, order, axis=1), 0.0)
+        return rows, dist2.astype(np.float32)
 
     def __len__(self) -> int:
         return len(self.shapes)

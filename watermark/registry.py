@@ -890,8 +890,8 @@ class Registry:
         ValueError
             `last` is below 1.
         """
-        if last is not None and last < 1:
-            raise ValueError(f"last must be at least 1; got {last}")
+        if last is not None and (isinstance(last, bool) or last < 1):
+            raise ValueError(f"last must be an int of at least 1; got {last!r}")
         params: tuple[int, ...] = ()
         ids = "SELECT id FROM deliveries "
         if vendor is not None:
@@ -899,7 +899,7 @@ class Registry:
             ids += "WHERE vendor_id = ? "
         if last is not None:  # the newest `last`, still listed oldest first
             ids += "ORDER BY id DESC LIMIT ?"
-            params = (*params, int(last))
+            params = (*params, min(int(last), 2**62))  # SQLite integers are 64-bit
         query = _RECORD_QUERY + ("" if not params else f"WHERE d.id IN ({ids}) ") + "ORDER BY d.id"
         return _records(self._conn.execute(query, params))
 
