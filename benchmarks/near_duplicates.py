@@ -301,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         raise C.BenchError("--max-side must be at least 64 and --workers at least 1")
     if args.out.exists() and not args.out.is_dir():
         raise C.BenchError(f"--out {args.out} is not a directory")
+    C.frame_infos(args.frames)  # every image decodes, before anything is written
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="near-duplicates-", dir=args.out))
     try:
